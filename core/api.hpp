@@ -1,0 +1,62 @@
+// api.hpp: the HTTP API. kodo's own /api/v1 routes plus kodosumi's /outputs routes, served
+// from storage so that whatever backend stores events, every read path works on it.
+#pragma once
+
+#include "core/executor.hpp"
+#include "core/http_server.hpp"
+#include "core/metrics.hpp"
+#include "core/spooler.hpp"
+#include "core/storage.hpp"
+
+#include <deque>
+#include <mutex>
+#include <set>
+#include <string>
+
+namespace kodo {
+
+struct ApiContext {
+  Storage &storage;
+  Executor &executor;
+  Metrics &metrics;
+  StoreNotifier *notifier = nullptr;  // null when no spooler runs in this process
+  std::string default_user = "admin";
+  double sse_keepalive_s = 3;
+  double sse_poll_s = 0.25;      // how often an idle stream looks at storage again
+  double delete_wait_s = 30;     // how long DELETE waits for a cancelled run's last event
+  std::string transport_name;
+};
+
+// Thread-safe: handle() runs on many connection threads at once.
+class Api {
+ public:
+  explicit Api(ApiContext context) : ctx_(std::move(context)) {}
+  void handle(const HttpRequest &request, HttpResponder &response);
+
+ private:
+  void health(HttpResponder &response);
+  void metrics(HttpResponder &response);
+  void list_flows(HttpResponder &response);
+  void launch(const HttpRequest &request, HttpResponder &response);
+  void list_executions(const HttpRequest &request, HttpResponder &response);
+  void execution(const std::string &fid, HttpResponder &response);
+  void events(const std::string &fid, const HttpRequest &request, HttpResponder &response);
+  void status(const std::string &fid, HttpResponder &response);
+  void stream(const std::string &fid, const std::string &which, const HttpRequest &request,
+              HttpResponder &response);
+  void remove(const std::string &fid, HttpResponder &response);
+  // The execution's summary, or one made up for a run that is launched but not yet stored.
+  bool known(const std::string &fid, ExecutionInfo *info);
+  void remember_launch(const std::string &fid);
+  bool launched_here(const std::string &fid);
+  void forget_launch(const std::string &fid);
+
+  ApiContext ctx_;
+  // Fids launched through this API, newest last: between a run's last publish and its
+  // storage commit it is neither active nor stored, yet must not read as unknown.
+  std::mutex launched_mutex_;
+  std::set<std::string> launched_;
+  std::deque<std::string> launched_order_;
+};
+
+}  // namespace kodo

@@ -1,0 +1,952 @@
+// executor.cpp: child processes, their pipes and the events made from them (see executor.hpp).
+//
+// Ownership of state: what launch(), cancel() and shutdown() share with the supervisor thread
+// (runs_, queue_, slots, a run's phase and cancel request, stats) is guarded by mu_. Everything
+// else about a run (its child, pipes, seq counter, unpublished events) belongs to the
+// supervisor thread alone, once launch() has handed the run over.
+#include "core/executor.hpp"
+
+#include "core/log.hpp"
+
+#include "core/error.hpp"
+#include "core/event_line.hpp"
+#include "core/ids.hpp"
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+#include <system_error>
+#include <tuple>
+#include <utility>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+namespace kodo {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+constexpr size_t kReadChunk = 64 * 1024;  // per descriptor per poll round: keeps rounds fair
+constexpr double kDrainGraceS = 1.0;      // how long an exited child's pipes may stay open
+constexpr int kBackoffFirstMs = 50;
+constexpr int kBackoffMaxMs = 1000;
+constexpr int kChildEventsFd = 3;
+constexpr int kTickMs = 50;  // exit polling when pidfd_open is unavailable
+
+TimePoint after(double seconds) {
+  seconds = std::clamp(seconds, 0.0, 1e7);
+  return Clock::now() +
+         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+double seconds_between(TimePoint from, TimePoint to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+std::string errno_text(int e) { return std::generic_category().message(e); }
+
+std::string format_seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
+
+void log_to_stderr(const std::string &message) { log_error("executor: " + message); }
+
+std::string signal_name(int sig) {
+  switch (sig) {
+    case SIGHUP: return "SIGHUP";
+    case SIGINT: return "SIGINT";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGILL: return "SIGILL";
+    case SIGTRAP: return "SIGTRAP";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGKILL: return "SIGKILL";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGALRM: return "SIGALRM";
+    case SIGTERM: return "SIGTERM";
+    case SIGXCPU: return "SIGXCPU";
+    case SIGXFSZ: return "SIGXFSZ";
+    case SIGSYS: return "SIGSYS";
+    default: return "signal " + std::to_string(sig);
+  }
+}
+
+// A descriptor closed when it goes out of scope.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd &&other) noexcept : fd_(other.release()) {}
+  Fd &operator=(Fd &&other) noexcept {
+    if (this != &other) reset(other.release());
+    return *this;
+  }
+  Fd(const Fd &) = delete;
+  Fd &operator=(const Fd &) = delete;
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Moves a descriptor to a number above the child's fixed ones (0-3), so that the dup2
+// actions that set those up can never overwrite a source they still need.
+bool move_above_child_fds(Fd &fd) {
+  if (fd.get() > kChildEventsFd) return true;
+  const int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, kChildEventsFd + 1);
+  if (moved < 0) return false;
+  fd.reset(moved);
+  return true;
+}
+
+bool write_all(int fd, const std::string &data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Why `json` is not a JSON object, or empty. Iterative, so any nesting is safe.
+struct ObjectRootCheck : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, ObjectRootCheck> {
+  bool seen_root = false;
+  bool Default() { return std::exchange(seen_root, true); }  // a scalar root stops the parse
+  bool StartObject() {
+    seen_root = true;
+    return true;
+  }
+};
+
+std::string json_object_problem(const std::string &json) {
+  if (const size_t nul = json.find('\0'); nul != std::string::npos)
+    return "NUL byte at offset " + std::to_string(nul);
+  ObjectRootCheck check;
+  rapidjson::Reader reader;
+  rapidjson::MemoryStream stream(json.data(), json.size());
+  const auto result =
+      reader.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(stream,
+                                                                                           check);
+  if (result.Code() == rapidjson::kParseErrorTermination) return "not an object";
+  if (result.IsError())
+    return "not JSON at offset " + std::to_string(result.Offset()) + ": " +
+           rapidjson::GetParseError_En(result.Code());
+  return {};
+}
+
+// The meta event: what kodosumi's status endpoint reports about a run.
+std::string meta_json(const std::string &fid, const std::string &username,
+                      const std::string &app_url, const FlowSpec &flow) {
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  auto field = [&w](const char *key, const std::string &value) {
+    w.Key(key);
+    w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+  };
+  w.StartObject();
+  field("fid", fid);
+  field("username", username);
+  field("app_url", app_url);
+  field("entry_point", flow.name);
+  field("summary", flow.description);
+  field("description", flow.description);
+  w.Key("tags");
+  w.StartArray();
+  w.EndArray();
+  w.Key("deprecated");
+  w.Bool(false);
+  field("author", "");
+  field("organization", "");
+  field("version", "");
+  field("kodosumi_version", "kodo");
+  w.EndObject();
+  return std::string(out.GetString(), out.GetSize());
+}
+
+}  // namespace
+
+struct Executor::Pipe {
+  explicit Pipe(const char *pipe_name) : name(pipe_name) {}
+  const char *name;  // "stdout", "stderr" or "events"
+  int fd = -1;       // our (read) end; -1 once closed
+  std::string line;  // the current line so far, at most max_event_bytes
+  bool discarding = false;  // the current line is too long; skip to its newline
+  size_t discarded = 0;     // bytes of that line so far
+  uint64_t line_no = 0;
+};
+
+struct Executor::Run {
+  enum class Phase { queued, running, ending };
+
+  std::string fid;
+  std::string username;
+  const FlowSpec *flow = nullptr;
+  std::string inputs;
+
+  // Guarded by mu_.
+  Phase phase = Phase::queued;
+  bool holds_slot = false;
+  bool cancel_requested = false;
+  std::string cancel_reason;
+  double cancel_grace_s = 0;
+
+  // The supervisor's alone from here on.
+  bool cancel_seen = false;
+  int64_t next_seq = 0;
+  pid_t pid = -1;
+  Fd pidfd;
+  bool exit_ready = false;  // the pidfd said the child exited
+  Pipe out{"stdout"}, err{"stderr"}, events{"events"};
+  bool started = false;
+  bool exited = false;
+  int wait_status = 0;
+  bool status_lost = false;  // someone else reaped the child (SIGCHLD ignored)
+  bool final_seen = false;
+  std::string stop_reason;  // why the run is being stopped, or why it failed to start
+  bool has_timeout = false;
+  TimePoint timeout_at;
+  bool term_sent = false, kill_sent = false;
+  TimePoint kill_at;
+  TimePoint drain_until;
+  bool drain_killed = false;
+  bool outcome_emitted = false;
+
+  std::vector<Event> pending;  // made, not yet taken by the sink: always a suffix by seq
+  bool failing = false;        // the sink refused this run's events; retrying on its own
+  TimePoint failing_since, next_attempt;
+  int backoff_ms = kBackoffFirstMs;
+  bool transport_failed = false;  // gave up on refused events; only the outcome remains
+
+  Pipe *pipes[3] = {&out, &err, &events};
+  bool pipes_open() const { return out.fd >= 0 || err.fd >= 0 || events.fd >= 0; }
+  // Reading stops while the sink refuses, so unpublished events cannot pile up; it resumes
+  // (discarding) once the run is given up, so the dying child never blocks on a full pipe.
+  bool reading_allowed() const { return !failing || transport_failed; }
+  ~Run() {
+    for (Pipe *p : pipes)
+      if (p->fd >= 0) ::close(p->fd);
+  }
+};
+
+Executor::Executor(ExecutorConfig config, std::vector<FlowSpec> flows, EventSink &sink)
+    : config_(std::move(config)), flows_(std::move(flows)), sink_(sink) {
+  if (config_.max_running == 0)
+    throw Error("executor: max_running must be at least 1", KODO_ERR_INVALID_ARGUMENT);
+  for (size_t i = 0; i < flows_.size(); ++i) {
+    const FlowSpec &f = flows_[i];
+    if (f.name.empty()) throw Error("executor: a flow has no name", KODO_ERR_INVALID_ARGUMENT);
+    if (f.argv.empty() || f.argv[0].empty())
+      throw Error("executor: flow " + quote_excerpt(f.name) + " has no executable (argv[0])",
+                  KODO_ERR_INVALID_ARGUMENT);
+    for (const std::string &kv : f.env)
+      if (kv.find('=') == std::string::npos || kv[0] == '=')
+        throw Error("executor: flow " + quote_excerpt(f.name) + " env entry " + quote_excerpt(kv) +
+                        " is not NAME=VALUE",
+                    KODO_ERR_INVALID_ARGUMENT);
+    if (!flow_index_.emplace(f.name, i).second)
+      throw Error("executor: flow " + quote_excerpt(f.name) + " is defined twice",
+                  KODO_ERR_INVALID_ARGUMENT);
+  }
+  // The host environment is read once, here: setenv elsewhere in the process later would race
+  // with reading environ from the supervisor thread.
+  for (char **e = environ; e && *e; ++e) host_env_.emplace_back(*e);
+
+  int wake[2];
+  if (::pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0)
+    throw Error("executor: cannot make its wake pipe: " + errno_text(errno), KODO_ERR_IO);
+  wake_read_ = wake[0];
+  wake_write_ = wake[1];
+  try {
+    supervisor_ = std::thread([this] { supervise(); });
+  } catch (...) {
+    ::close(wake_read_);
+    ::close(wake_write_);
+    throw;
+  }
+}
+
+Executor::~Executor() {
+  shutdown(config_.kill_grace_s);
+  ::close(wake_read_);
+  ::close(wake_write_);
+}
+
+const std::vector<FlowSpec> &Executor::flows() const { return flows_; }
+
+ExecutorStats Executor::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  ExecutorStats s = stats_;
+  s.running = slots_used_;
+  s.queued = queue_.size();
+  return s;
+}
+
+bool Executor::is_active(const std::string &fid) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return runs_.count(fid) > 0;
+}
+
+bool Executor::wait_inactive(const std::string &fid, double timeout_s) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return changed_.wait_until(lock, after(timeout_s), [&] { return runs_.count(fid) == 0; });
+}
+
+void Executor::wake() {
+  const char byte = 1;
+  // A full pipe already holds a wake-up; nothing else can go wrong that matters.
+  [[maybe_unused]] const ssize_t n = ::write(wake_write_, &byte, 1);
+}
+
+std::string Executor::launch(const std::string &flow, const std::string &username,
+                             const std::string &inputs_json) {
+  const auto found = flow_index_.find(flow);
+  if (found == flow_index_.end())
+    throw Error("unknown flow " + quote_excerpt(flow), KODO_ERR_NOT_FOUND);
+  check_username(username);
+  if (std::string problem = json_object_problem(inputs_json); !problem.empty())
+    throw Error("inputs for flow " + quote_excerpt(flow) + " are not a JSON object: " + problem,
+                KODO_ERR_INVALID_ARGUMENT);
+  const FlowSpec &spec = flows_[found->second];
+
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) throw Error("executor is shutting down", KODO_ERR_UNAVAILABLE);
+    // How many runs would be waiting for a slot, this one included.
+    const size_t demand = slots_used_ + queue_.size() + reserving_ + 1;
+    const size_t waiting = demand > config_.max_running ? demand - config_.max_running : 0;
+    if (waiting > config_.max_queued)
+      throw Error("executor is full: " + std::to_string(queue_.size()) +
+                      " runs wait for a slot (max_queued " +
+                      std::to_string(config_.max_queued) + ")",
+                  KODO_ERR_UNAVAILABLE, true);
+    ++reserving_;
+  }
+
+  std::shared_ptr<Run> run;
+  try {
+    run = std::make_shared<Run>();
+    run->fid = new_fid();
+    run->username = username;
+    run->flow = &spec;
+    run->inputs = inputs_json;
+
+    emit(*run, "status", "starting");
+    emit(*run, "inputs", inputs_json);
+    emit(*run, "meta", meta_json(run->fid, username, config_.app_url, spec));
+
+    sink_.publish(run->pending);
+  } catch (...) {
+    // Nothing was started; a sink refusal reaches the caller with the sink's own code.
+    std::lock_guard<std::mutex> lock(mu_);
+    --reserving_;
+    changed_.notify_all();
+    throw;
+  }
+  const size_t published = run->pending.size();
+  run->pending.clear();
+
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --reserving_;
+    ++stats_.launched;
+    stats_.events_emitted += published;
+    runs_.emplace(run->fid, run);
+    queue_.push_back(run);
+    if (stopping_) request_cancel_locked(*run, "host shutting down", stop_grace_s_);
+    changed_.notify_all();
+  }
+  wake();
+  return run->fid;
+}
+
+// Marks the run for cancelling; a queued run leaves the queue at once. Caller holds mu_.
+bool Executor::request_cancel_locked(Run &run, const std::string &reason, double grace_s) {
+  if (run.phase == Run::Phase::ending || run.cancel_requested) return false;
+  run.cancel_requested = true;
+  run.cancel_reason = reason;
+  run.cancel_grace_s = grace_s;
+  if (run.phase == Run::Phase::queued) {
+    const auto it = std::find_if(queue_.begin(), queue_.end(),
+                                 [&](const std::shared_ptr<Run> &r) { return r.get() == &run; });
+    if (it != queue_.end()) {
+      cancelled_queued_.push_back(*it);
+      queue_.erase(it);
+    }
+    run.phase = Run::Phase::ending;
+  }
+  return true;
+}
+
+bool Executor::cancel(const std::string &fid, const std::string &reason) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto it = runs_.find(fid);
+    if (it == runs_.end() || !request_cancel_locked(*it->second, reason, config_.kill_grace_s))
+      return false;
+  }
+  wake();
+  return true;
+}
+
+void Executor::shutdown(double grace_s) {
+  std::lock_guard<std::mutex> once(shutdown_mu_);
+  if (joined_) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    stop_grace_s_ = grace_s;
+    stop_at_ = Clock::now();
+    for (auto &entry : runs_) request_cancel_locked(*entry.second, "host shutting down", grace_s);
+  }
+  wake();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    changed_.wait(lock, [&] { return runs_.empty() && reserving_ == 0; });
+    quit_ = true;
+  }
+  wake();
+  supervisor_.join();
+  joined_ = true;
+}
+
+void Executor::emit(Run &run, const std::string &kind, std::string payload) {
+  Event e;
+  e.fid = run.fid;
+  e.username = run.username;
+  e.seq = run.next_seq++;
+  e.timestamp = now_seconds();
+  e.kind = kind;
+  e.payload = std::move(payload);
+  run.pending.push_back(std::move(e));
+}
+
+void Executor::start_run(Run &run) {
+  const FlowSpec &flow = *run.flow;
+  auto fail = [&](const std::string &what, int error) {
+    run.stop_reason = "cannot start flow " + quote_excerpt(flow.name) + ": " + what + ": " +
+                      errno_text(error);
+    emit_outcome(run);
+  };
+
+  // stdin is a memfd holding the inputs: a child that never reads them cannot block us.
+  Fd input(::memfd_create("kodo-inputs", MFD_CLOEXEC));
+  if (input.get() < 0) return fail("memfd_create", errno);
+  if (!write_all(input.get(), run.inputs)) return fail("writing the inputs", errno);
+  if (::lseek(input.get(), 0, SEEK_SET) != 0) return fail("lseek", errno);
+
+  Fd read_end[3], write_end[3];
+  for (int i = 0; i < 3; ++i) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return fail("pipe2", errno);
+    read_end[i].reset(p[0]);
+    write_end[i].reset(p[1]);
+    if (::fcntl(read_end[i].get(), F_SETFL, O_NONBLOCK) != 0) return fail("fcntl", errno);
+    if (!move_above_child_fds(write_end[i])) return fail("fcntl", errno);
+  }
+  if (!move_above_child_fds(input)) return fail("fcntl", errno);
+
+  // Host env, then the flow's, then ours: a flow cannot redirect its own events descriptor.
+  std::vector<std::string> env;
+  std::map<std::string, size_t> env_index;
+  auto set_env = [&](const std::string &kv) {
+    const std::string name = kv.substr(0, kv.find('='));
+    const auto [it, added] = env_index.emplace(name, env.size());
+    if (added)
+      env.push_back(kv);
+    else
+      env[it->second] = kv;
+  };
+  for (const std::string &kv : host_env_) set_env(kv);
+  for (const std::string &kv : flow.env) set_env(kv);
+  set_env("KODO_FID=" + run.fid);
+  set_env("KODO_USERNAME=" + run.username);
+  set_env("KODO_FLOW=" + flow.name);
+  set_env("KODO_EVENTS_FD=" + std::to_string(kChildEventsFd));
+  std::vector<char *> envp;
+  for (std::string &kv : env) envp.push_back(kv.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = flow.argv;
+  std::vector<char *> argv;
+  for (std::string &a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_adddup2(&actions, input.get(), 0);
+  posix_spawn_file_actions_adddup2(&actions, write_end[0].get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, write_end[1].get(), 2);
+  posix_spawn_file_actions_adddup2(&actions, write_end[2].get(), kChildEventsFd);
+  int rc = 0;
+  if (!flow.cwd.empty()) {
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 29)
+    rc = posix_spawn_file_actions_addchdir_np(&actions, flow.cwd.c_str());
+#else
+    rc = ENOSYS;
+#endif
+  }
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+  // O_CLOEXEC covers our own descriptors; this also closes ones other code leaked.
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, kChildEventsFd + 1);
+#endif
+  // Own process group (so signals reach the flow's children too), a clean signal state.
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigfillset(&defaults);
+  sigdelset(&defaults, SIGKILL);
+  sigdelset(&defaults, SIGSTOP);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  pid_t pid = -1;
+  if (rc == 0) rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return fail(quote_excerpt(flow.argv[0]), rc);
+
+  run.pid = pid;
+  run.started = true;
+  for (int i = 0; i < 3; ++i) run.pipes[i]->fd = read_end[i].release();
+#ifdef SYS_pidfd_open
+  // Lets poll() see the exit; without it the loop polls waitpid every kTickMs.
+  run.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+#endif
+  if (flow.timeout_s > 0) {
+    run.has_timeout = true;
+    run.timeout_at = after(flow.timeout_s);
+  }
+  emit(run, "status", "running");
+}
+
+void Executor::read_pipe(Run &run, Pipe &pipe) {
+  char buf[kReadChunk];
+  const ssize_t n = ::read(pipe.fd, buf, sizeof buf);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EINTR) return;
+    close_pipe(run, pipe);
+    return;
+  }
+  if (n == 0) {
+    close_pipe(run, pipe);
+    return;
+  }
+  const size_t size = static_cast<size_t>(n);
+  size_t pos = 0;
+  while (pos < size) {
+    const void *nl = std::memchr(buf + pos, '\n', size - pos);
+    const size_t end = nl ? static_cast<size_t>(static_cast<const char *>(nl) - buf) : size;
+    const size_t len = end - pos;
+    if (pipe.discarding) {
+      pipe.discarded += len;
+    } else if (pipe.line.size() + len > config_.max_event_bytes) {
+      // Never buffer without bound: count the rest of this line and drop it.
+      pipe.discarding = true;
+      pipe.discarded = pipe.line.size() + len;
+      std::string().swap(pipe.line);
+    } else {
+      pipe.line.append(buf + pos, len);
+    }
+    if (!nl) break;
+    end_line(run, pipe);
+    pos = end + 1;
+  }
+}
+
+// The current line of `pipe` is complete (newline, or end of file with bytes pending).
+void Executor::end_line(Run &run, Pipe &pipe) {
+  ++pipe.line_no;
+  std::string line;
+  line.swap(pipe.line);
+  const bool too_long = pipe.discarding;
+  const size_t size = pipe.discarded;
+  pipe.discarding = false;
+  pipe.discarded = 0;
+  if (run.transport_failed) return;  // the run is being stopped; its output has nowhere to go
+  const std::string where = std::string(pipe.name) + " line " + std::to_string(pipe.line_no);
+  if (too_long) {
+    emit(run, "error",
+         where + " discarded: " + std::to_string(size) + " bytes exceed the limit of " +
+             std::to_string(config_.max_event_bytes) + " bytes (max_event_bytes)");
+    return;
+  }
+  if (&pipe != &run.events) {
+    emit(run, pipe.name, to_valid_utf8(line));
+    return;
+  }
+  if (is_blank_line(line)) return;
+  ParsedEventLine parsed = parse_event_line(line);
+  if (!parsed.ok()) {
+    emit(run, "error", where + " rejected: " + parsed.error + ": " + quote_excerpt(line));
+    return;
+  }
+  if (parsed.kind == "final") run.final_seen = true;
+  emit(run, parsed.kind, std::move(parsed.payload));
+}
+
+void Executor::close_pipe(Run &run, Pipe &pipe) {
+  if (pipe.fd < 0) return;
+  ::close(pipe.fd);
+  pipe.fd = -1;
+  if (pipe.discarding || !pipe.line.empty()) end_line(run, pipe);  // a last unterminated line
+}
+
+void Executor::reap(Run &run) {
+  int status = 0;
+  const pid_t r = ::waitpid(run.pid, &status, WNOHANG);
+  if (r == run.pid) {
+    run.wait_status = status;
+  } else if (r < 0 && errno == ECHILD) {
+    run.status_lost = true;
+  } else {
+    return;
+  }
+  run.exited = true;
+  run.pidfd.reset();
+  run.drain_until = after(kDrainGraceS);
+  std::lock_guard<std::mutex> lock(mu_);
+  run.phase = Run::Phase::ending;
+}
+
+// Records why the run stops (the first reason wins) and starts SIGTERM, then SIGKILL.
+void Executor::terminate(Run &run, const std::string &reason, double grace_s) {
+  if (run.stop_reason.empty()) run.stop_reason = reason;
+  if (!run.started || run.exited || run.term_sent) return;
+  // The child is not reaped yet, so its pid (= its group's id) cannot have been reused.
+  ::kill(-run.pid, SIGTERM);
+  run.term_sent = true;
+  run.kill_at = after(grace_s);
+}
+
+void Executor::check_timers(Run &run) {
+  const TimePoint now = Clock::now();
+  if (run.started && !run.exited) {
+    if (run.has_timeout && !run.term_sent && now >= run.timeout_at)
+      terminate(run, "timed out after " + format_seconds(run.flow->timeout_s) + " s",
+                config_.kill_grace_s);
+    if (run.term_sent && !run.kill_sent && now >= run.kill_at) {
+      ::kill(-run.pid, SIGKILL);
+      run.kill_sent = true;
+    }
+  }
+  if (run.exited && run.pipes_open()) {
+    if (!run.reading_allowed()) {
+      run.drain_until = std::max(run.drain_until, after(kDrainGraceS));  // not our child's fault
+    } else if (now >= run.drain_until) {
+      if (!run.drain_killed) {
+        // Something the flow started still holds its pipes: end the rest of its group.
+        ::kill(-run.pid, SIGKILL);
+        run.drain_killed = true;
+        run.drain_until = after(kDrainGraceS);
+      } else {
+        for (Pipe *p : run.pipes) close_pipe(run, *p);  // it left the group; stop waiting
+      }
+    }
+  }
+}
+
+void Executor::emit_outcome(Run &run) {
+  std::string reason = run.stop_reason;
+  if (reason.empty()) {
+    if (run.status_lost) {
+      reason = "exit status unknown: the child was reaped elsewhere (is SIGCHLD ignored?)";
+    } else if (WIFEXITED(run.wait_status) && WEXITSTATUS(run.wait_status) != 0) {
+      reason = "exit code " + std::to_string(WEXITSTATUS(run.wait_status));
+    } else if (WIFSIGNALED(run.wait_status)) {
+      const int sig = WTERMSIG(run.wait_status);
+      reason = "killed by signal " + std::to_string(sig) + " (" + signal_name(sig) + ")";
+    } else if (!run.final_seen) {
+      reason = "exited without a final event";
+    }
+  }
+  if (reason.empty()) {
+    emit(run, "status", "finished");
+  } else {
+    emit(run, "error", reason);
+    emit(run, "status", "error");
+  }
+  run.outcome_emitted = true;
+  std::lock_guard<std::mutex> lock(mu_);
+  run.phase = Run::Phase::ending;
+  if (run.holds_slot) {
+    run.holds_slot = false;
+    --slots_used_;
+  }
+}
+
+bool Executor::try_publish(const std::vector<Event> &events, std::string *error) {
+  try {
+    sink_.publish(events);
+  } catch (const std::exception &e) {
+    *error = e.what();
+    return false;
+  } catch (...) {
+    *error = "the sink threw an unknown exception";
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.events_emitted += events.size();
+  for (const Event &e : events) {
+    if (e.kind != "status") continue;
+    if (e.payload == "finished") ++stats_.finished;
+    if (e.payload == "error") ++stats_.failed;
+  }
+  return true;
+}
+
+void Executor::publish_round(std::vector<std::shared_ptr<Run>> &live) {
+  // Healthy runs: everything this round made, in one call.
+  std::vector<Event> batch;
+  std::vector<std::pair<Run *, size_t>> members;
+  for (auto &r : live) {
+    if (r->pending.empty() || r->failing) continue;
+    members.emplace_back(r.get(), r->pending.size());
+    std::move(r->pending.begin(), r->pending.end(), std::back_inserter(batch));
+    r->pending.clear();
+  }
+  std::string error;
+  if (!batch.empty() && !try_publish(batch, &error)) {
+    auto next = batch.begin();
+    for (auto &[run, count] : members) {
+      const auto end = next + static_cast<std::ptrdiff_t>(count);
+      run->pending.assign(std::make_move_iterator(next), std::make_move_iterator(end));
+      next = end;
+      publish_failed(*run, error);
+    }
+  }
+  // Refused runs: one call each, so a run the sink keeps refusing cannot hold up the others.
+  const TimePoint now = Clock::now();
+  for (auto &r : live) {
+    if (!r->failing || r->pending.empty() || now < r->next_attempt) continue;
+    if (try_publish(r->pending, &error)) {
+      log_to_stderr("fid " + r->fid + ": the sink took its events again after " +
+                format_seconds(seconds_between(r->failing_since, now)) + " s");
+      r->pending.clear();
+      r->failing = false;
+    } else {
+      publish_failed(*r, error);
+    }
+  }
+}
+
+void Executor::publish_failed(Run &run, const std::string &error) {
+  const TimePoint now = Clock::now();
+  if (!run.failing) {
+    run.failing = true;
+    run.failing_since = now;
+    run.backoff_ms = kBackoffFirstMs;
+    log_to_stderr("fid " + run.fid + ": the sink refused " + std::to_string(run.pending.size()) +
+              " events (" + error + "); retrying for " +
+              std::to_string(config_.publish_retry_ms) + " ms");
+  } else {
+    run.backoff_ms = std::min(run.backoff_ms * 2, kBackoffMaxMs);
+  }
+  run.next_attempt = now + std::chrono::milliseconds(run.backoff_ms);
+  const auto window = std::chrono::milliseconds(std::max(config_.publish_retry_ms, 0));
+  if (!run.transport_failed) {
+    if (now - run.failing_since >= window) transport_refused(run, error);
+    return;
+  }
+  // Only the run's last events are left. Outside shutdown they are retried until taken;
+  // shutdown cannot wait forever, so after one more window they are given up, loudly.
+  if (stop_seen_ && now - std::max(run.failing_since, stop_at_seen_) >= window) {
+    log_to_stderr("fid " + run.fid + ": host shutting down; giving up on its last " +
+              std::to_string(run.pending.size()) + " events, which the sink refused: " + error);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.events_rejected += run.pending.size();
+    }
+    run.pending.clear();
+    run.failing = false;
+  }
+}
+
+void Executor::transport_refused(Run &run, const std::string &error) {
+  const size_t lost = run.pending.size();
+  const int64_t first = run.pending.front().seq, last = run.pending.back().seq;
+  log_to_stderr("fid " + run.fid + " (flow " + quote_excerpt(run.flow->name) +
+            "): the sink refused " + std::to_string(lost) + " events (seq " +
+            std::to_string(first) + ".." + std::to_string(last) + ") for " +
+            std::to_string(config_.publish_retry_ms) + " ms: " + error +
+            "; they are dropped and the run is stopped");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.events_rejected += lost;
+  }
+  // Refused events were not taken, so their seqs are free for the events that follow.
+  run.pending.clear();
+  run.next_seq = first;
+  run.transport_failed = true;
+  run.failing_since = Clock::now();
+  run.stop_reason.clear();
+  terminate(run,
+            "transport refused events: " + std::to_string(lost) + " events lost: " + error,
+            config_.kill_grace_s);
+  if (run.outcome_emitted) emit_outcome(run);  // the one made was among the refused
+}
+
+void Executor::supervise() {
+  std::vector<std::shared_ptr<Run>> live;  // runs the supervisor owns: started or cancelled
+  std::vector<pollfd> fds;
+  std::vector<std::pair<Run *, Pipe *>> targets;  // per fds entry after the wake pipe
+  for (;;) {
+    try {
+      std::vector<std::shared_ptr<Run>> to_start, dequeued;
+      std::vector<std::tuple<std::shared_ptr<Run>, std::string, double>> cancels;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (quit_) return;
+        stop_seen_ = stopping_;
+        stop_at_seen_ = stop_at_;
+        dequeued.swap(cancelled_queued_);
+        for (auto &r : dequeued) {
+          r->cancel_seen = true;
+          r->stop_reason = "cancelled: " + r->cancel_reason;
+        }
+        while (slots_used_ < config_.max_running && !queue_.empty()) {
+          auto run = queue_.front();
+          queue_.pop_front();
+          run->phase = Run::Phase::running;
+          run->holds_slot = true;
+          ++slots_used_;
+          to_start.push_back(std::move(run));
+        }
+        for (auto &r : live) {
+          if (!r->cancel_requested || r->cancel_seen) continue;
+          r->cancel_seen = true;
+          cancels.emplace_back(r, "cancelled: " + r->cancel_reason, r->cancel_grace_s);
+        }
+      }
+      for (auto &r : dequeued) {
+        emit_outcome(*r);
+        live.push_back(r);
+      }
+      for (auto &r : to_start) {
+        start_run(*r);
+        live.push_back(r);
+      }
+      for (auto &[run, reason, grace] : cancels) terminate(*run, reason, grace);
+
+      // Wait for output, exits, timers or a wake-up.
+      fds.assign(1, pollfd{wake_read_, POLLIN, 0});
+      targets.clear();
+      TimePoint next = TimePoint::max();
+      bool tick = false;
+      for (auto &r : live) {
+        if (r->failing && !r->pending.empty()) next = std::min(next, r->next_attempt);
+        if (!r->started) continue;
+        if (r->reading_allowed())
+          for (Pipe *p : r->pipes)
+            if (p->fd >= 0) {
+              fds.push_back(pollfd{p->fd, POLLIN, 0});
+              targets.emplace_back(r.get(), p);
+            }
+        if (!r->exited) {
+          if (r->pidfd.get() >= 0) {
+            fds.push_back(pollfd{r->pidfd.get(), POLLIN, 0});
+            targets.emplace_back(r.get(), nullptr);
+          } else {
+            tick = true;
+          }
+          if (r->has_timeout && !r->term_sent) next = std::min(next, r->timeout_at);
+          if (r->term_sent && !r->kill_sent) next = std::min(next, r->kill_at);
+        } else if (r->pipes_open()) {
+          next = std::min(next, r->drain_until);
+        }
+      }
+      int timeout_ms = -1;
+      if (next != TimePoint::max()) {
+        const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now());
+        timeout_ms = static_cast<int>(std::clamp<int64_t>(wait.count(), 0, 60000));
+      }
+      if (tick && (timeout_ms < 0 || timeout_ms > kTickMs)) timeout_ms = kTickMs;
+      // Events made before the poll (running, cancels of queued runs) go out first.
+      bool pending = false;
+      for (auto &r : live) pending = pending || (!r->pending.empty() && !r->failing);
+      if (pending) timeout_ms = 0;
+
+      if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR)
+        log_to_stderr("poll failed: " + errno_text(errno));
+
+      if (fds[0].revents) {
+        char drain[256];
+        while (::read(wake_read_, drain, sizeof drain) > 0) {
+        }
+      }
+      for (size_t i = 1; i < fds.size(); ++i) {
+        const auto &[run, pipe] = targets[i - 1];
+        if (!fds[i].revents) continue;
+        if (pipe)
+          read_pipe(*run, *pipe);
+        else
+          run->exit_ready = true;
+      }
+      // Without a pidfd the only way to notice an exit is to ask.
+      for (auto &r : live)
+        if (r->started && !r->exited && (r->exit_ready || r->pidfd.get() < 0)) reap(*r);
+      for (auto &r : live) check_timers(*r);
+      for (auto &r : live)
+        if (r->started && r->exited && !r->pipes_open() && !r->outcome_emitted) emit_outcome(*r);
+
+      publish_round(live);
+
+      // A run whose last event is published is no longer active.
+      std::vector<std::shared_ptr<Run>> retired;
+      for (auto it = live.begin(); it != live.end();) {
+        if ((*it)->outcome_emitted && (*it)->pending.empty()) {
+          retired.push_back(std::move(*it));
+          it = live.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      if (!retired.empty()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto &r : retired) runs_.erase(r->fid);
+        changed_.notify_all();
+      }
+    } catch (const std::exception &e) {
+      // Only allocation can fail here; stay alive and try again shortly.
+      log_to_stderr(std::string("supervisor: ") + e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+}
+
+}  // namespace kodo

@@ -1,0 +1,499 @@
+#include "core/host_options.hpp"
+
+#include "core/error.hpp"
+
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <unistd.h>
+
+extern char **environ;
+
+namespace kodo {
+
+namespace fs = std::filesystem;
+
+po::options_description host_option_descriptions() {
+  po::options_description general("General");
+  general.add_options()
+      ("help,h", "show this help")
+      ("version", "print the version")
+      ("config,c", po::value<std::string>(), "INI config file (also KODO_CONFIG)")
+      ("plugin-dir", po::value<std::string>(),
+       "where short plugin names are looked up (default: beside the executable)")
+      ("log-level", po::value<std::string>()->default_value("info"),
+       "debug, info, warn or error");
+
+  po::options_description backends("Backends");
+  backends.add_options()
+      ("storage", po::value<std::string>()->default_value("sqlite"),
+       "storage plugin: a short name (kodo-storage-NAME.so in --plugin-dir) or a path")
+      ("transport", po::value<std::string>()->default_value("inproc"),
+       "transport plugin: short name or path (also KODO_EVENT_TRANSPORT)")
+      ("execution-mode", po::value<std::string>()->default_value("direct"),
+       "direct: the host runs flows itself")
+      ("execution-database", po::value<std::string>(),
+       "kodosumi's KODO_EXECUTION_DATABASE: a postgresql:// URL selects storage postgres "
+       "with that url")
+      ("storage-option", po::value<std::vector<std::string>>()->composing(),
+       "KEY=VALUE for the storage plugin (repeatable; see `plugins describe`)")
+      ("transport-option", po::value<std::vector<std::string>>()->composing(),
+       "KEY=VALUE for the transport plugin (repeatable)")
+      ("exec-dir", po::value<std::string>()->default_value("./data/execution"),
+       "where executions are kept (storages that declare exec_dir)");
+
+  po::options_description server("HTTP API");
+  server.add_options()
+      ("address", po::value<std::string>()->default_value("127.0.0.1:3370"),
+       "listen address: host:port or http://host:port")
+      ("default-user", po::value<std::string>()->default_value("admin"),
+       "the user requests act as until authentication exists")
+      ("sse-keepalive", po::value<double>()->default_value(3),
+       "seconds between SSE `alive` events");
+
+  po::options_description flows("Flows");
+  flows.add_options()
+      ("flow", po::value<std::vector<std::string>>()->composing(),
+       "NAME=COMMAND: register a flow (repeatable)")
+      ("flow-arg", po::value<std::vector<std::string>>()->composing(),
+       "NAME=ARG: one more argument for a flow's command")
+      ("flow-env", po::value<std::vector<std::string>>()->composing(),
+       "NAME=KEY=VALUE: an environment variable for a flow")
+      ("flow-cwd", po::value<std::vector<std::string>>()->composing(),
+       "NAME=DIR: a flow's working directory")
+      ("flow-timeout", po::value<std::vector<std::string>>()->composing(),
+       "NAME=SECONDS: end a run that takes longer, with an error")
+      ("flow-description", po::value<std::vector<std::string>>()->composing(),
+       "NAME=TEXT: shown in meta and /api/v1/flows")
+      ("max-running", po::value<size_t>()->default_value(16),
+       "flow processes running at once; more launches wait")
+      ("max-event-bytes", po::value<size_t>()->default_value(1 << 20),
+       "longest event line a flow may write")
+      ("kill-grace", po::value<double>()->default_value(5),
+       "seconds between SIGTERM and SIGKILL when a run is stopped")
+      ("app-url", po::value<std::string>()->default_value(""), "app_url reported in meta");
+
+  po::options_description spool("Spooler");
+  spool.add_options()
+      ("spooler-batch-size", po::value<size_t>()->default_value(1000),
+       "most events per storage commit")
+      ("spooler-batch-timeout", po::value<double>()->default_value(0.005),
+       "seconds a batch may wait to fill after its first event")
+      ("spooler-interval", po::value<double>()->default_value(0.25),
+       "seconds one idle read blocks")
+      ("spoolers", po::value<size_t>()->default_value(1),
+       "consumer threads in this process")
+      ("spooler-group", po::value<std::string>()->default_value("kodo-spooler"),
+       "consumer group")
+      ("spooler-name", po::value<std::string>()->default_value(""),
+       "consumer name (default spooler-<pid>)")
+      ("no-spooler", po::bool_switch(), "serve without spooling (run `kodo-host spool` too)")
+      ("publish-timeout", po::value<double>()->default_value(5),
+       "seconds a producer waits on a full transport before the run fails")
+      ("retention", po::value<std::string>()->default_value(""),
+       "serve: purge executions older than this, e.g. 30d (off when empty)")
+      ("purge-interval", po::value<std::string>()->default_value("1h"),
+       "how often the retention purge runs")
+      ("shutdown-grace", po::value<double>()->default_value(10),
+       "seconds running flows get to end when the host stops");
+
+  po::options_description all;
+  all.add(general).add(backends).add(server).add(flows).add(spool);
+  return all;
+}
+
+static std::string env_name_for(const std::string &option) {
+  std::string out = "KODO_";
+  for (char c : option) out += c == '-' ? '_' : static_cast<char>(std::toupper(
+                                               static_cast<unsigned char>(c)));
+  return out;
+}
+
+double parse_duration(const std::string &text, const std::string &what) {
+  if (text.empty()) throw Error(what + " is empty", KODO_ERR_INVALID_ARGUMENT);
+  char *end = nullptr;
+  errno = 0;
+  double value = std::strtod(text.c_str(), &end);
+  std::string unit = end ? end : "";
+  double scale = unit.empty() || unit == "s" ? 1
+                 : unit == "ms"              ? 0.001
+                 : unit == "m"               ? 60
+                 : unit == "h"               ? 3600
+                 : unit == "d"               ? 86400
+                                             : -1;
+  if (errno != 0 || end == text.c_str() || scale < 0 || !std::isfinite(value) || value < 0)
+    throw Error(what + " '" + text + "' is not a duration (like 90s, 15m, 12h, 30d)",
+                KODO_ERR_INVALID_ARGUMENT);
+  return value * scale;
+}
+
+// Splits a command like a shell would for words and quotes (no expansion).
+static std::vector<std::string> split_command(const std::string &text, const std::string &flow) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  char quote = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (quote) {
+      if (c == quote) {
+        quote = 0;
+      } else if (c == '\\' && quote == '"' && i + 1 < text.size()) {
+        word += text[++i];
+      } else {
+        word += c;
+      }
+    } else if (c == '\'' || c == '"') {
+      quote = c;
+      in_word = true;
+    } else if (c == '\\' && i + 1 < text.size()) {
+      word += text[++i];
+      in_word = true;
+    } else if (std::isspace(static_cast<unsigned char>(c))) {
+      if (in_word) words.push_back(word);
+      word.clear();
+      in_word = false;
+    } else {
+      word += c;
+      in_word = true;
+    }
+  }
+  if (quote) throw Error("command of flow '" + flow + "' has an unclosed quote", KODO_ERR_INVALID_ARGUMENT);
+  if (in_word) words.push_back(word);
+  if (words.empty()) throw Error("flow '" + flow + "' has an empty command", KODO_ERR_INVALID_ARGUMENT);
+  return words;
+}
+
+static void check_flow_name(const std::string &name) {
+  bool ok = !name.empty() && name.size() <= 64;
+  for (char c : name)
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
+  if (!ok)
+    throw Error("invalid flow name '" + name + "': use letters, digits, '_', '-', '.'",
+                KODO_ERR_INVALID_ARGUMENT);
+}
+
+namespace {
+
+// Flows as they are assembled from the three sources and the [flow.NAME] sections.
+class FlowTable {
+ public:
+  FlowSpec &get(const std::string &name, const std::string &origin) {
+    auto it = flows_.find(name);
+    if (it == flows_.end())
+      throw Error(origin + " names flow '" + name + "', which has no command (--flow " + name +
+                      "=COMMAND)",
+                  KODO_ERR_INVALID_ARGUMENT);
+    return it->second;
+  }
+  void add(const std::string &name, const std::string &command) {
+    check_flow_name(name);
+    if (flows_.count(name)) return;  // the higher-precedence source came first
+    FlowSpec spec;
+    spec.name = name;
+    spec.argv = split_command(command, name);
+    flows_.emplace(name, std::move(spec));
+    order_.push_back(name);
+  }
+  std::vector<FlowSpec> take() {
+    std::vector<FlowSpec> out;
+    for (const auto &name : order_) out.push_back(flows_.at(name));
+    return out;
+  }
+
+ private:
+  std::map<std::string, FlowSpec> flows_;
+  std::vector<std::string> order_;
+};
+
+struct Sources {
+  po::variables_map cli, env, file;
+};
+
+}  // namespace
+
+static OptionList key_values(const po::variables_map &values, const char *option) {
+  OptionList out;
+  if (!values.count(option)) return out;
+  for (const auto &text : values[option].as<std::vector<std::string>>())
+    out.push_back(split_key_value(text, std::string("--") + option + " value"));
+  return out;
+}
+
+static void apply_flow_settings(const po::variables_map &values, FlowTable &flows) {
+  auto each = [&](const char *option, auto &&fn) {
+    if (!values.count(option)) return;
+    for (const auto &text : values[option].as<std::vector<std::string>>()) {
+      auto [name, value] = split_key_value(text, std::string("--") + option + " value");
+      fn(flows.get(name, std::string("--") + option), value);
+    }
+  };
+  each("flow-arg", [](FlowSpec &f, const std::string &v) { f.argv.push_back(v); });
+  each("flow-env", [](FlowSpec &f, const std::string &v) {
+    split_key_value(v, "--flow-env for flow '" + f.name + "'");
+    f.env.push_back(v);
+  });
+  each("flow-cwd", [](FlowSpec &f, const std::string &v) { f.cwd = v; });
+  each("flow-description", [](FlowSpec &f, const std::string &v) { f.description = v; });
+  each("flow-timeout", [](FlowSpec &f, const std::string &v) {
+    f.timeout_s = parse_duration(v, "--flow-timeout for flow '" + f.name + "'");
+  });
+}
+
+// Each KODO_* variable that names an option is parsed as if given on the command line, one
+// variable at a time so an error can name it. A repeatable option takes one value a line.
+static po::variables_map parse_environment(const po::options_description &desc) {
+  static const std::map<std::string, std::string> aliases = {
+      {"KODO_EVENT_TRANSPORT", "transport"}, {"KODO_CONFIG", "config"}};
+  std::map<std::string, std::string> by_env;
+  for (const auto &option : desc.options()) {
+    const std::string &name = option->long_name();
+    if (name == "help" || name == "version") continue;
+    by_env[env_name_for(name)] = name;
+  }
+  for (const auto &[env, name] : aliases) by_env[env] = name;
+
+  po::variables_map values;
+  for (char **entry = environ; entry && *entry; ++entry) {
+    std::string text = *entry;
+    auto eq = text.find('=');
+    if (eq == std::string::npos) continue;
+    auto it = by_env.find(text.substr(0, eq));
+    if (it == by_env.end()) continue;
+    const std::string value = text.substr(eq + 1);
+    const po::option_description &option = desc.find(it->second, false);
+    std::vector<std::string> args;
+    const bool repeatable = option.semantic()->is_composing();
+    if (option.semantic()->max_tokens() == 0) {
+      if (value == "1" || value == "true" || value == "yes") args.push_back("--" + it->second);
+    } else if (repeatable) {
+      size_t start = 0;
+      while (start <= value.size()) {
+        size_t end = value.find('\n', start);
+        std::string line = value.substr(start, end == std::string::npos ? std::string::npos
+                                                                         : end - start);
+        if (!line.empty()) args.push_back("--" + it->second + "=" + line);
+        if (end == std::string::npos) break;
+        start = end + 1;
+      }
+    } else {
+      args.push_back("--" + it->second + "=" + value);
+    }
+    try {
+      po::store(po::command_line_parser(args).options(desc).run(), values);
+    } catch (const po::error &e) {
+      throw Error("environment variable " + it->first + ": " + e.what(),
+                  KODO_ERR_INVALID_ARGUMENT);
+    }
+  }
+  return values;
+}
+
+// The INI file: registered options at the top level; [storage] and [transport] sections
+// hold plugin options; [flow.NAME] sections hold command, arg, env, cwd, timeout and
+// description.
+static po::variables_map parse_config_file(const std::string &path,
+                                           const po::options_description &desc,
+                                           HostConfig &config, FlowTable &flows) {
+  std::ifstream in(path);
+  if (!in) throw Error("cannot read config file " + path, KODO_ERR_IO);
+  po::parsed_options parsed(&desc);
+  try {
+    parsed = po::parse_config_file(in, desc, true);
+  } catch (const po::error &e) {
+    throw Error("config file " + path + ": " + e.what(), KODO_ERR_INVALID_ARGUMENT);
+  }
+  std::vector<po::option> registered;
+  std::map<std::string, std::map<std::string, std::vector<std::string>>> flow_sections;
+  std::vector<std::string> flow_order;
+  for (auto &option : parsed.options) {
+    if (!option.unregistered) {
+      registered.push_back(option);
+      continue;
+    }
+    const std::string &key = option.string_key;
+    const std::string value = option.value.empty() ? "" : option.value.front();
+    auto dot = key.find('.');
+    const std::string section = dot == std::string::npos ? "" : key.substr(0, dot);
+    const std::string rest = dot == std::string::npos ? key : key.substr(dot + 1);
+    if (section == "storage") {
+      config.storage_options.file.emplace_back(rest, value);
+    } else if (section == "transport") {
+      config.transport_options.file.emplace_back(rest, value);
+    } else if (section == "flow" && rest.find('.') != std::string::npos) {
+      auto name = rest.substr(0, rest.find('.'));
+      if (!flow_sections.count(name)) flow_order.push_back(name);
+      flow_sections[name][rest.substr(rest.find('.') + 1)].push_back(value);
+    } else {
+      throw Error("config file " + path + ": unknown setting '" + key + "'",
+                  KODO_ERR_INVALID_ARGUMENT);
+    }
+  }
+  parsed.options = registered;
+  po::variables_map values;
+  try {
+    po::store(parsed, values);
+  } catch (const po::error &e) {
+    throw Error("config file " + path + ": " + e.what(), KODO_ERR_INVALID_ARGUMENT);
+  }
+  for (const auto &name : flow_order) {
+    auto &settings = flow_sections[name];
+    const std::string where = "config file " + path + ", [flow." + name + "]";
+    if (!settings.count("command")) throw Error(where + " has no command", KODO_ERR_INVALID_ARGUMENT);
+    flows.add(name, settings["command"].front());
+    FlowSpec &flow = flows.get(name, where);
+    for (const auto &[key, list] : settings) {
+      if (key == "command") continue;
+      for (const auto &value : list) {
+        if (key == "arg") flow.argv.push_back(value);
+        else if (key == "env") flow.env.push_back(value);
+        else if (key == "cwd") flow.cwd = value;
+        else if (key == "description") flow.description = value;
+        else if (key == "timeout") flow.timeout_s = parse_duration(value, where + " timeout");
+        else throw Error(where + ": unknown setting '" + key + "'", KODO_ERR_INVALID_ARGUMENT);
+      }
+    }
+  }
+  return values;
+}
+
+std::string default_plugin_dir(const char *argv0) {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) exe = fs::absolute(argv0 ? argv0 : ".", ec);
+  fs::path bin = exe.parent_path();
+  for (fs::path candidate : {bin / ".." / "plugins", bin / ".." / "lib" / "kodo" / "plugins"})
+    if (fs::is_directory(candidate, ec)) return fs::weakly_canonical(candidate, ec).string();
+  return (bin / ".." / "plugins").lexically_normal().string();
+}
+
+ParsedCommandLine parse_command_line(int argc, const char *const *argv,
+                                     const po::options_description &extra,
+                                     HostConfig &config) {
+  po::options_description desc = host_option_descriptions();
+  desc.add(extra);
+  po::options_description with_positional(desc);
+  with_positional.add_options()("command-words", po::value<std::vector<std::string>>(),
+                                "the command");
+  po::positional_options_description positional;
+  positional.add("command-words", -1);
+
+  Sources sources;
+  try {
+    po::store(po::command_line_parser(argc, argv)
+                  .options(with_positional)
+                  .positional(positional)
+                  .run(),
+              sources.cli);
+  } catch (const po::error &e) {
+    throw Error(std::string("command line: ") + e.what(), KODO_ERR_INVALID_ARGUMENT);
+  }
+  sources.env = parse_environment(desc);
+
+  FlowTable flows;
+  std::string config_file;
+  if (sources.cli.count("config")) config_file = sources.cli["config"].as<std::string>();
+  else if (sources.env.count("config")) config_file = sources.env["config"].as<std::string>();
+  if (!config_file.empty()) {
+    // Flows of higher-precedence sources are added first, so they win over the file's.
+    for (auto *values : {&sources.cli, &sources.env})
+      if (values->count("flow"))
+        for (const auto &text : (*values)["flow"].as<std::vector<std::string>>()) {
+          auto [name, command] = split_key_value(text, "--flow value");
+          flows.add(name, command);
+        }
+    sources.file = parse_config_file(config_file, desc, config, flows);
+  }
+
+  ParsedCommandLine out;
+  po::variables_map &values = out.values;
+  for (auto *source : {&sources.cli, &sources.env, &sources.file})
+    for (const auto &[name, value] : *source)
+      if (!values.count(name) || values[name].defaulted())
+        values.insert_or_assign(name, value);
+  // Defaults for whatever no source set.
+  {
+    po::variables_map defaults;
+    po::store(po::parsed_options(&desc), defaults);
+    for (const auto &[name, value] : defaults)
+      if (!values.count(name)) values.insert_or_assign(name, value);
+  }
+  if (values.count("command-words"))
+    out.positional = values["command-words"].as<std::vector<std::string>>();
+
+  config.config_file = config_file;
+  config.storage_options.command_line = key_values(sources.cli, "storage-option");
+  config.storage_options.environment = key_values(sources.env, "storage-option");
+  config.transport_options.command_line = key_values(sources.cli, "transport-option");
+  config.transport_options.environment = key_values(sources.env, "transport-option");
+  for (auto *source : {&sources.file}) {
+    for (auto &kv : key_values(*source, "storage-option")) config.storage_options.file.push_back(kv);
+    for (auto &kv : key_values(*source, "transport-option"))
+      config.transport_options.file.push_back(kv);
+  }
+
+  for (auto *source : {&sources.cli, &sources.env, &sources.file})
+    if (source->count("flow"))
+      for (const auto &text : (*source)["flow"].as<std::vector<std::string>>()) {
+        auto [name, command] = split_key_value(text, "--flow value");
+        flows.add(name, command);
+      }
+  for (auto *source : {&sources.cli, &sources.env, &sources.file})
+    apply_flow_settings(*source, flows);
+  config.flows = flows.take();
+
+  auto str = [&](const char *name) { return values[name].as<std::string>(); };
+  config.plugin_dir = values.count("plugin-dir") ? str("plugin-dir") : default_plugin_dir(argv[0]);
+  config.storage = str("storage");
+  config.transport = str("transport");
+  config.execution_mode = str("execution-mode");
+  if (config.execution_mode != "direct")
+    throw Error("execution mode '" + config.execution_mode +
+                    "' is not available: this host runs flows directly (execution-mode = direct)",
+                KODO_ERR_INVALID_ARGUMENT);
+  if (values.count("execution-database")) {
+    const std::string url = str("execution-database");
+    const bool storage_chosen = !values["storage"].defaulted();
+    if (url.rfind("postgresql", 0) == 0 || url.rfind("postgres://", 0) == 0) {
+      if (!storage_chosen) config.storage = "postgres";
+      config.storage_options.host_defaults.emplace_back("url", url);
+    } else if (!url.empty() && url.rfind("sqlite", 0) != 0) {
+      throw Error("KODO_EXECUTION_DATABASE '" + url +
+                      "' is neither a postgresql:// nor a sqlite URL",
+                  KODO_ERR_INVALID_ARGUMENT);
+    }
+  }
+  config.exec_dir = str("exec-dir");
+  config.storage_options.host_defaults.emplace_back("exec_dir", config.exec_dir);
+  config.address = str("address");
+  config.default_user = str("default-user");
+  config.log_level = str("log-level");
+  config.sse_keepalive_s = values["sse-keepalive"].as<double>();
+
+  config.executor.max_running = std::max<size_t>(1, values["max-running"].as<size_t>());
+  config.executor.max_event_bytes = values["max-event-bytes"].as<size_t>();
+  config.executor.kill_grace_s = values["kill-grace"].as<double>();
+  config.executor.app_url = str("app-url");
+  config.executor.exec_dir = config.exec_dir;
+
+  config.spooler.batch_size = std::max<size_t>(1, values["spooler-batch-size"].as<size_t>());
+  config.spooler.batch_timeout_s = values["spooler-batch-timeout"].as<double>();
+  config.spooler.interval_s = values["spooler-interval"].as<double>();
+  config.spooler.consumers = std::max<size_t>(1, values["spoolers"].as<size_t>());
+  config.spooler.group = str("spooler-group");
+  config.spooler.consumer_name = str("spooler-name");
+  config.run_spooler = !values["no-spooler"].as<bool>();
+  config.publish_timeout_ms = static_cast<int>(values["publish-timeout"].as<double>() * 1000);
+  config.executor.publish_retry_ms = config.publish_timeout_ms;
+  if (!str("retention").empty()) config.retention_s = parse_duration(str("retention"), "--retention");
+  config.purge_interval_s = parse_duration(str("purge-interval"), "--purge-interval");
+  config.shutdown_grace_s = values["shutdown-grace"].as<double>();
+  return out;
+}
+
+}  // namespace kodo

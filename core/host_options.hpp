@@ -1,0 +1,64 @@
+// host_options.hpp: one options model for the command line, the INI config file and KODO_*
+// environment variables (precedence: command line, environment, file, defaults), with
+// kodosumi's setting names where they exist. kodo-host and kodo-bench share it.
+#pragma once
+
+#include "core/executor.hpp"
+#include "core/plugin_options.hpp"
+#include "core/spooler.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <string>
+#include <vector>
+
+namespace kodo {
+
+namespace po = boost::program_options;
+
+struct HostConfig {
+  std::string config_file;
+  std::string plugin_dir;
+  std::string storage = "sqlite";
+  std::string transport = "inproc";
+  std::string execution_mode = "direct";
+  PluginOptionSources storage_options;
+  PluginOptionSources transport_options;
+  std::string exec_dir = "./data/execution";
+  std::string address = "127.0.0.1:3370";
+  std::string default_user = "admin";
+  std::string log_level = "info";
+  std::vector<FlowSpec> flows;
+  ExecutorConfig executor;
+  SpoolerConfig spooler;
+  bool run_spooler = true;          // serve: also spool in this process
+  int publish_timeout_ms = 5000;    // how long a producer waits on a full transport
+  double retention_s = 0;           // purge executions older than this; 0 keeps everything
+  double purge_interval_s = 3600;
+  double sse_keepalive_s = 3;       // kodosumi's `alive` every 3 s
+  double shutdown_grace_s = 10;
+};
+
+// The options every command understands, grouped for --help.
+po::options_description host_option_descriptions();
+
+struct ParsedCommandLine {
+  po::variables_map values;
+  std::vector<std::string> positional;  // the command and its arguments
+};
+
+// Parses argv (with `extra` options of a specific program added), the KODO_* environment
+// and the config file named by --config / KODO_CONFIG. Throws kodo::Error naming the
+// option, variable, file or line that is wrong.
+ParsedCommandLine parse_command_line(int argc, const char *const *argv,
+                                     const po::options_description &extra,
+                                     HostConfig &config);
+
+// The plugin directory next to the executable: <exe>/../plugins (build tree) or
+// <exe>/../lib/kodo/plugins (installed).
+std::string default_plugin_dir(const char *argv0);
+
+// Parses "30d", "12h", "15m", "90s" or plain seconds; throws naming `what`.
+double parse_duration(const std::string &text, const std::string &what);
+
+}  // namespace kodo

@@ -1,0 +1,309 @@
+// kodo-host: the minimal host. Loads the backends named in config and runs one of:
+//   serve                  HTTP API + executor + spooler (the default stack)
+//   spool                  a standalone spooler (for cross-process transports)
+//   plugins list           what is in --plugin-dir
+//   plugins describe NAME  a plugin's options, capabilities and versions
+//   db create-tables       make the storage schema (idempotent)
+//   db purge --older-than  delete executions older than a retention
+#include "core/api.hpp"
+#include "core/error.hpp"
+#include "core/host_options.hpp"
+#include "core/log.hpp"
+#include "core/spooler.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <pthread.h>
+#include <thread>
+
+namespace kodo {
+namespace {
+
+const char *const kUsage =
+    "usage: kodo-host [options] COMMAND\n"
+    "\n"
+    "commands:\n"
+    "  serve                       run the HTTP API, the executor and a spooler\n"
+    "  spool                       run a standalone spooler (cross-process transports)\n"
+    "  plugins list                list the plugins in --plugin-dir\n"
+    "  plugins describe NAME|PATH  show a plugin's options, capabilities and versions\n"
+    "  db create-tables            make the storage schema (idempotent)\n"
+    "  db purge --older-than AGE   delete executions older than AGE (e.g. 30d)\n"
+    "\n"
+    "Every option can also be set in the config file (--config) or as KODO_<NAME>\n"
+    "(e.g. --exec-dir is KODO_EXEC_DIR); the command line wins over the environment,\n"
+    "which wins over the file.\n";
+
+// SIGINT/SIGTERM are blocked in every thread and taken by sigwait in the main thread, so
+// shutdown runs in ordinary code. Children get an empty mask from the executor.
+sigset_t shutdown_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+int wait_for_shutdown_signal() {
+  sigset_t set = shutdown_signals();
+  int signal_number = 0;
+  sigwait(&set, &signal_number);
+  return signal_number;
+}
+
+std::shared_ptr<Plugin> load_kind(const HostConfig &config, const std::string &name,
+                                  int32_t kind) {
+  return Plugin::load(name, config.plugin_dir, kind);
+}
+
+std::unique_ptr<Storage> open_storage(const HostConfig &config) {
+  auto plugin = load_kind(config, config.storage, KODO_KIND_STORAGE);
+  auto options = resolve_plugin_options(*plugin, config.storage_options);
+  return std::make_unique<Storage>(plugin, options);
+}
+
+std::unique_ptr<Transport> open_transport(const HostConfig &config) {
+  auto plugin = load_kind(config, config.transport, KODO_KIND_TRANSPORT);
+  auto options = resolve_plugin_options(*plugin, config.transport_options);
+  return std::make_unique<Transport>(plugin, options);
+}
+
+// Deletes executions older than the retention every interval, until stopped.
+class RetentionTask {
+ public:
+  RetentionTask(Storage &storage, double retention_s, double interval_s)
+      : storage_(storage), retention_s_(retention_s), interval_s_(interval_s) {
+    if (retention_s_ > 0 && storage_.has(KODO_STORAGE_CAP_PURGE))
+      thread_ = std::thread([this] { run(); });
+    else if (retention_s_ > 0)
+      log_warn(storage_.plugin().label() + " cannot purge: --retention is ignored");
+  }
+  ~RetentionTask() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_) {
+      lock.unlock();
+      try {
+        int64_t purged = storage_.purge(now_seconds() - retention_s_);
+        if (purged > 0) log_info("retention: purged " + std::to_string(purged) + " executions");
+      } catch (const Error &e) {
+        log_error(std::string("retention: ") + e.what());
+      }
+      lock.lock();
+      wake_.wait_for(lock, std::chrono::duration<double>(interval_s_), [this] { return stop_; });
+    }
+  }
+  Storage &storage_;
+  double retention_s_, interval_s_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+int serve(const HostConfig &config) {
+  auto storage = open_storage(config);
+  auto transport = open_transport(config);
+  if (!config.run_spooler && !transport->has(KODO_TRANSPORT_CAP_CROSS_PROCESS))
+    throw Error(transport->plugin().label() +
+                    " carries events only inside this process: serve needs its own spooler "
+                    "(drop --no-spooler)",
+                KODO_ERR_INVALID_ARGUMENT);
+  Metrics metrics;
+  StoreNotifier notifier;
+  std::unique_ptr<Spooler> spooler;
+  if (config.run_spooler) {
+    spooler = std::make_unique<Spooler>(config.spooler, *transport, *storage, metrics,
+                                        std::vector<StoredObserver *>{&notifier});
+    spooler->start();
+  }
+  TransportSink sink(*transport, config.publish_timeout_ms);
+  Executor executor(config.executor, config.flows, sink);
+  ApiContext context{*storage,
+                     executor,
+                     metrics,
+                     spooler ? &notifier : nullptr,
+                     config.default_user,
+                     config.sse_keepalive_s,
+                     /*sse_poll_s=*/0.25,
+                     /*delete_wait_s=*/config.shutdown_grace_s + 20,
+                     transport->plugin().name()};
+  Api api(context);
+  HttpServer::Options server_options;
+  server_options.address = config.address;
+  HttpServer server(server_options,
+                    [&api](const HttpRequest &request, HttpResponder &response) {
+                      api.handle(request, response);
+                    });
+  server.start();
+  RetentionTask retention(*storage, config.retention_s, config.purge_interval_s);
+  const ListenAddress bound = parse_listen_address(config.address);
+  log_info("kodo-host " KODO_VERSION " serving on http://" +
+           (bound.host.empty() ? std::string("0.0.0.0") : bound.host) + ":" +
+           std::to_string(server.port()) + " (storage " + storage->plugin().name() +
+           ", transport " + transport->plugin().name() + ", " +
+           std::to_string(config.flows.size()) + " flows, data in " + config.exec_dir + ")");
+
+  int signal_number = wait_for_shutdown_signal();
+  log_info(std::string("received ") + (signal_number == SIGINT ? "SIGINT" : "SIGTERM") +
+           ": stopping the API, ending runs, draining the spooler");
+  server.stop();
+  executor.shutdown(config.shutdown_grace_s);
+  if (spooler) spooler->stop_and_drain();
+  log_info("stopped: " + std::to_string(metrics.events_stored.load()) + " events stored");
+  return 0;
+}
+
+int spool(const HostConfig &config) {
+  auto storage = open_storage(config);
+  auto transport = open_transport(config);
+  if (!transport->has(KODO_TRANSPORT_CAP_CROSS_PROCESS))
+    throw Error(transport->plugin().label() +
+                    " carries events only inside one kodo-host process; a standalone spooler "
+                    "needs a cross-process transport (such as redis)",
+                KODO_ERR_INVALID_ARGUMENT);
+  Metrics metrics;
+  Spooler spooler(config.spooler, *transport, *storage, metrics, {});
+  spooler.start();
+  log_info("kodo-host spool: group " + config.spooler.group + ", storage " +
+           storage->plugin().name() + ", transport " + transport->plugin().name());
+  wait_for_shutdown_signal();
+  log_info("stopping: draining what was read");
+  spooler.stop_and_drain();
+  log_info("stopped: " + std::to_string(metrics.events_stored.load()) + " events stored");
+  return 0;
+}
+
+int plugins_list(const HostConfig &config) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<fs::path> files;
+  for (const auto &entry : fs::directory_iterator(config.plugin_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("kodo-", 0) == 0 && entry.path().extension() == ".so")
+      files.push_back(entry.path());
+  }
+  if (ec) throw Error("cannot read plugin directory " + config.plugin_dir + ": " + ec.message(),
+                      KODO_ERR_IO);
+  std::sort(files.begin(), files.end());
+  std::printf("plugins in %s:\n", config.plugin_dir.c_str());
+  for (const auto &file : files) {
+    try {
+      auto plugin = Plugin::load(file.string(), config.plugin_dir, 0);
+      std::printf("  %-10s %-10s %-8s ABI %u  %s\n", plugin->name().c_str(),
+                  kind_name(plugin->kind()), plugin->version(), plugin->abi_version(),
+                  plugin->description());
+    } catch (const Error &e) {
+      std::printf("  %s: cannot load: %s\n", file.filename().c_str(), e.what());
+    }
+  }
+  return 0;
+}
+
+int plugins_describe(const HostConfig &config, const std::string &name) {
+  std::shared_ptr<Plugin> plugin;
+  const std::string storage_file = plugin_file_for(name, config.plugin_dir, KODO_KIND_STORAGE);
+  const std::string transport_file =
+      plugin_file_for(name, config.plugin_dir, KODO_KIND_TRANSPORT);
+  if (std::filesystem::exists(storage_file)) plugin = Plugin::load(storage_file, "", 0);
+  else if (std::filesystem::exists(transport_file)) plugin = Plugin::load(transport_file, "", 0);
+  else
+    throw Error("no plugin '" + name + "': neither " + storage_file + " nor " + transport_file +
+                    " exists",
+                KODO_ERR_NOT_FOUND);
+  std::cout << describe_plugin(*plugin);
+  return 0;
+}
+
+int run(int argc, char **argv) {
+  po::options_description command_options("Command options");
+  command_options.add_options()("older-than", po::value<std::string>(),
+                                "db purge: the age, e.g. 30d, 12h, 3600");
+  HostConfig config;
+  ParsedCommandLine parsed = parse_command_line(argc, argv, command_options, config);
+  set_log_level(parse_log_level(config.log_level));
+  const auto &words = parsed.positional;
+  if (parsed.values.count("version")) {
+    std::printf("kodo-host %s (plugin ABI %u..%u)\n", KODO_VERSION, kHostAbiMin, kHostAbiMax);
+    return 0;
+  }
+  if (parsed.values.count("help") || words.empty()) {
+    std::cout << kUsage << "\n" << host_option_descriptions() << command_options;
+    return words.empty() && !parsed.values.count("help") ? 2 : 0;
+  }
+  auto expect_words = [&](size_t n) {
+    if (words.size() != n)
+      throw Error("`" + words[0] + "` takes " + std::to_string(n - 1) +
+                      " word(s) after it; see --help",
+                  KODO_ERR_INVALID_ARGUMENT);
+  };
+  const std::string &command = words[0];
+  if (command == "serve") {
+    expect_words(1);
+    return serve(config);
+  }
+  if (command == "spool") {
+    expect_words(1);
+    return spool(config);
+  }
+  if (command == "plugins" && words.size() >= 2 && words[1] == "list") {
+    expect_words(2);
+    return plugins_list(config);
+  }
+  if (command == "plugins" && words.size() >= 2 && words[1] == "describe") {
+    expect_words(3);
+    return plugins_describe(config, words[2]);
+  }
+  if (command == "db" && words.size() >= 2 && words[1] == "create-tables") {
+    expect_words(2);
+    auto storage = open_storage(config);
+    storage->create_schema();
+    std::printf("schema ready in %s\n", storage->plugin().label().c_str());
+    return 0;
+  }
+  if (command == "db" && words.size() >= 2 && words[1] == "purge") {
+    expect_words(2);
+    if (!parsed.values.count("older-than"))
+      throw Error("db purge needs --older-than AGE (e.g. 30d)", KODO_ERR_INVALID_ARGUMENT);
+    double age = parse_duration(parsed.values["older-than"].as<std::string>(), "--older-than");
+    auto storage = open_storage(config);
+    int64_t purged = storage->purge(now_seconds() - age);
+    std::printf("purged %lld executions\n", static_cast<long long>(purged));
+    return 0;
+  }
+  throw Error("unknown command '" + command + (words.size() > 1 ? " " + words[1] : "") +
+                  "'; see kodo-host --help",
+              KODO_ERR_INVALID_ARGUMENT);
+}
+
+}  // namespace
+}  // namespace kodo
+
+int main(int argc, char **argv) {
+  sigset_t set = kodo::shutdown_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    return kodo::run(argc, argv);
+  } catch (const kodo::Error &e) {
+    std::fprintf(stderr, "kodo-host: %s\n", e.what());
+    return e.code() == KODO_ERR_INVALID_ARGUMENT || e.code() == KODO_ERR_NOT_FOUND ||
+                   e.code() == KODO_ERR_ABI_MISMATCH
+               ? 2
+               : 1;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "kodo-host: %s\n", e.what());
+    return 1;
+  }
+}

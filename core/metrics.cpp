@@ -1,0 +1,101 @@
+#include "core/metrics.hpp"
+
+#include <cmath>
+#include <cstdio>
+
+namespace kodo {
+
+Histogram::Histogram(std::vector<double> bounds)
+    : bounds_(std::move(bounds)), buckets_(bounds_.size() + 1) {}
+
+void Histogram::observe(double value, uint64_t count) {
+  size_t i = 0;
+  while (i < bounds_.size() && value > bounds_[i]) ++i;
+  buckets_[i].fetch_add(count, std::memory_order_relaxed);
+  count_.fetch_add(count, std::memory_order_relaxed);
+  if (value > 0)
+    sum_micro_.fetch_add(static_cast<uint64_t>(std::llround(value * 1e6)) * count,
+                         std::memory_order_relaxed);
+}
+
+static std::string number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+void Histogram::render(std::string &out, const std::string &name, const std::string &help) const {
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    std::string le = i < bounds_.size() ? number(bounds_[i]) : "+Inf";
+    out += name + "_bucket{le=\"" + le + "\"} " + std::to_string(cumulative) + "\n";
+  }
+  out += name + "_sum " + number(sum_micro_.load(std::memory_order_relaxed) / 1e6) + "\n";
+  out += name + "_count " + std::to_string(count_.load(std::memory_order_relaxed)) + "\n";
+}
+
+double Histogram::quantile_bound(double quantile) const {
+  uint64_t total = count_.load(std::memory_order_relaxed);
+  if (total == 0) return 0;
+  const double target = quantile * static_cast<double>(total);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    if (static_cast<double>(cumulative) >= target)
+      return i < bounds_.size() ? bounds_[i] : INFINITY;
+  }
+  return INFINITY;
+}
+
+Metrics::Metrics()
+    : batch_size({1, 10, 100, 1000, 10000, 100000}),
+      stored_latency({0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}) {}
+
+static void counter(std::string &out, const char *name, const char *help, uint64_t value) {
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
+         " " + std::to_string(value) + "\n";
+}
+
+static void gauge(std::string &out, const char *name, const char *help, int64_t value) {
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name +
+         " " + std::to_string(value) + "\n";
+}
+
+std::string Metrics::render(const Gauges &g) const {
+  std::string out;
+  auto load = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
+  counter(out, "kodo_events_in_total", "Events made by executors (flow lines and host events).",
+          g.events_emitted);
+  counter(out, "kodo_events_published_total", "Events handed to the transport.",
+          load(events_published));
+  counter(out, "kodo_events_rejected_total",
+          "Events the transport refused (their runs end in error).", g.events_rejected);
+  counter(out, "kodo_events_stored_total", "Events committed to storage and acknowledged.",
+          load(events_stored));
+  counter(out, "kodo_batches_stored_total", "Batches committed to storage.",
+          load(batches_stored));
+  counter(out, "kodo_store_failures_total", "Storage append attempts that failed and were retried.",
+          load(store_failures));
+  counter(out, "kodo_ack_failures_total", "Acknowledgements the transport refused.",
+          load(ack_failures));
+  counter(out, "kodo_redeliveries_total", "Deliveries received more than once.",
+          load(redeliveries));
+  counter(out, "kodo_executions_launched_total", "Executions launched.", g.executions_launched);
+  counter(out, "kodo_executions_finished_total", "Executions whose final status is stored.",
+          load(executions_finished));
+  gauge(out, "kodo_running_executions", "Flow processes running now.", g.running_executions);
+  gauge(out, "kodo_queued_executions", "Launches waiting for a free slot.", g.queued_executions);
+  gauge(out, "kodo_storage_up", "1 while storage accepts appends, 0 while they fail.",
+        storage_up.load(std::memory_order_relaxed));
+  gauge(out, "kodo_spool_lag_milliseconds",
+        "Age of the newest event in the last stored batch when it was committed.",
+        spool_lag_ms.load(std::memory_order_relaxed));
+  batch_size.render(out, "kodo_spool_batch_size", "Events per stored batch.");
+  stored_latency.render(out, "kodo_event_stored_latency_seconds",
+                        "Time from an event's timestamp to its storage commit.");
+  return out;
+}
+
+}  // namespace kodo

@@ -1,0 +1,54 @@
+// metrics.hpp: the host's counters and histograms, rendered as Prometheus text.
+// Lock-free on the hot path: every update is a relaxed atomic add.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kodo {
+
+// A histogram with fixed upper bounds (the last bucket is +Inf).
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void observe(double value, uint64_t count = 1);
+  void render(std::string &out, const std::string &name, const std::string &help) const;
+  // The value below which `quantile` of observations fall, by bucket (an upper bound).
+  double quantile_bound(double quantile) const;
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<std::atomic<uint64_t>> buckets_;
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_micro_{0};  // sum in millionths, to stay an integer atomic
+};
+
+struct Metrics {
+  Metrics();
+  std::atomic<uint64_t> events_published{0};  // handed to the transport
+  std::atomic<uint64_t> events_stored{0};     // committed by storage and acked
+  std::atomic<uint64_t> batches_stored{0};
+  std::atomic<uint64_t> store_failures{0};    // append attempts that failed (then retried)
+  std::atomic<uint64_t> ack_failures{0};
+  std::atomic<uint64_t> redeliveries{0};      // deliveries seen with delivery_count > 1
+  std::atomic<uint64_t> executions_finished{0};  // final status stored
+  std::atomic<int64_t> storage_up{1};         // 0 while appends fail
+  std::atomic<int64_t> spool_lag_ms{0};       // age of the newest event stored in the last batch
+  Histogram batch_size;                       // events per stored batch
+  Histogram stored_latency;                   // seconds from an event's timestamp to its commit
+
+  // Gauges owned elsewhere are passed in at render time.
+  struct Gauges {
+    int64_t running_executions = 0;
+    int64_t queued_executions = 0;
+    uint64_t executions_launched = 0;
+    uint64_t events_emitted = 0;
+    uint64_t events_rejected = 0;
+  };
+  std::string render(const Gauges &gauges) const;
+};
+
+}  // namespace kodo

@@ -1,0 +1,170 @@
+#include "core/plugin_loader.hpp"
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+
+#include <boost/dll/shared_library_load_mode.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+namespace kodo {
+
+const char *kind_name(int32_t kind) {
+  switch (kind) {
+    case KODO_KIND_STORAGE: return "storage";
+    case KODO_KIND_TRANSPORT: return "transport";
+    case KODO_KIND_DURABILITY: return "durability";
+    default: return "unknown";
+  }
+}
+
+std::string plugin_file_for(const std::string &name_or_path, const std::string &plugin_dir,
+                            int32_t kind) {
+  const bool is_path = name_or_path.find('/') != std::string::npos ||
+                       (name_or_path.size() > 3 &&
+                        name_or_path.compare(name_or_path.size() - 3, 3, ".so") == 0);
+  if (is_path) return name_or_path;
+  return (std::filesystem::path(plugin_dir) /
+          ("kodo-" + std::string(kind_name(kind)) + "-" + name_or_path + ".so"))
+      .string();
+}
+
+// Copies a struct the plugin gave us into a zeroed one of our size: fields the plugin's
+// (older) struct lacks read as zero/NULL.
+template <class T>
+static T copy_sized(const T *source) {
+  T out{};
+  if (!source) return out;
+  std::memcpy(&out, source, std::min(source->struct_size, sizeof(T)));
+  out.struct_size = sizeof(T);
+  return out;
+}
+
+std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path,
+                                     const std::string &plugin_dir, int32_t expected_kind) {
+  const std::string path = plugin_file_for(
+      name_or_path, plugin_dir, expected_kind ? expected_kind : KODO_KIND_STORAGE);
+  std::error_code exists_error;
+  if (!std::filesystem::exists(path, exists_error)) {
+    std::string what = expected_kind ? std::string(kind_name(expected_kind)) + " plugin"
+                                     : std::string("plugin");
+    throw Error(what + " '" + name_or_path + "' not found: no file " + path +
+                    (path == name_or_path ? "" : " (looked in --plugin-dir " + plugin_dir + ")"),
+                KODO_ERR_NOT_FOUND);
+  }
+
+  std::shared_ptr<Plugin> plugin(new Plugin());
+  plugin->path_ = path;
+  boost::dll::fs::error_code load_error;
+  plugin->library_.load(path,
+                        boost::dll::load_mode::rtld_local | boost::dll::load_mode::rtld_now,
+                        load_error);
+  if (load_error)
+    throw Error("cannot load plugin " + path + ": " + load_error.message(), KODO_ERR_IO);
+  if (!plugin->library_.has(KODO_ENTRY_SYMBOL))
+    throw Error("plugin " + path + " does not export the entry symbol " KODO_ENTRY_SYMBOL
+                " (declare it extern \"C\" with KODO_EXPORT)",
+                KODO_ERR_NOT_FOUND);
+  auto entry = plugin->library_.get<std::remove_pointer_t<kodo_plugin_entry_fn>>(
+      KODO_ENTRY_SYMBOL);
+
+  plugin->host_ = kodo_host_api{sizeof(kodo_host_api), kHostAbiMax, plugin.get(), &Plugin::log};
+  const kodo_plugin *descriptor = nullptr;
+  uint32_t plugin_abi = 0;
+  kodo_error error = KODO_ERROR_INIT;
+  kodo_status status =
+      entry(kHostAbiMin, kHostAbiMax, &plugin->host_, &descriptor, &plugin_abi, &error);
+  const std::string offered =
+      "this host speaks ABI versions " + std::to_string(kHostAbiMin) + ".." +
+      std::to_string(kHostAbiMax);
+  if (status == KODO_ERR_ABI_MISMATCH ||
+      (status == KODO_OK && (plugin_abi < kHostAbiMin || plugin_abi > kHostAbiMax))) {
+    kodo_error_release(&error);
+    throw Error("ABI mismatch: plugin " + path + " (symbol " KODO_ENTRY_SYMBOL
+                ") implements ABI version " + std::to_string(plugin_abi) + ", which is " +
+                    (plugin_abi < kHostAbiMin ? "older than" : "newer than") +
+                    " what " + offered,
+                KODO_ERR_ABI_MISMATCH);
+  }
+  if (status != KODO_OK)
+    throw_plugin_error("plugin " + path + " failed in " KODO_ENTRY_SYMBOL, status, error);
+  kodo_error_release(&error);
+  if (!descriptor)
+    throw Error("plugin " + path + ": " KODO_ENTRY_SYMBOL " returned no descriptor",
+                KODO_ERR_INVALID_ARGUMENT);
+  if (descriptor->struct_size < offsetof(kodo_plugin, storage))
+    throw Error("plugin " + path + ": descriptor struct_size " +
+                    std::to_string(descriptor->struct_size) + " is too small",
+                KODO_ERR_INVALID_ARGUMENT);
+  plugin->descriptor_ = copy_sized(descriptor);
+  const kodo_plugin &d = plugin->descriptor_;
+  if (!d.name || !*d.name)
+    throw Error("plugin " + path + ": descriptor has no name", KODO_ERR_INVALID_ARGUMENT);
+  plugin->name_ = d.name;
+  if (d.kind != KODO_KIND_STORAGE && d.kind != KODO_KIND_TRANSPORT)
+    throw Error("plugin " + path + " declares kind " + std::to_string(d.kind) +
+                    ", which this host does not run",
+                KODO_ERR_NOT_SUPPORTED);
+  if (expected_kind && d.kind != expected_kind)
+    throw Error("plugin " + path + " is a " + kind_name(d.kind) + " plugin ('" + d.name +
+                    "'), but a " + kind_name(expected_kind) + " plugin was asked for",
+                KODO_ERR_INVALID_ARGUMENT);
+  for (size_t i = 0; i < d.option_count; ++i) {
+    if (!d.options || !d.options[i] || !d.options[i]->name)
+      throw Error(plugin->label() + ": option " + std::to_string(i) + " is malformed",
+                  KODO_ERR_INVALID_ARGUMENT);
+    plugin->options_.push_back(copy_sized(d.options[i]));
+  }
+
+  auto require = [&](const void *fn, const char *fn_name) {
+    if (!fn)
+      throw Error(plugin->label() + " lacks the required function " + fn_name,
+                  KODO_ERR_INVALID_ARGUMENT);
+  };
+  if (d.kind == KODO_KIND_STORAGE) {
+    if (!d.storage) throw Error(plugin->label() + " has no storage function table");
+    plugin->storage_ = copy_sized(d.storage);
+    const auto &s = plugin->storage_;
+    require(reinterpret_cast<const void *>(s.open), "open");
+    require(reinterpret_cast<const void *>(s.close), "close");
+    require(reinterpret_cast<const void *>(s.create_schema), "create_schema");
+    require(reinterpret_cast<const void *>(s.append), "append");
+    require(reinterpret_cast<const void *>(s.read_events), "read_events");
+    require(reinterpret_cast<const void *>(s.get_execution), "get_execution");
+  } else {
+    if (!d.transport) throw Error(plugin->label() + " has no transport function table");
+    plugin->transport_ = copy_sized(d.transport);
+    const auto &t = plugin->transport_;
+    require(reinterpret_cast<const void *>(t.open), "open");
+    require(reinterpret_cast<const void *>(t.close), "close");
+    require(reinterpret_cast<const void *>(t.publish), "publish");
+    require(reinterpret_cast<const void *>(t.consumer_open), "consumer_open");
+    require(reinterpret_cast<const void *>(t.consumer_close), "consumer_close");
+    require(reinterpret_cast<const void *>(t.read), "read");
+    require(reinterpret_cast<const void *>(t.ack), "ack");
+  }
+  return plugin;
+}
+
+Plugin::~Plugin() = default;
+
+std::string Plugin::label() const {
+  return std::string(kind_name(descriptor_.kind)) + " plugin '" + name_ + "' (" + path_ + ")";
+}
+
+void Plugin::log(void *host_data, int32_t level, const char *message) {
+  auto *self = static_cast<Plugin *>(host_data);
+  log_line(level, std::string("plugin ") + self->name_ + ": " + (message ? message : ""));
+}
+
+[[noreturn]] void throw_plugin_error(const std::string &context, kodo_status status,
+                                     kodo_error &error) {
+  std::string message = error.message ? error.message : "no message";
+  const bool retryable = error.retryable != 0;
+  kodo_error_release(&error);
+  throw Error(context + ": " + message, status, retryable);
+}
+
+}  // namespace kodo

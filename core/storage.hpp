@@ -1,0 +1,59 @@
+// storage.hpp: an open storage backend, as the host uses it. Turns the C table into C++
+// calls that throw kodo::Error and return owned results.
+#pragma once
+
+#include "core/event.hpp"
+#include "core/plugin_loader.hpp"
+#include "core/plugin_options.hpp"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kodo {
+
+struct ExecutionInfo {
+  std::string fid, username, status;
+  double started_at = 0, updated_at = 0;
+  int64_t event_count = 0, last_seq = -1;
+};
+
+struct EventQuery {
+  std::string fid;
+  std::string username;  // empty: any user
+  int64_t after_seq = -1;
+  std::vector<std::string> kinds;  // empty: all
+  size_t limit = 1000;
+};
+
+// Threading: as kodo_storage_api; every method but the destructor may run concurrently.
+class Storage {
+ public:
+  Storage(std::shared_ptr<Plugin> plugin, const OptionList &options);
+  ~Storage();
+  Storage(const Storage &) = delete;
+  Storage &operator=(const Storage &) = delete;
+
+  const Plugin &plugin() const { return *plugin_; }
+  bool has(uint64_t capability) const { return (plugin_->capabilities() & capability) != 0; }
+
+  void create_schema();
+  void append(const kodo_event *const *events, size_t count);
+  void append(const std::vector<Event> &events);
+  std::vector<Event> read_events(const EventQuery &query, bool *has_more = nullptr);
+  std::optional<ExecutionInfo> get_execution(const std::string &fid,
+                                             const std::string &username = "");
+  std::vector<ExecutionInfo> list_executions(const std::string &username, size_t offset,
+                                             size_t limit, bool *has_more = nullptr);
+  // False when the execution is unknown.
+  bool archive_execution(const std::string &fid, const std::string &username = "");
+  int64_t purge(double older_than);
+
+ private:
+  std::shared_ptr<Plugin> plugin_;
+  const kodo_storage_api &api_;
+  kodo_storage *handle_ = nullptr;
+};
+
+}  // namespace kodo

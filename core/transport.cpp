@@ -1,0 +1,88 @@
+#include "core/transport.hpp"
+
+#include "core/error.hpp"
+
+namespace kodo {
+
+Transport::Transport(std::shared_ptr<Plugin> plugin, const OptionList &options)
+    : plugin_(std::move(plugin)), api_(plugin_->transport_api()) {
+  OptionArray array(options);
+  kodo_error error = KODO_ERROR_INIT;
+  kodo_status status =
+      api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
+  if (status != KODO_OK)
+    throw_plugin_error("cannot open " + plugin_->label() + " with " +
+                           format_options(*plugin_, options),
+                       status, error);
+  if (!handle_) throw Error(plugin_->label() + ": open succeeded but returned no handle");
+}
+
+Transport::~Transport() {
+  if (handle_) api_.close(handle_);
+}
+
+void Transport::publish(const kodo_event *const *events, size_t count, int32_t timeout_ms) {
+  if (count == 0) return;
+  kodo_error error = KODO_ERROR_INIT;
+  kodo_status status = api_.publish(handle_, events, count, timeout_ms, &error);
+  if (status != KODO_OK)
+    throw_plugin_error(plugin_->label() + ": publish of " + std::to_string(count) +
+                           " events failed",
+                       status, error);
+}
+
+void Transport::publish(const std::vector<Event> &events, int32_t timeout_ms) {
+  std::vector<kodo_event> views;
+  views.reserve(events.size());
+  for (const auto &e : events) views.push_back(e.view());
+  std::vector<const kodo_event *> pointers;
+  pointers.reserve(views.size());
+  for (const auto &v : views) pointers.push_back(&v);
+  publish(pointers.data(), pointers.size(), timeout_ms);
+}
+
+std::unique_ptr<Consumer> Transport::open_consumer(const std::string &group,
+                                                   const std::string &name) {
+  kodo_consumer *handle = nullptr;
+  kodo_error error = KODO_ERROR_INIT;
+  kodo_status status = api_.consumer_open(handle_, group.c_str(), name.c_str(), &handle, &error);
+  if (status != KODO_OK)
+    throw_plugin_error(plugin_->label() + ": cannot join group '" + group + "' as '" + name +
+                           "'",
+                       status, error);
+  return std::unique_ptr<Consumer>(new Consumer(plugin_, handle, name));
+}
+
+void Transport::finish_execution(const std::string &fid) {
+  if (!api_.finish_execution || !has(KODO_TRANSPORT_CAP_FINISH)) return;
+  kodo_error error = KODO_ERROR_INIT;
+  kodo_status status = api_.finish_execution(handle_, fid.c_str(), &error);
+  if (status != KODO_OK)
+    throw_plugin_error(plugin_->label() + ": finish_execution " + fid, status, error);
+}
+
+Consumer::~Consumer() {
+  if (handle_) plugin_->transport_api().consumer_close(handle_);
+}
+
+void Consumer::read(size_t max, int32_t block_ms, DeliveryBatch &batch) {
+  batch.reset();
+  kodo_error error = KODO_ERROR_INIT;
+  kodo_status status =
+      plugin_->transport_api().read(handle_, max, block_ms, batch.raw(), &error);
+  if (status != KODO_OK)
+    throw_plugin_error(plugin_->label() + ": read by consumer '" + name_ + "' failed", status,
+                       error);
+}
+
+void Consumer::ack(const uint64_t *ids, size_t count) {
+  if (count == 0) return;
+  kodo_error error = KODO_ERROR_INIT;
+  kodo_status status = plugin_->transport_api().ack(handle_, ids, count, &error);
+  if (status != KODO_OK)
+    throw_plugin_error(plugin_->label() + ": ack of " + std::to_string(count) +
+                           " deliveries by consumer '" + name_ + "' failed",
+                       status, error);
+}
+
+}  // namespace kodo

@@ -1,0 +1,100 @@
+// transport.hpp: an open transport backend, as the host uses it.
+#pragma once
+
+#include "core/event.hpp"
+#include "core/plugin_loader.hpp"
+#include "core/plugin_options.hpp"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kodo {
+
+// Deliveries as the plugin returned them (no copy); released on destruction.
+class DeliveryBatch {
+ public:
+  DeliveryBatch() { raw_.struct_size = sizeof raw_; }
+  ~DeliveryBatch() { reset(); }
+  DeliveryBatch(const DeliveryBatch &) = delete;
+  DeliveryBatch &operator=(const DeliveryBatch &) = delete;
+  DeliveryBatch(DeliveryBatch &&other) noexcept : raw_(other.raw_) {
+    other.raw_ = kodo_delivery_batch{};
+    other.raw_.struct_size = sizeof other.raw_;
+  }
+
+  size_t size() const { return raw_.count; }
+  bool empty() const { return raw_.count == 0; }
+  const kodo_delivery &operator[](size_t i) const { return *raw_.deliveries[i]; }
+  void reset() {
+    if (raw_.release) raw_.release(&raw_);
+    raw_ = kodo_delivery_batch{};
+    raw_.struct_size = sizeof raw_;
+  }
+  kodo_delivery_batch *raw() { return &raw_; }
+
+ private:
+  kodo_delivery_batch raw_{};
+};
+
+class Transport;
+
+// One named consumer of a group. Used by one thread at a time.
+class Consumer {
+ public:
+  ~Consumer();
+  Consumer(const Consumer &) = delete;
+  Consumer &operator=(const Consumer &) = delete;
+
+  // Replaces `batch` with up to `max` deliveries, waiting up to block_ms for the first.
+  void read(size_t max, int32_t block_ms, DeliveryBatch &batch);
+  void ack(const uint64_t *ids, size_t count);
+  const std::string &name() const { return name_; }
+
+ private:
+  friend class Transport;
+  Consumer(std::shared_ptr<Plugin> plugin, kodo_consumer *handle, std::string name)
+      : plugin_(std::move(plugin)), handle_(handle), name_(std::move(name)) {}
+  std::shared_ptr<Plugin> plugin_;
+  kodo_consumer *handle_;
+  std::string name_;
+};
+
+// Threading: publish and finish_execution from any thread; see kodo_transport_api.
+class Transport {
+ public:
+  Transport(std::shared_ptr<Plugin> plugin, const OptionList &options);
+  ~Transport();
+  Transport(const Transport &) = delete;
+  Transport &operator=(const Transport &) = delete;
+
+  const Plugin &plugin() const { return *plugin_; }
+  bool has(uint64_t capability) const { return (plugin_->capabilities() & capability) != 0; }
+
+  void publish(const kodo_event *const *events, size_t count, int32_t timeout_ms);
+  void publish(const std::vector<Event> &events, int32_t timeout_ms);
+  std::unique_ptr<Consumer> open_consumer(const std::string &group, const std::string &name);
+  // Does nothing when the plugin does not claim KODO_TRANSPORT_CAP_FINISH.
+  void finish_execution(const std::string &fid);
+
+ private:
+  std::shared_ptr<Plugin> plugin_;
+  const kodo_transport_api &api_;
+  kodo_transport *handle_ = nullptr;
+};
+
+// Publishes what executors make into a transport, waiting up to timeout_ms when it is full.
+class TransportSink : public EventSink {
+ public:
+  TransportSink(Transport &transport, int32_t timeout_ms)
+      : transport_(transport), timeout_ms_(timeout_ms) {}
+  void publish(const std::vector<Event> &events) override {
+    transport_.publish(events, timeout_ms_);
+  }
+
+ private:
+  Transport &transport_;
+  int32_t timeout_ms_;
+};
+
+}  // namespace kodo
