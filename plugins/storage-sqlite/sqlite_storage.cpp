@@ -1,0 +1,1197 @@
+// sqlite_storage.cpp: kodo's embedded default storage.
+//
+// One SQLite database per execution, in kodosumi's layout, so that kodosumi's own reader and
+// ours see the same rows:
+//
+//   <exec_dir>/<username>/<fid>/sqlite3.db   table monitor(id, timestamp, kind, message)
+//   <exec_dir>/<username>/<fid>/in/, out/    (files of the execution)
+//
+// An event's row id is seq + 1, so (fid, seq) is the primary key and a redelivered event is
+// ignored. A one-row table kodo_summary lets get_execution and listings answer without
+// scanning `monitor`; kodosumi ignores it.
+//
+// Connections are cached per execution (an LRU of max_open_databases entries). Each entry has
+// a writer connection and a reader connection, each behind its own mutex, so that under WAL
+// readers read while the writer writes. Archive and purge take both mutexes of the entry they
+// change, and mark it `gone` so that anyone still holding it looks the execution up again.
+// One append commits its executions on a few threads, one transaction per execution.
+#include <kodo/plugin.hpp>
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <condition_variable>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using kodo::sdk::Error;
+
+constexpr const char *kDbName = "sqlite3.db";
+constexpr const char *kArchiveName = "sqlite3.db.archive";
+
+// kodosumi's table, exactly: its reader and any existing database depend on this shape.
+constexpr const char *kMonitorTable =
+    "CREATE TABLE IF NOT EXISTS monitor(id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "timestamp REAL NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL)";
+
+// Ours: one row (id 0) that sums up `monitor` up to a line, counted_id: `counted` rows have
+// id <= counted_id, and `status` is the newest status message among them. Rows above the line
+// (at most about kFoldRows, plus any kodosumi wrote) are counted when read. Folding the tail in
+// only every kFoldRows rows keeps the append hot path to its rows: rewriting a summary page
+// in every transaction costs about a quarter of the bytes written.
+constexpr const char *kSummaryTable =
+    "CREATE TABLE IF NOT EXISTS kodo_summary(id INTEGER PRIMARY KEY CHECK (id = 0), "
+    "counted_id INTEGER NOT NULL, counted INTEGER NOT NULL, status TEXT NOT NULL)";
+constexpr int64_t kFoldRows = 1024;
+
+// Draws the line at the newest row. Makes the summary of a new database, fills it for a
+// database kodosumi wrote, and repairs it when rows land below the line (redelivered gaps).
+constexpr const char *kRecount =
+    "INSERT OR REPLACE INTO kodo_summary(id, counted_id, counted, status) "
+    "SELECT 0, coalesce(max(id), 0), count(*), "
+    "coalesce((SELECT message FROM monitor WHERE kind = 'status' ORDER BY id DESC LIMIT 1), '') "
+    "FROM monitor";
+
+// Moves the line from ?1 up to ?2 (all rows above ?1 were added above the old line).
+constexpr const char *kFold =
+    "UPDATE kodo_summary SET counted_id = ?2, "
+    "counted = counted + (SELECT count(*) FROM monitor WHERE id > ?1 AND id <= ?2), "
+    "status = coalesce((SELECT message FROM monitor WHERE id > ?1 AND id <= ?2 "
+    "AND kind = 'status' ORDER BY id DESC LIMIT 1), status) WHERE id = 0";
+
+constexpr const char *kCountedId = "SELECT counted_id FROM kodo_summary WHERE id = 0";
+
+// The summary, completed with the rows above the line, as one statement (one snapshot).
+// Returns: count, first timestamp, max id, its timestamp, status.
+constexpr const char *kReadSummary =
+    "SELECT s.counted + (SELECT count(*) FROM monitor WHERE id > s.counted_id), "
+    "(SELECT timestamp FROM monitor ORDER BY id LIMIT 1), "
+    "(SELECT id FROM monitor ORDER BY id DESC LIMIT 1), "
+    "(SELECT timestamp FROM monitor ORDER BY id DESC LIMIT 1), "
+    "coalesce((SELECT message FROM monitor WHERE id > s.counted_id AND kind = 'status' "
+    "ORDER BY id DESC LIMIT 1), s.status) "
+    "FROM kodo_summary AS s WHERE s.id = 0";
+
+// The same from `monitor` alone, for a database without kodo_summary (kodosumi's).
+constexpr const char *kComputeSummary =
+    "SELECT count(*), (SELECT timestamp FROM monitor ORDER BY id LIMIT 1), max(id), "
+    "(SELECT timestamp FROM monitor ORDER BY id DESC LIMIT 1), "
+    "(SELECT message FROM monitor WHERE kind = 'status' ORDER BY id DESC LIMIT 1) FROM monitor";
+
+// Rows per INSERT statement: AUTOINCREMENT reads and writes sqlite_sequence once per
+// statement, so multi-row statements cost much less per event than one row each.
+constexpr size_t kRowsPerInsert = 32;
+
+std::string insert_sql(size_t rows) {
+  std::string sql =
+      "INSERT OR IGNORE INTO monitor(id, timestamp, kind, message) VALUES (?, ?, ?, ?)";
+  for (size_t i = 1; i < rows; ++i) sql += ", (?, ?, ?, ?)";
+  return sql;
+}
+
+// The per-connection page cache; many databases are open at once, each needs little.
+constexpr const char *kCacheSize = "PRAGMA cache_size=-1024";
+
+// ------------------------------------------------------------------------------------------
+// Names and messages
+
+// A value for an error message: printable ASCII kept, other bytes escaped, long values cut.
+std::string quote(const char *value, size_t max = 80) {
+  if (!value) return "(null)";
+  std::string out = "'";
+  size_t i = 0;
+  for (; value[i] && i < max; ++i) {
+    auto c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+      out += static_cast<char>(c);
+    } else {
+      static const char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  if (value[i]) out += "...";
+  return out + "'";
+}
+
+std::string quote(const std::string &value) { return quote(value.c_str()); }
+
+// fid and username become path components: [A-Za-z0-9_.@-], 1..64 bytes, no leading '.'.
+bool valid_name(const char *s) {
+  if (!s || !*s || *s == '.') return false;
+  size_t n = 0;
+  for (; s[n]; ++n) {
+    if (n == 64) return false;
+    char c = s[n];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '@' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void check_name(const char *what, const char *value) {
+  if (!value) throw Error(KODO_ERR_INVALID_ARGUMENT, std::string(what) + " is missing");
+  if (!valid_name(value))
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                std::string("invalid ") + what + " " + quote(value) +
+                    ": expected 1..64 characters of [A-Za-z0-9_.@-], not starting with '.'");
+}
+
+// A kodosumi fid is a bson ObjectId: 24 hex digits, the first 8 its creation time in seconds.
+std::optional<double> objectid_time(const std::string &fid) {
+  if (fid.size() != 24) return std::nullopt;
+  uint32_t seconds = 0;
+  for (size_t i = 0; i < fid.size(); ++i) {
+    char c = fid[i];
+    int v = (c >= '0' && c <= '9')   ? c - '0'
+            : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+            : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                     : -1;
+    if (v < 0) return std::nullopt;
+    if (i < 8) seconds = seconds * 16 + static_cast<uint32_t>(v);
+  }
+  return static_cast<double>(seconds);
+}
+
+bool is_file(const fs::path &p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+
+// Subdirectories of `dir` whose names are valid fids/usernames; empty when dir is missing.
+std::vector<std::string> valid_subdirs(const fs::path &dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec), end;
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory) return names;
+    throw Error(KODO_ERR_IO, "cannot list " + dir.string() + ": " + ec.message());
+  }
+  for (; it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    std::error_code dir_ec;
+    if (valid_name(name.c_str()) && it->is_directory(dir_ec)) names.push_back(std::move(name));
+  }
+  if (ec) throw Error(KODO_ERR_IO, "cannot list " + dir.string() + ": " + ec.message());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// ------------------------------------------------------------------------------------------
+// SQLite wrappers
+
+kodo_status status_of(int rc, bool &retryable) {
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_PROTOCOL:
+      retryable = true;
+      return KODO_ERR_UNAVAILABLE;
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+      retryable = true;
+      return KODO_ERR_IO;
+    case SQLITE_CANTOPEN:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+      retryable = false;
+      return KODO_ERR_IO;
+    case SQLITE_NOMEM:
+      retryable = true;
+      return KODO_ERR_INTERNAL;
+    default:
+      retryable = false;
+      return KODO_ERR_UNKNOWN;
+  }
+}
+
+[[noreturn]] void throw_sqlite(sqlite3 *db, int rc, const std::string &what,
+                               const std::string &path) {
+  bool retryable = false;
+  kodo_status code = status_of(rc, retryable);
+  std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  throw Error(code, "sqlite: " + what + " " + path + ": " + detail, retryable);
+}
+
+struct StmtDeleter {
+  void operator()(sqlite3_stmt *s) const { sqlite3_finalize(s); }
+};
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
+
+// Resets a statement when its use ends, also on error, so it holds no read snapshot.
+class StmtUse {
+ public:
+  explicit StmtUse(sqlite3_stmt *s) : s_(s) {}
+  ~StmtUse() { sqlite3_reset(s_); }
+  StmtUse(const StmtUse &) = delete;
+  StmtUse &operator=(const StmtUse &) = delete;
+
+ private:
+  sqlite3_stmt *s_;
+};
+
+// One connection with its cache of prepared statements. Not thread-safe: its owner locks.
+class Conn {
+ public:
+  Conn(const fs::path &path, int flags, int busy_timeout_ms) : path_(path.string()) {
+    int rc = sqlite3_open_v2(path_.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string detail = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+      sqlite3_close(db_);
+      db_ = nullptr;
+      bool retryable = false;
+      kodo_status code = status_of(rc, retryable);
+      throw Error(code, "sqlite: cannot open " + path_ + ": " + detail, retryable);
+    }
+    sqlite3_extended_result_codes(db_, 1);
+    sqlite3_busy_timeout(db_, busy_timeout_ms);
+  }
+  ~Conn() {
+    statements_.clear();  // finalize before close
+    sqlite3_close(db_);
+  }
+  Conn(const Conn &) = delete;
+  Conn &operator=(const Conn &) = delete;
+
+  sqlite3 *db() const { return db_; }
+  const std::string &path() const { return path_; }
+  [[noreturn]] void fail(int rc, const std::string &what) const {
+    throw_sqlite(db_, rc, what, path_);
+  }
+
+  void exec(const char *sql, const char *what) {
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) fail(rc, what);
+  }
+
+  // A cached prepared statement; nullptr (and no throw) if it does not compile, e.g. because
+  // a table is missing.
+  sqlite3_stmt *try_prepare(const std::string &sql) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) return it->second.get();
+    sqlite3_stmt *s = nullptr;
+    if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size() + 1),
+                           SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(s);
+      return nullptr;
+    }
+    statements_.emplace(sql, StmtPtr(s));
+    return s;
+  }
+  sqlite3_stmt *prepare(const std::string &sql) {
+    sqlite3_stmt *s = try_prepare(sql);
+    if (!s) fail(sqlite3_errcode(db_), "cannot prepare a statement for");
+    return s;
+  }
+
+  // Steps once: true for a row, false when done; throws on error.
+  bool step(sqlite3_stmt *s, const char *what) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    fail(rc, what);
+  }
+
+ private:
+  sqlite3 *db_ = nullptr;
+  std::string path_;
+  std::unordered_map<std::string, StmtPtr> statements_;
+};
+
+std::string column_text(sqlite3_stmt *s, int i) {
+  auto *p = reinterpret_cast<const char *>(sqlite3_column_text(s, i));
+  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, i))) : std::string();
+}
+
+struct Summary {
+  int64_t event_count = 0;
+  int64_t last_seq = -1;
+  double first_ts = 0;
+  double last_ts = 0;
+  std::string status;
+};
+
+// Both summary queries give: count, first timestamp, max id, its timestamp, status.
+Summary summary_from(sqlite3_stmt *s) {
+  Summary out;
+  if (sqlite3_column_type(s, 2) == SQLITE_NULL) return out;  // no events
+  out.event_count = sqlite3_column_int64(s, 0);
+  out.first_ts = sqlite3_column_double(s, 1);
+  out.last_seq = sqlite3_column_int64(s, 2) - 1;
+  out.last_ts = sqlite3_column_double(s, 3);
+  out.status = column_text(s, 4);
+  return out;
+}
+
+Summary read_summary(Conn &c) {
+  if (sqlite3_stmt *s = c.try_prepare(kReadSummary)) {
+    StmtUse use(s);
+    if (c.step(s, "cannot read the summary of")) return summary_from(s);
+  }
+  sqlite3_stmt *s = c.prepare(kComputeSummary);  // kodosumi's database, not yet written by us
+  StmtUse use(s);
+  c.step(s, "cannot summarize");
+  return summary_from(s);
+}
+
+// ------------------------------------------------------------------------------------------
+// The writer of one execution database
+
+struct Settings {
+  fs::path exec_dir;
+  int busy_timeout_ms = 5000;
+  size_t max_open = 256;
+  const char *synchronous = "PRAGMA synchronous=NORMAL";
+};
+
+// Makes a new execution folder and its database. The database is built under a temporary
+// name and linked into place complete, so no reader (kodosumi's included) ever sees a
+// sqlite3.db without its table; link() also refuses to replace one made meanwhile.
+void create_execution(const fs::path &dir, const Settings &settings) {
+  for (const char *sub : {"in", "out"}) {
+    std::error_code ec;
+    fs::create_directories(dir / sub, ec);
+    if (ec) throw Error(KODO_ERR_IO, "cannot create " + (dir / sub).string() + ": " + ec.message());
+  }
+  static std::atomic<uint64_t> counter{0};
+  fs::path tmp = dir / (".sqlite3.db." + std::to_string(::getpid()) + "." +
+                        std::to_string(counter.fetch_add(1)) + ".tmp");
+  fs::path db = dir / kDbName;
+  try {
+    Conn c(tmp, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, settings.busy_timeout_ms);
+    // A private file: no journal needed while building it; it is synced once below.
+    c.exec("PRAGMA journal_mode=OFF", "cannot set up");
+    c.exec("PRAGMA synchronous=OFF", "cannot set up");
+    c.exec(kMonitorTable, "cannot create table monitor in");
+    c.exec(kSummaryTable, "cannot create table kodo_summary in");
+    c.exec(kRecount, "cannot fill kodo_summary in");
+    c.exec("PRAGMA journal_mode=WAL", "cannot switch to WAL");
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  bool synced = fd >= 0 && ::fsync(fd) == 0;
+  int sync_errno = errno;
+  if (fd >= 0) ::close(fd);
+  int link_rc = synced ? ::link(tmp.c_str(), db.c_str()) : -1;
+  int link_errno = errno;
+  ::unlink(tmp.c_str());
+  if (!synced)
+    throw Error(KODO_ERR_IO, "cannot sync " + tmp.string() + ": " + std::strerror(sync_errno),
+                true);
+  if (link_rc != 0 && link_errno != EEXIST)
+    throw Error(KODO_ERR_IO, "cannot create " + db.string() + ": " + std::strerror(link_errno),
+                true);
+}
+
+struct Writer {
+  std::unique_ptr<Conn> conn;
+  sqlite3_stmt *begin = nullptr, *commit = nullptr, *rollback = nullptr, *counted_id = nullptr,
+               *fold = nullptr, *recount = nullptr;
+  std::vector<sqlite3_stmt *> inserts;  // inserts[n]: a statement of n rows, prepared lazily
+
+  sqlite3_stmt *insert(size_t rows) {
+    if (!inserts[rows]) inserts[rows] = conn->prepare(insert_sql(rows));
+    return inserts[rows];
+  }
+
+  void step_once(sqlite3_stmt *s, const char *what) {
+    StmtUse use(s);
+    conn->step(s, what);
+  }
+
+  // Stores one execution's events in one transaction.
+  void write(const std::vector<const kodo_event *> &events) {
+    Conn &c = *conn;
+    step_once(begin, "cannot begin a transaction on");
+    try {
+      int64_t line = -1;  // the summary's counted_id; -1 if it has none
+      {
+        StmtUse use(counted_id);
+        if (c.step(counted_id, "cannot read the summary of"))
+          line = sqlite3_column_int64(counted_id, 0);
+      }
+      int64_t inserted = 0, min_id = INT64_MAX, max_id = 0;
+      for (size_t done = 0; done < events.size();) {
+        size_t rows = std::min(kRowsPerInsert, events.size() - done);
+        sqlite3_stmt *s = insert(rows);
+        StmtUse use(s);
+        int p = 1;
+        for (size_t i = done; i < done + rows; ++i) {
+          const kodo_event *e = events[i];
+          min_id = std::min(min_id, e->seq + 1);
+          max_id = std::max(max_id, e->seq + 1);
+          sqlite3_bind_int64(s, p++, e->seq + 1);
+          sqlite3_bind_double(s, p++, e->timestamp);
+          sqlite3_bind_text(s, p++, e->kind, -1, SQLITE_STATIC);
+          sqlite3_bind_text64(s, p++, e->payload ? e->payload : "", e->payload_len, SQLITE_STATIC,
+                              SQLITE_UTF8);
+        }
+        c.step(s, "cannot insert into");
+        inserted += sqlite3_changes(c.db());
+        done += rows;
+      }
+      if (inserted > 0 && (line < 0 || min_id <= line)) {
+        // Rows landed below the line (or there is no summary): count again. Rare.
+        step_once(recount, "cannot recount the summary of");
+      } else if (inserted > 0 && max_id - line >= kFoldRows) {
+        StmtUse use(fold);
+        sqlite3_bind_int64(fold, 1, line);
+        sqlite3_bind_int64(fold, 2, max_id);
+        c.step(fold, "cannot update the summary of");
+      }
+      step_once(commit, "cannot commit to");
+    } catch (...) {
+      if (!sqlite3_get_autocommit(c.db())) {
+        StmtUse use(rollback);
+        sqlite3_step(rollback);
+      }
+      throw;
+    }
+  }
+};
+
+std::unique_ptr<Writer> open_writer(const fs::path &dir, const Settings &settings) {
+  fs::path db = dir / kDbName;
+  if (!is_file(db)) create_execution(dir, settings);
+  auto w = std::make_unique<Writer>();
+  w->conn = std::make_unique<Conn>(db, SQLITE_OPEN_READWRITE, settings.busy_timeout_ms);
+  Conn &c = *w->conn;
+  c.exec("PRAGMA journal_mode=WAL", "cannot switch to WAL");
+  c.exec(settings.synchronous, "cannot set synchronous on");
+  c.exec(kCacheSize, "cannot set cache_size on");
+  // A database kodosumi made has no kodo_summary yet: add it, counted from its rows.
+  if (!c.try_prepare(kCountedId)) {
+    c.exec("BEGIN IMMEDIATE", "cannot begin a transaction on");
+    try {
+      c.exec(kMonitorTable, "cannot create table monitor in");
+      c.exec(kSummaryTable, "cannot create table kodo_summary in");
+      c.exec(kRecount, "cannot fill kodo_summary in");
+      c.exec("COMMIT", "cannot commit to");
+    } catch (...) {
+      sqlite3_exec(c.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  }
+  w->begin = c.prepare("BEGIN IMMEDIATE");  // take the write lock up front: no upgrade deadlock
+  w->commit = c.prepare("COMMIT");
+  w->rollback = c.prepare("ROLLBACK");
+  w->counted_id = c.prepare(kCountedId);
+  w->fold = c.prepare(kFold);
+  w->recount = c.prepare(kRecount);
+  w->inserts.assign(kRowsPerInsert + 1, nullptr);
+  return w;
+}
+
+// A connection for reading an existing database; never creates one.
+std::unique_ptr<Conn> open_reader(const fs::path &db, const Settings &settings,
+                                  const std::string &username, const std::string &fid) {
+  auto not_found = [&] {
+    return Error(KODO_ERR_NOT_FOUND, "execution " + quote(fid) + " of user " + quote(username) +
+                                         " not found: " + db.string() + " does not exist");
+  };
+  if (!is_file(db)) throw not_found();
+  std::unique_ptr<Conn> c;
+  try {
+    // Read-write without create, so it can recover a WAL; query_only keeps it a reader.
+    c = std::make_unique<Conn>(db, SQLITE_OPEN_READWRITE, settings.busy_timeout_ms);
+  } catch (const Error &) {
+    if (!is_file(db)) throw not_found();  // archived or purged meanwhile
+    throw;
+  }
+  c->exec("PRAGMA query_only=1", "cannot set up");
+  c->exec(kCacheSize, "cannot set cache_size on");
+  return c;
+}
+
+// ------------------------------------------------------------------------------------------
+// The cache of open execution databases
+
+struct Entry {
+  Entry(std::string user, std::string id, fs::path folder)
+      : username(std::move(user)),
+        fid(std::move(id)),
+        dir(std::move(folder)),
+        key(username + "/" + fid) {}
+  ~Entry() {
+    // Whoever used it last has unlocked; taking the locks orders their work before the close.
+    std::scoped_lock lock(write_mu, read_mu);
+    writer.reset();
+    reader.reset();
+  }
+  Entry(const Entry &) = delete;
+  Entry &operator=(const Entry &) = delete;
+
+  const std::string username, fid;
+  const fs::path dir;
+  const std::string key;
+
+  std::mutex write_mu;
+  std::unique_ptr<Writer> writer;  // guarded by write_mu
+  std::mutex read_mu;
+  std::unique_ptr<Conn> reader;  // guarded by read_mu
+  bool gone = false;             // archived or purged; set holding both mutexes
+
+  std::list<Entry *>::iterator lru;  // guarded by the cache's mutex
+};
+
+// ------------------------------------------------------------------------------------------
+// Helper threads for append
+
+// Runs the executions of one append on several threads. Each execution has its own database,
+// so their transactions are independent; a single thread spends most of its time in SQLite's
+// fixed cost per transaction (locks, WAL frame writes), which threads overlap.
+class WorkerPool {
+ public:
+  explicit WorkerPool(size_t helpers) {
+    for (size_t i = 0; i < helpers; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto &t : threads_) t.join();
+  }
+  WorkerPool(const WorkerPool &) = delete;
+  WorkerPool &operator=(const WorkerPool &) = delete;
+
+  // Calls fn(i) for each i in [0, n) on this thread and the helpers; fn must not throw.
+  // While another call runs, this one works alone rather than wait for it.
+  void run(size_t n, const std::function<void(size_t)> &fn) {
+    std::unique_lock run_lock(run_mu_, std::try_to_lock);
+    if (threads_.empty() || n < 2 || !run_lock.owns_lock()) {
+      for (size_t i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    {
+      std::lock_guard lock(mu_);
+      job_ = &fn;
+      n_ = n;
+      next_ = 0;
+      busy_ = threads_.size();
+      ++generation_;
+    }
+    wake_.notify_all();
+    drain();
+    std::unique_lock lock(mu_);
+    done_.wait(lock, [&] { return busy_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void drain() {
+    for (size_t i; (i = next_.fetch_add(1)) < n_;) (*job_)(i);
+  }
+  void work() {
+    uint64_t seen = 0;
+    std::unique_lock lock(mu_);
+    for (;;) {
+      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      lock.unlock();
+      drain();
+      lock.lock();
+      if (--busy_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex run_mu_;  // one run at a time uses the helpers
+  std::mutex mu_;      // guards the job fields below and the helpers' waits
+  std::condition_variable wake_, done_;
+  const std::function<void(size_t)> *job_ = nullptr;
+  size_t n_ = 0;
+  std::atomic<size_t> next_{0};
+  size_t busy_ = 0;  // helpers still working on this generation
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// ------------------------------------------------------------------------------------------
+// The storage
+
+class SqliteStorage final : public kodo::sdk::StorageBase {
+ public:
+  SqliteStorage(const kodo::sdk::Options &options, const kodo_host_api *host) : log_(host) {
+    std::string dir = options.get("exec_dir", "./data/execution");
+    if (dir.empty()) throw Error(KODO_ERR_INVALID_ARGUMENT, "option exec_dir is empty");
+    std::error_code ec;
+    settings_.exec_dir = fs::absolute(dir, ec).lexically_normal();
+    if (ec)
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "option exec_dir " + quote(dir) + ": " + ec.message());
+    if (!settings_.exec_dir.has_filename())  // "a/b/" stays "a/b/": drop the slash
+      settings_.exec_dir = settings_.exec_dir.parent_path();
+
+    int64_t busy = options.get_int("busy_timeout_ms", 5000);
+    if (busy < 0 || busy > INT_MAX)
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "option busy_timeout_ms must be 0.." +
+                                                 std::to_string(INT_MAX) + ", got " +
+                                                 std::to_string(busy));
+    settings_.busy_timeout_ms = static_cast<int>(busy);
+
+    int64_t max_open = options.get_int("max_open_databases", 256);
+    if (max_open < 1)
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  "option max_open_databases must be at least 1, got " + std::to_string(max_open));
+    settings_.max_open = static_cast<size_t>(max_open);
+
+    std::string sync = options.get("synchronous", "normal");
+    std::transform(sync.begin(), sync.end(), sync.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    if (sync == "normal")
+      settings_.synchronous = "PRAGMA synchronous=NORMAL";
+    else if (sync == "full")
+      settings_.synchronous = "PRAGMA synchronous=FULL";
+    else
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  "option synchronous must be normal or full, got " + quote(sync));
+
+    int64_t threads = options.get_int("append_threads", 0);
+    if (threads < 0 || threads > 64)
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  "option append_threads must be 0..64, got " + std::to_string(threads));
+    if (threads == 0)
+      threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, kAutoThreads);
+    pool_ = std::make_unique<WorkerPool>(static_cast<size_t>(threads - 1));
+
+    log_(KODO_LOG_INFO, "sqlite storage in " + settings_.exec_dir.string());
+  }
+
+  ~SqliteStorage() override {
+    pool_.reset();  // no call is running (see close): its helpers are idle
+    // Close every connection (checkpointing its WAL), outside the cache mutex as always:
+    // entries lock themselves when they go.
+    decltype(entries_) entries;
+    {
+      std::lock_guard lock(cache_mu_);
+      lru_.clear();
+      entries.swap(entries_);
+    }
+  }
+
+  void create_schema() override {
+    std::error_code ec;
+    fs::create_directories(settings_.exec_dir, ec);
+    if (ec || !fs::is_directory(settings_.exec_dir, ec))
+      throw Error(KODO_ERR_IO, "cannot create the execution folder " + settings_.exec_dir.string() +
+                                   (ec ? ": " + ec.message() : ": not a directory"));
+  }
+
+  void append(const kodo_event *const *events, size_t count) override {
+    if (count == 0) return;
+    if (!events) throw Error(KODO_ERR_INVALID_ARGUMENT, "append: events is NULL");
+
+    // Validate the whole batch before writing any of it, and group it by execution,
+    // keeping each execution's events in batch order.
+    struct Group {
+      const char *username;
+      const char *fid;
+      std::vector<const kodo_event *> events;
+    };
+    std::vector<Group> groups;
+    std::unordered_map<std::string_view, size_t> by_fid;
+    for (size_t i = 0; i < count; ++i) {
+      const kodo_event *e = events[i];
+      check_event(e, i);
+      auto [it, fresh] = by_fid.try_emplace(std::string_view(e->fid), groups.size());
+      if (fresh) {
+        groups.push_back(Group{e->username, e->fid, {}});
+      } else if (std::strcmp(groups[it->second].username, e->username) != 0) {
+        throw Error(KODO_ERR_INVALID_ARGUMENT, "append: fid " + quote(e->fid) +
+                                                   " appears with users " +
+                                                   quote(groups[it->second].username) + " and " +
+                                                   quote(e->username) + " in one batch");
+      }
+      groups[it->second].events.push_back(e);
+    }
+
+    // One transaction per execution, spread over the helper threads. Keep going after a
+    // failure so that the others are stored; the caller retries the batch and the stored
+    // events are skipped.
+    std::vector<std::optional<Error>> errors(groups.size());
+    std::function<void(size_t)> store_group = [&](size_t i) {
+      const Group &g = groups[i];
+      try {
+        with_writer(g.username, g.fid, [&](Entry &e) {
+          if (!e.writer) {
+            e.writer = open_writer(e.dir, settings_);
+            remember_owner(e);
+          }
+          try {
+            e.writer->write(g.events);
+          } catch (const Error &err) {
+            // Start over with a fresh connection unless the database was merely busy.
+            if (err.code() != KODO_ERR_UNAVAILABLE) e.writer.reset();
+            throw;
+          }
+        });
+      } catch (const Error &err) {
+        errors[i] = err;
+      } catch (const std::exception &err) {
+        errors[i] = Error(KODO_ERR_INTERNAL, std::string("append: ") + err.what());
+      }
+    };
+    pool_->run(groups.size(), store_group);
+
+    size_t failed = 0;
+    const Error *first = nullptr;
+    for (const auto &err : errors)
+      if (err && failed++ == 0) first = &*err;
+    if (failed == 1) throw *first;
+    if (failed > 1)
+      throw Error(first->code(),
+                  "append: " + std::to_string(failed) + " of " + std::to_string(groups.size()) +
+                      " executions failed; the first: " + first->what(),
+                  first->retryable());
+  }
+
+  void read_events(const kodo_read_request &request, kodo::sdk::EventPageBuilder &out) override {
+    check_name("fid", request.fid);
+    if (request.username) check_name("username", request.username);
+    if (request.limit == 0)
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "read_events: limit must be greater than 0");
+    if (request.kind_count > 0 && !request.kinds)
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "read_events: kinds is NULL but kind_count is " +
+                                                 std::to_string(request.kind_count));
+    for (size_t i = 0; i < request.kind_count; ++i)
+      if (!request.kinds[i] || !*request.kinds[i])
+        throw Error(KODO_ERR_INVALID_ARGUMENT,
+                    "read_events: kinds[" + std::to_string(i) + "] is empty");
+
+    const std::string fid = request.fid;
+    const std::string username = request.username ? request.username : locate(fid);
+    // Row ids are seq + 1; clamp so that neither end overflows.
+    int64_t after_id =
+        std::max<int64_t>(std::min<int64_t>(request.after_seq, INT64_MAX - 1), -1) + 1;
+    int64_t limit = static_cast<int64_t>(std::min<size_t>(request.limit, INT64_MAX - 1));
+
+    std::string sql = "SELECT id, timestamp, kind, message FROM monitor WHERE id > ?";
+    if (request.kind_count > 0) {
+      sql += " AND kind IN (?";
+      for (size_t i = 1; i < request.kind_count; ++i) sql += ", ?";
+      sql += ")";
+    }
+    sql += " ORDER BY id LIMIT ?";
+
+    with_reader(username, fid, true, [&](Conn &c) {
+      sqlite3_stmt *s = c.prepare(sql);
+      StmtUse use(s);
+      int n = 1;
+      sqlite3_bind_int64(s, n++, after_id);
+      for (size_t i = 0; i < request.kind_count; ++i)
+        sqlite3_bind_text(s, n++, request.kinds[i], -1, SQLITE_STATIC);
+      sqlite3_bind_int64(s, n++, limit + 1);  // one more tells whether more follow
+      int64_t rows = 0;
+      while (c.step(s, "cannot read events from")) {
+        if (++rows > limit) {
+          out.set_has_more(true);
+          break;
+        }
+        kodo::sdk::OwnedEvent &e = out.add();
+        e.fid = fid;
+        e.username = username;
+        e.seq = sqlite3_column_int64(s, 0) - 1;
+        e.timestamp = sqlite3_column_double(s, 1);
+        e.kind = column_text(s, 2);
+        e.payload = column_text(s, 3);
+      }
+    });
+  }
+
+  void get_execution(const char *fid_arg, const char *username_arg,
+                     kodo::sdk::ExecutionPageBuilder &out) override {
+    check_name("fid", fid_arg);
+    if (username_arg) check_name("username", username_arg);
+    const std::string fid = fid_arg;
+    const std::string username = username_arg ? username_arg : locate(fid);
+    Summary s = with_reader(username, fid, true, [](Conn &c) { return read_summary(c); });
+    fill(out.add(), username, fid, s);
+  }
+
+  void list_executions(const kodo_list_request &request,
+                       kodo::sdk::ExecutionPageBuilder &out) override {
+    if (request.username) check_name("username", request.username);
+    if (request.limit == 0)
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "list_executions: limit must be greater than 0");
+
+    // Find the executions from folder names alone; open databases only for the page.
+    struct Candidate {
+      std::string username, fid;
+      double time = 0;
+      std::optional<Summary> summary;
+    };
+    std::vector<Candidate> all;
+    std::vector<std::string> users;
+    if (request.username)
+      users.push_back(request.username);
+    else
+      users = valid_subdirs(settings_.exec_dir);
+    for (const std::string &user : users) {
+      fs::path user_dir = settings_.exec_dir / user;
+      for (std::string &fid : valid_subdirs(user_dir)) {
+        if (!is_file(user_dir / fid / kDbName)) continue;  // archived or in the making
+        all.push_back(Candidate{user, std::move(fid), 0, std::nullopt});
+      }
+    }
+    // An ObjectId carries its creation time; any other fid needs its first event's time.
+    for (Candidate &x : all) {
+      if (auto t = objectid_time(x.fid)) {
+        x.time = *t;
+      } else if ((x.summary = summary_or_empty(x.username, x.fid))) {
+        x.time = x.summary->first_ts;
+      }
+    }
+    std::sort(all.begin(), all.end(), [](const Candidate &a, const Candidate &b) {
+      if (a.time != b.time) return a.time > b.time;
+      if (a.fid != b.fid) return a.fid > b.fid;
+      return a.username < b.username;
+    });
+
+    size_t begin = std::min(request.offset, all.size());
+    size_t end = begin + std::min(request.limit, all.size() - begin);
+    for (size_t i = begin; i < end; ++i) {
+      Candidate &x = all[i];
+      if (!x.summary) x.summary = summary_or_empty(x.username, x.fid);
+      if (!x.summary) continue;  // archived or purged since we looked
+      fill(out.add(), x.username, x.fid, *x.summary);
+    }
+    out.set_has_more(end < all.size());
+  }
+
+  void archive_execution(const char *fid_arg, const char *username_arg) override {
+    check_name("fid", fid_arg);
+    if (username_arg) check_name("username", username_arg);
+    const std::string fid = fid_arg;
+    const std::string username = username_arg ? username_arg : locate(fid);
+    for (;;) {
+      std::shared_ptr<Entry> e = acquire(username, fid, false);
+      std::scoped_lock lock(e->write_mu, e->read_mu);
+      if (e->gone) continue;
+      fs::path db = e->dir / kDbName;
+      if (!is_file(db))
+        throw Error(KODO_ERR_NOT_FOUND, "archive: execution " + quote(fid) + " of user " +
+                                            quote(username) + " not found: " + db.string() +
+                                            " does not exist");
+      e->writer.reset();
+      e->reader.reset();
+      // Fold the WAL into the file, so the archive is one self-contained file.
+      {
+        Conn c(db, SQLITE_OPEN_READWRITE, settings_.busy_timeout_ms);
+        sqlite3_stmt *s = c.prepare("PRAGMA wal_checkpoint(TRUNCATE)");
+        StmtUse use(s);
+        if (c.step(s, "cannot checkpoint") && sqlite3_column_int(s, 0) != 0)
+          throw Error(KODO_ERR_UNAVAILABLE,
+                      "archive: " + db.string() +
+                          " is in use by another process; its log could not be checkpointed",
+                      true);
+      }
+      // Never overwrite an earlier archive of the same fid.
+      fs::path target = e->dir / kArchiveName;
+      for (int n = 1; fs::exists(fs::symlink_status(target)); ++n)
+        target = e->dir / (std::string(kArchiveName) + "." + std::to_string(n));
+      std::error_code ec;
+      fs::rename(db, target, ec);
+      if (ec)
+        throw Error(KODO_ERR_IO, "archive: cannot rename " + db.string() + " to " +
+                                     target.string() + ": " + ec.message());
+      retire(*e);
+      return;
+    }
+  }
+
+  int64_t purge(double older_than) override {
+    if (std::isnan(older_than))
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "purge: older_than is not a number");
+    int64_t purged = 0;
+    size_t failed = 0;
+    std::string first_failure;
+    for (const std::string &user : valid_subdirs(settings_.exec_dir)) {
+      for (const std::string &fid : valid_subdirs(settings_.exec_dir / user)) {
+        try {
+          if (purge_one(user, fid, older_than)) ++purged;
+        } catch (const Error &err) {
+          if (failed++ == 0) first_failure = err.what();
+        }
+      }
+    }
+    if (failed > 0)
+      throw Error(KODO_ERR_IO, "purge: removed " + std::to_string(purged) +
+                                   " executions but failed on " + std::to_string(failed) +
+                                   "; the first: " + first_failure);
+    return purged;
+  }
+
+ private:
+  // Messages are only built on failure: this runs for every event of the hot path.
+  static void check_event(const kodo_event *e, size_t i) {
+    auto where = [&] { return "append: event #" + std::to_string(i); };
+    if (!e) throw Error(KODO_ERR_INVALID_ARGUMENT, where() + " is NULL");
+    if (e->struct_size < offsetof(kodo_event, payload_len) + sizeof(e->payload_len))
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  where() + ": struct_size " + std::to_string(e->struct_size) + " is too small");
+    check_name("fid", e->fid);
+    check_name("username", e->username);
+    auto which = [&] {
+      return where() + " (fid " + quote(e->fid) + ", seq " + std::to_string(e->seq) + ")";
+    };
+    if (e->seq < 0 || e->seq == INT64_MAX)
+      throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": seq is out of range");
+    if (!std::isfinite(e->timestamp))
+      throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": timestamp is not a finite number");
+    if (!e->kind || !*e->kind) throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": kind is empty");
+    if (!e->payload && e->payload_len > 0)
+      throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": payload is NULL but payload_len is " +
+                                                 std::to_string(e->payload_len));
+  }
+
+  static void fill(kodo::sdk::OwnedExecution &x, const std::string &username,
+                   const std::string &fid, const Summary &s) {
+    x.fid = fid;
+    x.username = username;
+    x.status = s.status;
+    x.started_at = s.first_ts;
+    x.updated_at = s.last_ts;
+    x.event_count = s.event_count;
+    x.last_seq = s.last_seq;
+  }
+
+  // The cache entry of an execution, made if missing. `hot` entries go to the front of the
+  // LRU; maintenance (listing, archive, purge) leaves them at the back, so that walking
+  // thousands of executions does not push out the ones being written.
+  std::shared_ptr<Entry> acquire(const std::string &username, const std::string &fid, bool hot) {
+    std::string key = username + "/" + fid;
+    std::shared_ptr<Entry> e;
+    std::vector<std::shared_ptr<Entry>> victims;
+    {
+      std::unique_lock lock(cache_mu_);
+      // A connection of this database being closed could otherwise outlive a rename.
+      closing_cv_.wait(lock, [&] { return closing_.count(key) == 0; });
+      auto it = entries_.find(key);
+      if (it != entries_.end()) {
+        e = it->second;
+        if (hot) lru_.splice(lru_.begin(), lru_, e->lru);
+        return e;
+      }
+      e = std::make_shared<Entry>(username, fid, settings_.exec_dir / username / fid);
+      e->lru = hot ? lru_.insert(lru_.begin(), e.get()) : lru_.insert(lru_.end(), e.get());
+      entries_.emplace(key, e);
+      // Evict unused entries from the back. An entry is only handed out under this mutex,
+      // so one that only the map holds (use_count 1) cannot be picked up meanwhile.
+      for (auto pos = lru_.end(); entries_.size() > settings_.max_open && pos != lru_.begin();) {
+        --pos;
+        auto found = entries_.find((*pos)->key);
+        if (found->second.use_count() != 1) continue;
+        closing_.insert(found->first);
+        victims.push_back(std::move(found->second));
+        entries_.erase(found);
+        pos = lru_.erase(pos);
+      }
+    }
+    if (!victims.empty()) {
+      std::vector<std::string> keys;
+      for (auto &v : victims) keys.push_back(v->key);
+      victims.clear();  // closes their connections, outside the cache mutex
+      std::lock_guard lock(cache_mu_);
+      for (auto &k : keys) closing_.erase(k);
+      closing_cv_.notify_all();
+    }
+    return e;
+  }
+
+  // Drops an archived or purged entry. The caller holds both of its mutexes.
+  void retire(Entry &e) {
+    e.gone = true;
+    std::lock_guard lock(cache_mu_);
+    auto it = entries_.find(e.key);
+    if (it != entries_.end() && it->second.get() == &e) {
+      lru_.erase(e.lru);
+      entries_.erase(it);
+    }
+    auto owner = owners_.find(e.fid);
+    if (owner != owners_.end() && owner->second == e.username) owners_.erase(owner);
+  }
+
+  template <class Fn>
+  void with_writer(const char *username, const char *fid, Fn &&fn) {
+    for (;;) {
+      std::shared_ptr<Entry> e = acquire(username, fid, true);
+      std::lock_guard lock(e->write_mu);
+      if (e->gone) continue;  // archived or purged while we waited: look it up again
+      fn(*e);
+      return;
+    }
+  }
+
+  // Runs fn on the execution's reader connection, opened if needed.
+  template <class Fn>
+  std::invoke_result_t<Fn &, Conn &> with_reader(const std::string &username,
+                                                 const std::string &fid, bool hot, Fn &&fn) {
+    for (;;) {
+      std::shared_ptr<Entry> e = acquire(username, fid, hot);
+      std::lock_guard lock(e->read_mu);
+      if (e->gone) continue;
+      Conn &c = reader_of(*e);
+      try {
+        return fn(c);
+      } catch (const Error &err) {
+        if (err.code() != KODO_ERR_UNAVAILABLE) e->reader.reset();
+        throw;
+      }
+    }
+  }
+
+  Conn &reader_of(Entry &e) {
+    if (!e.reader) {
+      e.reader = open_reader(e.dir / kDbName, settings_, e.username, e.fid);
+      remember_owner(e);
+    }
+    return *e.reader;
+  }
+
+  // The summary, or nothing if the execution is gone; other failures are logged and give an
+  // empty summary, so that one broken database does not break a whole listing.
+  std::optional<Summary> summary_or_empty(const std::string &username, const std::string &fid) {
+    try {
+      return with_reader(username, fid, false, [](Conn &c) { return read_summary(c); });
+    } catch (const Error &err) {
+      if (err.code() == KODO_ERR_NOT_FOUND) return std::nullopt;
+      log_(KODO_LOG_WARN, std::string("list_executions: ") + err.what());
+      return Summary{};
+    }
+  }
+
+  // fid -> username, so that a read without username rarely scans the user folders.
+  void remember_owner(const Entry &e) {
+    std::lock_guard lock(cache_mu_);
+    if (owners_.size() >= kMaxOwners) owners_.clear();
+    owners_[e.fid] = e.username;
+  }
+
+  std::string locate(const std::string &fid) {
+    {
+      std::lock_guard lock(cache_mu_);
+      auto it = owners_.find(fid);
+      if (it != owners_.end() && is_file(settings_.exec_dir / it->second / fid / kDbName))
+        return it->second;
+    }
+    for (const std::string &user : valid_subdirs(settings_.exec_dir)) {
+      if (is_file(settings_.exec_dir / user / fid / kDbName)) {
+        std::lock_guard lock(cache_mu_);
+        if (owners_.size() >= kMaxOwners) owners_.clear();
+        owners_[fid] = user;
+        return user;
+      }
+    }
+    throw Error(KODO_ERR_NOT_FOUND, "execution " + quote(fid) + " not found in " +
+                                        settings_.exec_dir.string() + "/*/" + fid + "/" + kDbName);
+  }
+
+  // Deletes one execution folder if every database in it (live and archived) is older than
+  // older_than. Unreadable databases are kept and reported.
+  bool purge_one(const std::string &username, const std::string &fid, double older_than) {
+    for (;;) {
+      std::shared_ptr<Entry> e = acquire(username, fid, false);
+      std::scoped_lock lock(e->write_mu, e->read_mu);
+      if (e->gone) continue;
+      bool any = false;
+      double newest = -INFINITY;
+      auto consider = [&](const Summary &s) {
+        any = true;
+        if (s.event_count > 0) newest = std::max(newest, s.last_ts);
+      };
+      if (is_file(e->dir / kDbName)) consider(read_summary(reader_of(*e)));
+      std::error_code ec;
+      for (fs::directory_iterator it(e->dir, ec), end; !ec && it != end; it.increment(ec)) {
+        std::string name = it->path().filename().string();
+        if (name.rfind(kArchiveName, 0) != 0 || name.find('-') != std::string::npos) continue;
+        Conn c(it->path(), SQLITE_OPEN_READWRITE, settings_.busy_timeout_ms);
+        consider(read_summary(c));
+      }
+      if (ec)
+        throw Error(KODO_ERR_IO, "purge: cannot list " + e->dir.string() + ": " + ec.message());
+      if (!any || newest >= older_than) return false;
+      e->writer.reset();
+      e->reader.reset();
+      fs::remove_all(e->dir, ec);
+      if (ec)
+        throw Error(KODO_ERR_IO, "purge: cannot remove " + e->dir.string() + ": " + ec.message());
+      retire(*e);
+      return true;
+    }
+  }
+
+  static constexpr size_t kMaxOwners = 100000;
+  static constexpr int64_t kAutoThreads = 4;
+
+  Settings settings_;
+  kodo::sdk::HostLog log_;
+
+  std::mutex cache_mu_;  // guards everything below; never held while waiting on an entry
+  std::unordered_map<std::string, std::shared_ptr<Entry>> entries_;  // by "username/fid"
+  std::list<Entry *> lru_;                                           // front: most recent
+  std::unordered_set<std::string> closing_;  // keys of evicted entries still closing
+  std::condition_variable closing_cv_;
+  std::unordered_map<std::string, std::string> owners_;  // fid -> username
+
+  std::unique_ptr<WorkerPool> pool_;
+};
+
+const kodo_option_spec kExecDir = kodo::sdk::option(
+    "exec_dir", KODO_OPTION_PATH, "./data/execution",
+    "folder holding <username>/<fid>/sqlite3.db per execution (kodosumi's EXEC_DIR)", 0,
+    "KODO_EXEC_DIR");
+const kodo_option_spec kBusyTimeout = kodo::sdk::option(
+    "busy_timeout_ms", KODO_OPTION_INT, "5000",
+    "how long to wait for a database another connection has locked before failing (retryable)");
+const kodo_option_spec kMaxOpen =
+    kodo::sdk::option("max_open_databases", KODO_OPTION_INT, "256",
+                      "execution databases kept open (least recently used are closed first)");
+const kodo_option_spec kSynchronous = kodo::sdk::option(
+    "synchronous", KODO_OPTION_STRING, "normal",
+    "normal: commits survive a crash of the process (kodosumi's setting); full: also a power "
+    "loss, at a large cost in speed");
+const kodo_option_spec kAppendThreads = kodo::sdk::option(
+    "append_threads", KODO_OPTION_INT, "0",
+    "threads one append spreads its executions over (0: one per core, at most 4; 1: none)");
+const kodo_option_spec *const kOptions[] = {&kExecDir, &kBusyTimeout, &kMaxOpen, &kSynchronous,
+                                            &kAppendThreads};
+
+}  // namespace
+
+KODO_STORAGE_PLUGIN(SqliteStorage, "sqlite", "0.1.0",
+                    "SQLite, one database per execution in kodosumi's layout (embedded default)",
+                    KODO_STORAGE_CAP_LIST | KODO_STORAGE_CAP_ARCHIVE | KODO_STORAGE_CAP_PURGE,
+                    kOptions, sizeof(kOptions) / sizeof(kOptions[0]))
