@@ -1,0 +1,133 @@
+// kodo-conformance: runs the conformance kit against one plugin file.
+//
+//   kodo-conformance --plugin PATH [--option key=value ...] [--keep-scratch] [gtest flags]
+//
+// Exit status: 0 when the plugin keeps every contract of its kind, 1 when a case failed,
+// 2 when the contract could not be run at all (bad arguments, the plugin does not load,
+// its options do not resolve, or it cannot be opened).
+#include "sdk/conformance/conformance.hpp"
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/storage.hpp"
+#include "core/transport.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <iostream>
+
+namespace {
+
+constexpr const char *kUsage =
+    "usage: kodo-conformance --plugin PATH [--option key=value ...] [--keep-scratch] "
+    "[gtest flags]\n"
+    "  --plugin PATH        the plugin's shared object\n"
+    "  --option key=value   an option for the plugin (repeatable); PATH options not given\n"
+    "                       get a fresh directory for each handle the kit opens\n"
+    "  --keep-scratch       keep the kit's scratch directory (its path is printed)\n"
+    "  gtest flags such as --gtest_filter=Storage* select or repeat cases\n";
+
+struct Arguments {
+  std::string plugin;
+  std::vector<std::string> options;
+  bool keep_scratch = false;
+};
+
+// Takes "--name value" or "--name=value"; returns false when argv[i] is not --name.
+bool take_value(int argc, char **argv, int &i, const char *name, std::string *value) {
+  const size_t length = std::strlen(name);
+  if (std::strncmp(argv[i], name, length) != 0) return false;
+  if (argv[i][length] == '=') {
+    *value = argv[i] + length + 1;
+    return true;
+  }
+  if (argv[i][length] != '\0') return false;
+  if (i + 1 >= argc) throw kodo::Error(std::string(name) + " needs a value");
+  *value = argv[++i];
+  return true;
+}
+
+Arguments parse_arguments(int argc, char **argv) {
+  Arguments args;
+  for (int i = 1; i < argc; ++i) {
+    std::string value;
+    if (take_value(argc, argv, i, "--plugin", &value)) {
+      args.plugin = value;
+    } else if (take_value(argc, argv, i, "--option", &value)) {
+      args.options.push_back(value);
+    } else if (std::strcmp(argv[i], "--keep-scratch") == 0) {
+      args.keep_scratch = true;
+    } else {
+      throw kodo::Error(std::string("unknown argument '") + argv[i] + "'");
+    }
+  }
+  if (args.plugin.empty()) throw kodo::Error("--plugin PATH is required");
+  return args;
+}
+
+// Opens and closes one handle the way the host would, so a plugin that cannot even be
+// opened gets one clear line instead of a failure in every case.
+void open_once(const std::shared_ptr<kodo::Plugin> &plugin, const kodo::OptionList &options) {
+  if (plugin->kind() == KODO_KIND_STORAGE)
+    kodo::Storage storage(plugin, options);
+  else
+    kodo::Transport transport(plugin, options);
+}
+
+// Runs only the cases of the plugin's kind, within whatever --gtest_filter chose.
+void restrict_cases_to_kind(int32_t kind) {
+  std::string filter = GTEST_FLAG_GET(filter);
+  const char *other_kind = kind == KODO_KIND_STORAGE ? "Transport*" : "Storage*";
+  filter += filter.find('-') == std::string::npos ? "-" : ":";
+  filter += other_kind;
+  GTEST_FLAG_SET(filter, filter);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::cout << kUsage << "\n";  // gtest adds its own flags below
+      testing::InitGoogleTest(&argc, argv);
+      return 0;
+    }
+  testing::InitGoogleTest(&argc, argv);  // takes the gtest flags out of argv
+  kodo::set_log_level(KODO_LOG_WARN);     // a plugin's info lines would drown the report
+  Arguments args;
+  try {
+    args = parse_arguments(argc, argv);
+  } catch (const std::exception &e) {
+    std::cerr << "kodo-conformance: " << e.what() << "\n" << kUsage;
+    return 2;
+  }
+  std::shared_ptr<kodo::Plugin> plugin;
+  try {
+    plugin = kodo::Plugin::load(args.plugin, "", 0);
+    kodo::OptionList given;
+    for (const auto &text : args.options) given.push_back(kodo::split_key_value(text, "--option"));
+    kodo::conformance::set_target(plugin, given);
+    const kodo::OptionList options = kodo::conformance::options_for_new_handle();
+    open_once(plugin, options);
+    std::cout << "kodo-conformance: " << plugin->label() << " version " << plugin->version()
+              << ", ABI version " << plugin->abi_version() << "\n"
+              << "  capabilities: "
+              << kodo::conformance::capability_names(plugin->kind(), plugin->capabilities())
+              << "\n  options: "
+              << (options.empty() ? "(none)" : kodo::format_options(*plugin, options)) << "\n";
+  } catch (const std::exception &e) {
+    std::cerr << "kodo-conformance: " << e.what() << "\n";
+    kodo::conformance::remove_scratch_root();
+    return 2;
+  }
+
+  restrict_cases_to_kind(plugin->kind());
+  const int failed = RUN_ALL_TESTS();
+  if (args.keep_scratch)
+    std::cout << "kodo-conformance: scratch kept in " << kodo::conformance::scratch_root()
+              << "\n";
+  else
+    kodo::conformance::remove_scratch_root();
+  return failed ? 1 : 0;
+}

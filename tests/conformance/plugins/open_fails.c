@@ -1,0 +1,74 @@
+/*
+ * open_fails.c: a storage plugin that loads fine but whose open fails with a filled error
+ * (its server is away). The host must report the plugin and its message; the kit must say
+ * it could not run the contract (exit 2) rather than fail every case.
+ */
+#include <kodo/kodo_plugin.h>
+
+static void release_static_error(kodo_error *error) { error->message = NULL; }
+
+static kodo_status open_storage(const kodo_option *const *options, size_t option_count,
+                                const kodo_host_api *host, kodo_storage **out,
+                                kodo_error *error) {
+  (void)options;
+  (void)option_count;
+  (void)host;
+  (void)out;
+  error->code = KODO_ERR_UNAVAILABLE;
+  error->retryable = 1;
+  error->message = "database server db.invalid:5432 refused the connection";
+  error->release = release_static_error;
+  return KODO_ERR_UNAVAILABLE;
+}
+
+/* Never called, since open never succeeds; present because the loader requires them. */
+static void close_storage(kodo_storage *storage) { (void)storage; }
+static kodo_status create_schema(kodo_storage *storage, kodo_error *error) {
+  (void)storage;
+  (void)error;
+  return KODO_ERR_NOT_SUPPORTED;
+}
+static kodo_status append(kodo_storage *storage, const kodo_event *const *events, size_t count,
+                          kodo_error *error) {
+  (void)storage;
+  (void)events;
+  (void)count;
+  (void)error;
+  return KODO_ERR_NOT_SUPPORTED;
+}
+static kodo_status read_events(kodo_storage *storage, const kodo_read_request *request,
+                               kodo_event_page *out, kodo_error *error) {
+  (void)storage;
+  (void)request;
+  (void)out;
+  (void)error;
+  return KODO_ERR_NOT_SUPPORTED;
+}
+static kodo_status get_execution(kodo_storage *storage, const char *fid, const char *username,
+                                 kodo_execution_page *out, kodo_error *error) {
+  (void)storage;
+  (void)fid;
+  (void)username;
+  (void)out;
+  (void)error;
+  return KODO_ERR_NOT_SUPPORTED;
+}
+
+static const kodo_storage_api table = {sizeof(kodo_storage_api), open_storage, close_storage,
+                                       create_schema, append, read_events, get_execution,
+                                       NULL, NULL, NULL};
+static const kodo_plugin descriptor = {sizeof(kodo_plugin), KODO_ABI_VERSION,
+                                       KODO_KIND_STORAGE, "open_fails", "1.0",
+                                       "open always fails", 0, NULL, 0, &table, NULL, NULL};
+
+KODO_EXPORT kodo_status kodo_plugin_entry(uint32_t host_min, uint32_t host_max,
+                                          const kodo_host_api *host,
+                                          const kodo_plugin **plugin_out, uint32_t *abi_out,
+                                          kodo_error *error) {
+  (void)host;
+  (void)error;
+  *abi_out = KODO_ABI_VERSION;
+  if (KODO_ABI_VERSION < host_min || KODO_ABI_VERSION > host_max) return KODO_ERR_ABI_MISMATCH;
+  *plugin_out = &descriptor;
+  return KODO_OK;
+}
