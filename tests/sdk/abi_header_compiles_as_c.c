@@ -1,0 +1,75 @@
+/* The ABI header must stay plain C: a backend may be written in C, or in any language whose
+ * FFI reads C headers. This file is built as strict C99 with warnings as errors, so a C++-ism
+ * slipping into kodo_plugin.h breaks the build; running it checks a few of its promises. */
+#include <kodo/kodo_plugin.h>
+
+#include <stdio.h>
+#include <string.h>
+
+static int failures = 0;
+
+static void check(int ok, const char *what) {
+  if (!ok) {
+    fprintf(stderr, "FAIL: %s\n", what);
+    ++failures;
+  }
+}
+
+static void release_message(kodo_error *error) { error->private_data = NULL; }
+
+static kodo_status refuse(uint32_t host_min, uint32_t host_max, const kodo_host_api *host,
+                          const kodo_plugin **plugin_out, uint32_t *abi_out, kodo_error *error) {
+  (void)host_min;
+  (void)host_max;
+  (void)host;
+  (void)plugin_out;
+  *abi_out = KODO_ABI_VERSION;
+  error->code = KODO_ERR_ABI_MISMATCH;
+  error->message = "refused";
+  error->release = release_message;
+  error->private_data = error;
+  return KODO_ERR_ABI_MISMATCH;
+}
+
+int main(void) {
+  kodo_error error = KODO_ERROR_INIT;
+  kodo_event event;
+  kodo_read_request request;
+  kodo_storage_api storage;
+  kodo_plugin_entry_fn entry = refuse;
+  const kodo_plugin *plugin = NULL;
+  uint32_t abi = 0;
+
+  check(error.struct_size == sizeof(kodo_error), "KODO_ERROR_INIT sets struct_size");
+  check(error.code == KODO_OK && error.message == NULL && error.release == NULL,
+        "KODO_ERROR_INIT leaves the error empty");
+
+  memset(&event, 0, sizeof event);
+  event.struct_size = sizeof event;
+  event.fid = "exec-1";
+  event.payload = "{}";
+  event.payload_len = 2;
+  check(event.payload[event.payload_len] == '\0', "payload is NUL-terminated");
+
+  memset(&request, 0, sizeof request);
+  request.struct_size = sizeof request;
+  request.after_seq = -1;
+  check(request.kinds == NULL && request.kind_count == 0, "a zeroed request keeps every kind");
+
+  /* Tables grow at the end: the first function sits right after struct_size. */
+  check(offsetof(kodo_storage_api, open) == sizeof(size_t), "open follows struct_size");
+  memset(&storage, 0, sizeof storage);
+  check(storage.purge == NULL, "a zeroed table supports nothing");
+
+  check(entry(1, 1, NULL, &plugin, &abi, &error) == KODO_ERR_ABI_MISMATCH, "entry refuses");
+  check(abi == KODO_ABI_VERSION && plugin == NULL, "a refusal names its version only");
+  kodo_error_release(&error);
+  check(error.release == NULL && error.message == NULL, "kodo_error_release clears the error");
+  kodo_error_release(&error); /* a second release is harmless */
+
+  check(strcmp(KODO_ENTRY_SYMBOL, "kodo_plugin_entry") == 0, "the entry symbol's name");
+  check((KODO_STORAGE_CAP_LIST & KODO_STORAGE_CAP_ARCHIVE) == 0, "capability flags are distinct");
+
+  if (failures == 0) printf("kodo_plugin.h compiles and behaves as C99\n");
+  return failures == 0 ? 0 : 1;
+}
