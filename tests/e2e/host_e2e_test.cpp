@@ -1,0 +1,303 @@
+// kodo-host end to end on the embedded default (sqlite + inproc + direct): launch over
+// HTTP, follow the SSE stream, read status and events, find every event in kodosumi's
+// layout, delete, and stop with SIGTERM without losing anything.
+#include "host_process.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <regex>
+
+namespace kodo::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+
+class HostE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/kodo-e2e-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    exec_dir_ = dir_ + "/execution";
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "--- kodo-host log ---\n" << host_.log();
+    host_.stop();
+    fs::remove_all(dir_);
+  }
+
+  void start(std::vector<std::string> args = {}) {
+    std::vector<std::string> all = {
+        "--plugin-dir", KODO_PLUGIN_DIR, "--exec-dir", exec_dir_,
+        "--flow", std::string("hello=") + HELLO_FLOW,
+        "--flow-env", "hello=HELLO_STEP_SECONDS=0.02",
+        "--flow", "sleepy=/bin/sh -c 'echo sleeping; sleep 60'",
+        "--flow", "failing=/bin/sh -c 'echo about to fail >&2; exit 3'",
+        "--flow", "chatty=/bin/sh -c 'i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; "
+                  "echo \"{\\\"kind\\\":\\\"final\\\",\\\"payload\\\":\\\"ok\\\"}\" >&$KODO_EVENTS_FD'",
+        "--sse-keepalive", "0.5", "--shutdown-grace", "2"};
+    all.insert(all.end(), args.begin(), args.end());
+    ASSERT_TRUE(host_.start(all)) << host_.log();
+  }
+
+  std::string launch(const std::string &flow, const std::string &inputs = "{}") {
+    auto r = host_.request("POST", "/api/v1/executions",
+                           "{\"flow\": \"" + flow + "\", \"inputs\": " + inputs + "}");
+    EXPECT_EQ(r.status, 201) << r.body;
+    rapidjson::Document d;
+    d.Parse(r.body.c_str());
+    EXPECT_TRUE(d.IsObject() && d.HasMember("fid")) << r.body;
+    return d.IsObject() && d.HasMember("fid") ? d["fid"].GetString() : "";
+  }
+
+  rapidjson::Document get_json(const std::string &target, int expect_status = 200) {
+    auto r = host_.request("GET", target);
+    EXPECT_EQ(r.status, expect_status) << target << ": " << r.body;
+    rapidjson::Document d;
+    d.Parse(r.body.c_str());
+    EXPECT_FALSE(d.HasParseError()) << r.body;
+    return d;
+  }
+
+  // The whole SSE stream of a run, until its eof frame.
+  std::string stream(const std::string &fid, const std::string &which = "stream") {
+    auto r = host_.request("GET", "/outputs/" + which + "/" + fid, "", 60, "event: eof");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_NE(r.headers.find("text/event-stream"), std::string::npos) << r.headers;
+    return r.body;
+  }
+
+  // What kodosumi's reader sees: (id, kind, message) in id order.
+  std::vector<std::tuple<int64_t, std::string, std::string>> kodosumi_rows(
+      const std::string &fid, const std::string &file = "sqlite3.db") {
+    std::vector<std::tuple<int64_t, std::string, std::string>> rows;
+    std::string path = exec_dir_ + "/admin/" + fid + "/" + file;
+    sqlite3 *db = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK) << path;
+    sqlite3_stmt *stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db,
+                                 "SELECT id, timestamp, kind, message FROM monitor WHERE id > 0 "
+                                 "ORDER BY id",
+                                 -1, &stmt, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    while (stmt && sqlite3_step(stmt) == SQLITE_ROW)
+      rows.emplace_back(sqlite3_column_int64(stmt, 0),
+                        reinterpret_cast<const char *>(sqlite3_column_text(stmt, 2)),
+                        reinterpret_cast<const char *>(sqlite3_column_text(stmt, 3)));
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return rows;
+  }
+
+  std::string dir_, exec_dir_;
+  HostProcess host_;
+};
+
+std::vector<std::string> frame_kinds(const std::string &sse) {
+  std::vector<std::string> kinds;
+  std::regex event_line("event: ([a-z]+)\n");
+  for (auto it = std::sregex_iterator(sse.begin(), sse.end(), event_line);
+       it != std::sregex_iterator(); ++it)
+    if ((*it)[1] != "alive") kinds.push_back((*it)[1]);
+  return kinds;
+}
+
+TEST_F(HostE2E, LaunchStreamStatusEventsAndKodosumiLayout) {
+  start();
+  auto health = get_json("/health");
+  EXPECT_STREQ(health["status"].GetString(), "ok");
+  auto flows = get_json("/api/v1/flows");
+  ASSERT_TRUE(flows["flows"].IsArray());
+  EXPECT_STREQ(flows["flows"][0]["name"].GetString(), "hello");
+
+  const std::string fid = launch("hello", "{\"name\": \"kodo\", \"steps\": 3}");
+  ASSERT_EQ(fid.size(), 24u);
+  const std::string sse = stream(fid);
+  const std::vector<std::string> expected = {
+      "status", "inputs", "meta", "status", "stdout", "agent", "agent", "agent",
+      "stderr", "result", "final", "status", "eof"};
+  EXPECT_EQ(frame_kinds(sse), expected) << sse;
+  EXPECT_NE(sse.find("id: 1\ndata: "), std::string::npos) << sse;
+  EXPECT_NE(sse.find(":finished\n"), std::string::npos) << sse;
+
+  auto status = get_json("/outputs/status/" + fid);
+  EXPECT_STREQ(status["status"].GetString(), "finished");
+  EXPECT_STREQ(status["fid"].GetString(), fid.c_str());
+  EXPECT_STREQ(status["username"].GetString(), "admin");
+  EXPECT_STREQ(status["entry_point"].GetString(), "hello");
+  ASSERT_TRUE(status["final"].IsObject());
+  EXPECT_STREQ(status["final"]["greeting"].GetString(), "hello, kodo");
+
+  auto agents = get_json("/api/v1/executions/" + fid + "/events?kinds=agent");
+  EXPECT_EQ(agents["events"].Size(), 3u);
+  auto page = get_json("/api/v1/executions/" + fid + "/events?after=2&limit=2");
+  ASSERT_EQ(page["events"].Size(), 2u);
+  EXPECT_EQ(page["events"][0]["seq"].GetInt(), 3);
+  EXPECT_TRUE(page["has_more"].GetBool());
+
+  auto list = get_json("/api/v1/executions");
+  ASSERT_GE(list["executions"].Size(), 1u);
+  EXPECT_STREQ(list["executions"][0]["fid"].GetString(), fid.c_str());
+  EXPECT_STREQ(list["executions"][0]["status"].GetString(), "finished");
+
+  // kodosumi's layout: data/execution/<user>/<fid>/sqlite3.db, table monitor, ids from 1.
+  EXPECT_TRUE(fs::is_directory(exec_dir_ + "/admin/" + fid + "/in"));
+  EXPECT_TRUE(fs::is_directory(exec_dir_ + "/admin/" + fid + "/out"));
+  auto rows = kodosumi_rows(fid);
+  ASSERT_EQ(rows.size(), expected.size() - 1);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(std::get<0>(rows[i]), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(std::get<1>(rows[i]), expected[i]);
+  }
+  EXPECT_EQ(std::get<2>(rows.front()), "starting");
+  EXPECT_EQ(std::get<2>(rows.back()), "finished");
+
+  auto metrics = host_.request("GET", "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.body.find("kodo_events_stored_total"), std::string::npos);
+  EXPECT_NE(metrics.body.find("kodo_running_executions 0"), std::string::npos) << metrics.body;
+}
+
+TEST_F(HostE2E, MainAndStdioStreamsFilterAndResumeFromLastEventId) {
+  start();
+  const std::string fid = launch("hello");
+  stream(fid);
+  EXPECT_EQ(frame_kinds(stream(fid, "main")),
+            (std::vector<std::string>{"status", "inputs", "meta", "status", "agent", "agent",
+                                      "agent", "result", "final", "status", "eof"}));
+  EXPECT_EQ(frame_kinds(stream(fid, "stdio")),
+            (std::vector<std::string>{"stdout", "stderr", "eof"}));
+}
+
+TEST_F(HostE2E, FailingFlowEndsInErrorThatSaysWhy) {
+  start();
+  const std::string fid = launch("failing");
+  const std::string sse = stream(fid);
+  auto kinds = frame_kinds(sse);
+  ASSERT_GE(kinds.size(), 3u);
+  EXPECT_EQ(kinds[kinds.size() - 3], "error");
+  EXPECT_EQ(kinds[kinds.size() - 2], "status");
+  EXPECT_NE(sse.find("code 3"), std::string::npos) << sse;
+  EXPECT_STREQ(get_json("/outputs/status/" + fid)["status"].GetString(), "error");
+}
+
+TEST_F(HostE2E, DeleteCancelsARunningFlowThenArchives) {
+  start();
+  const std::string fid = launch("sleepy");
+  // Wait until it runs.
+  for (int i = 0; i < 500; ++i) {
+    auto events = get_json("/api/v1/executions/" + fid + "/events?kinds=stdout");
+    if (events["events"].Size() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto r = host_.request("DELETE", "/outputs/" + fid);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("\"cancelled\":true"), std::string::npos) << r.body;
+  EXPECT_FALSE(fs::exists(exec_dir_ + "/admin/" + fid + "/sqlite3.db"));
+  auto rows = kodosumi_rows(fid, "sqlite3.db.archive");
+  ASSERT_GE(rows.size(), 2u);
+  EXPECT_EQ(std::get<1>(rows.back()), "status");
+  EXPECT_EQ(std::get<2>(rows.back()), "error");
+  EXPECT_NE(std::get<2>(rows[rows.size() - 2]).find("cancelled"), std::string::npos);
+  get_json("/outputs/status/" + fid, 404);
+  EXPECT_EQ(host_.request("DELETE", "/outputs/" + fid).status, 404);
+}
+
+TEST_F(HostE2E, BadRequestsGetClearJsonErrors) {
+  start();
+  auto expect_error = [&](const std::string &method, const std::string &target,
+                          const std::string &body, int status, const std::string &words) {
+    auto r = host_.request(method, target, body);
+    EXPECT_EQ(r.status, status) << method << " " << target << ": " << r.body;
+    EXPECT_NE(r.body.find("\"error\""), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find(words), std::string::npos) << r.body;
+  };
+  expect_error("POST", "/api/v1/executions", "not json", 400, "JSON object");
+  expect_error("POST", "/api/v1/executions", "{\"inputs\": {}}", 400, "flow");
+  expect_error("POST", "/api/v1/executions", "{\"flow\": \"nope\"}", 404, "nope");
+  expect_error("POST", "/api/v1/executions", "{\"flow\": \"hello\", \"inputs\": 3}", 400,
+               "inputs");
+  expect_error("GET", "/outputs/status/0123456789abcdef01234567", "", 404,
+               "0123456789abcdef01234567");
+  expect_error("GET", "/outputs/status/..%2Fetc", "", 400, "../etc");
+  expect_error("GET", "/api/v1/executions?limit=lots", "", 400, "limit");
+  expect_error("GET", "/api/v1/executions/0123456789abcdef01234567/events?kinds=bogus", "", 400,
+               "bogus");
+  expect_error("PUT", "/api/v1/flows", "", 405, "PUT");
+  expect_error("GET", "/no/such/thing", "", 404, "/no/such/thing");
+}
+
+TEST_F(HostE2E, SigtermEndsRunsAndStoresEverythingFirst) {
+  start();
+  std::vector<std::string> fids;
+  for (int i = 0; i < 4; ++i) fids.push_back(launch("chatty"));
+  fids.push_back(launch("sleepy"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(host_.stop(), 0) << host_.log();
+  // Every run ended with a final status, and every stored seq is contiguous from 0.
+  for (const auto &fid : fids) {
+    auto rows = kodosumi_rows(fid);
+    ASSERT_GE(rows.size(), 4u) << fid;
+    for (size_t i = 0; i < rows.size(); ++i)
+      ASSERT_EQ(std::get<0>(rows[i]), static_cast<int64_t>(i + 1)) << fid;
+    EXPECT_EQ(std::get<1>(rows.back()), "status") << fid;
+    const std::string last = std::get<2>(rows.back());
+    EXPECT_TRUE(last == "finished" || last == "error") << fid << ": " << last;
+  }
+}
+
+TEST(HostCommandLine, ErrorsNameTheThingThatWasWrong) {
+  auto r = run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "--storage", "nosuch",
+                        "db", "create-tables"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("storage plugin 'nosuch' not found"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("kodo-storage-nosuch.so"), std::string::npos) << r.output;
+
+  r = run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "--storage-option",
+                   "colour=red", "db", "create-tables"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("unknown option 'colour'"), std::string::npos) << r.output;
+
+  r = run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "--storage", "inproc",
+                   "db", "create-tables"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("not found"), std::string::npos) << r.output;
+
+  r = run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "--storage",
+                   std::string(KODO_PLUGIN_DIR) + "/kodo-transport-inproc.so", "db",
+                   "create-tables"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("is a transport plugin ('inproc'), but a storage plugin was asked for"),
+            std::string::npos)
+      << r.output;
+
+  r = run_command({KODO_HOST_BINARY, "frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("unknown command 'frobnicate'"), std::string::npos) << r.output;
+
+  r = run_command({KODO_HOST_BINARY, "spool", "--plugin-dir", KODO_PLUGIN_DIR});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("cross-process transport"), std::string::npos) << r.output;
+}
+
+TEST(HostCommandLine, PluginsListAndDescribe) {
+  auto r = run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "plugins", "list"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("sqlite"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("inproc"), std::string::npos) << r.output;
+  r = run_command(
+      {KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "plugins", "describe", "sqlite"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("exec_dir (path)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("KODO_EXEC_DIR"), std::string::npos) << r.output;
+  r = run_command({KODO_HOST_BINARY, "--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("kodo-host"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kodo::e2e

@@ -1,0 +1,180 @@
+// host_process.hpp: runs kodo-host as a child for end-to-end tests, and a minimal HTTP
+// client to talk to it. The host binds port 0; its log line tells the port.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <fstream>
+#include <map>
+#include <netinet/in.h>
+#include <sstream>
+#include <string>
+#include <sys/socket.h>
+#include <thread>
+#include <vector>
+
+namespace kodo::e2e {
+
+struct HttpResult {
+  int status = 0;
+  std::string headers;
+  std::string body;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+inline std::string read_file(const std::string &path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Runs a command to completion, capturing stdout and stderr together.
+inline CommandResult run_command(const std::vector<std::string> &args,
+                                 const std::vector<std::string> &env = {}) {
+  char out_path[] = "/tmp/kodo-cmd-XXXXXX";
+  int fd = mkstemp(out_path);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fd, 1);
+    dup2(fd, 2);
+    for (const auto &kv : env) putenv(const_cast<char *>(kv.c_str()));
+    std::vector<char *> argv;
+    for (const auto &a : args) argv.push_back(const_cast<char *>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fd);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CommandResult result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.output = read_file(out_path);
+  unlink(out_path);
+  return result;
+}
+
+class HostProcess {
+ public:
+  // Starts `kodo-host ARGS... serve` with --address 127.0.0.1:0 and waits until it serves.
+  bool start(const std::vector<std::string> &args, const std::vector<std::string> &env = {}) {
+    char log_path[] = "/tmp/kodo-host-log-XXXXXX";
+    int fd = mkstemp(log_path);
+    log_path_ = log_path;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      for (const auto &kv : env) putenv(const_cast<char *>(kv.c_str()));
+      std::vector<std::string> all = {KODO_HOST_BINARY, "--address", "127.0.0.1:0"};
+      all.insert(all.end(), args.begin(), args.end());
+      all.push_back("serve");
+      std::vector<char *> argv;
+      for (const auto &a : all) argv.push_back(const_cast<char *>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(fd);
+    for (int i = 0; i < 1000; ++i) {  // up to 20 s on a loaded machine
+      std::string log = read_file(log_path_);
+      auto at = log.find("serving on http://127.0.0.1:");
+      if (at != std::string::npos) {
+        port_ = std::stoi(log.substr(at + std::string("serving on http://127.0.0.1:").size()));
+        return true;
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  // SIGTERM, then the exit code (or -1 if it had to be killed).
+  int stop(int timeout_s = 60) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < timeout_s * 50; ++i) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    return -1;
+  }
+
+  ~HostProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (!log_path_.empty()) unlink(log_path_.c_str());
+  }
+
+  std::string log() const { return read_file(log_path_); }
+  int port() const { return port_; }
+
+  // One request on a fresh connection (HTTP/1.0: the response ends at close).
+  HttpResult request(const std::string &method, const std::string &target,
+                     const std::string &body = "", int timeout_s = 30,
+                     const std::string &stop_at = "") const {
+    HttpResult result;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port_));
+    inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+    if (connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) != 0) {
+      close(fd);
+      return result;
+    }
+    timeval tv{timeout_s, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string text = method + " " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n";
+    if (!body.empty())
+      text += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+              "\r\n";
+    text += "\r\n" + body;
+    send(fd, text.data(), text.size(), MSG_NOSIGNAL);
+    std::string response;
+    char buffer[65536];
+    for (;;) {
+      ssize_t n = recv(fd, buffer, sizeof buffer, 0);
+      if (n <= 0) break;
+      response.append(buffer, static_cast<size_t>(n));
+      if (!stop_at.empty() && response.find(stop_at) != std::string::npos) break;
+    }
+    close(fd);
+    auto head_end = response.find("\r\n\r\n");
+    if (response.size() < 12 || head_end == std::string::npos) return result;
+    result.status = std::stoi(response.substr(9, 3));
+    result.headers = response.substr(0, head_end);
+    result.body = response.substr(head_end + 4);
+    return result;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string log_path_;
+};
+
+}  // namespace kodo::e2e

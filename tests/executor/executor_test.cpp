@@ -1,0 +1,566 @@
+// executor_test.cpp: runs small /bin/sh flows and checks the events the executor publishes.
+// Waits use generous timeouts; nothing asserts how fast anything is.
+#include "core/error.hpp"
+#include "core/event.hpp"
+#include "core/executor.hpp"
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace {
+
+using kodo::Event;
+using kodo::Executor;
+using kodo::ExecutorConfig;
+using kodo::FlowSpec;
+
+constexpr double kWait = 30;  // seconds: generous, only reached when something is broken
+
+// Records what it is given; refuses everything while failing.
+class TestSink : public kodo::EventSink {
+ public:
+  void publish(const std::vector<Event> &events) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failing_) {
+      ++refusals_;
+      throw kodo::Error("test sink is down", KODO_ERR_UNAVAILABLE, true);
+    }
+    events_.insert(events_.end(), events.begin(), events.end());
+    changed_.notify_all();
+  }
+
+  void set_failing(bool failing) {
+    std::lock_guard<std::mutex> lock(mu_);
+    failing_ = failing;
+  }
+  int refusals() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return refusals_;
+  }
+
+  std::vector<Event> of(const std::string &fid) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<Event> out;
+    for (const Event &e : events_)
+      if (e.fid == fid) out.push_back(e);
+    return out;
+  }
+
+  // Waits until fid has an event of this kind and payload.
+  bool wait_for(const std::string &fid, const std::string &kind, const std::string &payload,
+                double timeout_s = kWait) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return changed_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] {
+      for (const Event &e : events_)
+        if (e.fid == fid && e.kind == kind && e.payload == payload) return true;
+      return false;
+    });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::vector<Event> events_;
+  bool failing_ = false;
+  int refusals_ = 0;
+};
+
+bool eventually(const std::function<bool()> &condition, double timeout_s = kWait) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+std::vector<std::string> payloads(const std::vector<Event> &events, const std::string &kind) {
+  std::vector<std::string> out;
+  for (const Event &e : events)
+    if (e.kind == kind) out.push_back(e.payload);
+  return out;
+}
+
+bool has_payload_containing(const std::vector<Event> &events, const std::string &kind,
+                            const std::string &part) {
+  for (const Event &e : events)
+    if (e.kind == kind && e.payload.find(part) != std::string::npos) return true;
+  return false;
+}
+
+// Seqs 0..n-1, in the order published.
+void expect_contiguous(const std::vector<Event> &events) {
+  for (size_t i = 0; i < events.size(); ++i)
+    EXPECT_EQ(events[i].seq, static_cast<int64_t>(i)) << "event " << i << " " << events[i].kind;
+}
+
+// The run's last events: error <reason part> then status error.
+void expect_failed_with(const std::vector<Event> &events, const std::string &reason) {
+  ASSERT_GE(events.size(), 2u);
+  const Event &error = events[events.size() - 2];
+  EXPECT_EQ(error.kind, "error");
+  EXPECT_NE(error.payload.find(reason), std::string::npos)
+      << "error payload: " << error.payload << "\nexpected: " << reason;
+  EXPECT_EQ(events.back().kind, "status");
+  EXPECT_EQ(events.back().payload, "error");
+  expect_contiguous(events);
+}
+
+class ExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/kodo-executor-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override {
+    executor_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // A flow running `body` with /bin/sh; EV is its events descriptor.
+  FlowSpec flow(const std::string &name, const std::string &body, double timeout_s = 0) {
+    const std::string path = dir_ + "/" + name + ".sh";
+    std::ofstream(path) << "EV=$KODO_EVENTS_FD\n" << body << "\n";
+    FlowSpec f;
+    f.name = name;
+    f.argv = {"/bin/sh", path};
+    f.cwd = dir_;
+    f.timeout_s = timeout_s;
+    f.description = "test flow " + name;
+    return f;
+  }
+
+  Executor &start(std::vector<FlowSpec> flows, ExecutorConfig config = {}) {
+    if (config.app_url.empty()) config.app_url = "http://test.local";
+    executor_ = std::make_unique<Executor>(std::move(config), std::move(flows), sink_);
+    return *executor_;
+  }
+
+  // Launches and waits until the run's last event is published.
+  std::vector<Event> run_to_end(const std::string &flow_name, const std::string &inputs = "{}") {
+    const std::string fid = executor_->launch(flow_name, "alice", inputs);
+    EXPECT_TRUE(executor_->wait_inactive(fid, kWait)) << flow_name;
+    return sink_.of(fid);
+  }
+
+  std::string file(const std::string &name) const { return dir_ + "/" + name; }
+  void touch(const std::string &name) const { std::ofstream(file(name)) << "x"; }
+
+  std::string dir_;
+  TestSink sink_;
+  std::unique_ptr<Executor> executor_;
+};
+
+const char *kFinal = R"(echo '{"kind":"final","payload":"done"}' >&$EV)";
+
+TEST_F(ExecutorTest, FullEventOrderAndContiguousSeqs) {
+  auto &ex = start({flow("ok", std::string(R"(
+inputs=$(cat)
+echo '{"kind":"result","payload":{"x":1}}' >&$EV
+echo hello
+echo oops >&2
+printf '{"kind":"agent","payload":%s}\n' "$inputs" >&$EV
+)") + kFinal)});
+  const std::string inputs = R"({"question": "why?", "n": [1, 2.50]})";
+  const std::string fid = ex.launch("ok", "alice", inputs);
+  EXPECT_EQ(fid.size(), 24u);
+  EXPECT_TRUE(ex.is_active(fid) || !sink_.of(fid).empty());
+  ASSERT_TRUE(ex.wait_inactive(fid, kWait));
+  EXPECT_FALSE(ex.is_active(fid));
+
+  const auto events = sink_.of(fid);
+  ASSERT_GE(events.size(), 9u);
+  expect_contiguous(events);
+  for (const Event &e : events) {
+    EXPECT_EQ(e.fid, fid);
+    EXPECT_EQ(e.username, "alice");
+    EXPECT_GT(e.timestamp, 1.6e9);
+  }
+  EXPECT_EQ(events[0].kind, "status");
+  EXPECT_EQ(events[0].payload, "starting");
+  EXPECT_EQ(events[1].kind, "inputs");
+  EXPECT_EQ(events[1].payload, inputs);
+  EXPECT_EQ(events[2].kind, "meta");
+  EXPECT_EQ(events[3].kind, "status");
+  EXPECT_EQ(events[3].payload, "running");
+  EXPECT_EQ(events.back().kind, "status");
+  EXPECT_EQ(events.back().payload, "finished");
+  for (size_t i = 1; i < events.size(); ++i) EXPECT_GE(events[i].timestamp, events[i - 1].timestamp);
+
+  rapidjson::Document meta;
+  ASSERT_FALSE(meta.Parse(events[2].payload.c_str()).HasParseError()) << events[2].payload;
+  ASSERT_TRUE(meta.IsObject());
+  EXPECT_EQ(std::string(meta["fid"].GetString()), fid);
+  EXPECT_EQ(std::string(meta["username"].GetString()), "alice");
+  EXPECT_EQ(std::string(meta["app_url"].GetString()), "http://test.local");
+  EXPECT_EQ(std::string(meta["entry_point"].GetString()), "ok");
+  EXPECT_EQ(std::string(meta["summary"].GetString()), "test flow ok");
+  EXPECT_EQ(std::string(meta["description"].GetString()), "test flow ok");
+  EXPECT_TRUE(meta["tags"].IsArray());
+  EXPECT_EQ(std::string(meta["kodosumi_version"].GetString()), "kodo");
+  for (const char *key : {"author", "organization", "version"}) EXPECT_TRUE(meta[key].IsString());
+
+  // The flow's own events, in the order it wrote them; stdin carried the inputs.
+  std::vector<std::string> own;
+  for (size_t i = 4; i + 1 < events.size(); ++i)
+    if (events[i].kind != "stdout" && events[i].kind != "stderr")
+      own.push_back(events[i].kind + " " + events[i].payload);
+  EXPECT_EQ(own, (std::vector<std::string>{"result {\"x\":1}",
+                                           "agent {\"question\":\"why?\",\"n\":[1,2.50]}",
+                                           "final done"}));
+  EXPECT_EQ(payloads(events, "stdout"), std::vector<std::string>{"hello"});
+  EXPECT_EQ(payloads(events, "stderr"), std::vector<std::string>{"oops"});
+
+  const auto stats = ex.stats();
+  EXPECT_EQ(stats.launched, 1u);
+  EXPECT_EQ(stats.finished, 1u);
+  EXPECT_EQ(stats.failed, 0u);
+  EXPECT_EQ(stats.events_emitted, events.size());
+  EXPECT_EQ(stats.running, 0u);
+  EXPECT_EQ(stats.queued, 0u);
+}
+
+TEST_F(ExecutorTest, ChildSeesItsEnvironmentAndCwd) {
+  FlowSpec f = flow("env", std::string(R"(
+echo "$KODO_FID $KODO_USERNAME $KODO_FLOW $KODO_EVENTS_FD $EXTRA"
+pwd
+)") + kFinal);
+  f.env = {"EXTRA=extra value", "KODO_EVENTS_FD=9"};  // the last cannot override ours
+  start({f});
+  const std::string fid = executor_->launch("env", "bob@example", "{}");
+  ASSERT_TRUE(executor_->wait_inactive(fid, kWait));
+  const auto out = payloads(sink_.of(fid), "stdout");
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0], fid + " bob@example env 3 extra value");
+  EXPECT_EQ(std::filesystem::canonical(out[1]), std::filesystem::canonical(dir_));
+  EXPECT_EQ(sink_.of(fid).back().payload, "finished");
+}
+
+TEST_F(ExecutorTest, ChildGetsNoOtherDescriptors) {
+  // A descriptor the host leaked (no O_CLOEXEC) must not reach the child.
+  const int leaked = ::fcntl(STDERR_FILENO, F_DUPFD, 50);
+  ASSERT_GE(leaked, 50);
+  FlowSpec ls;
+  ls.name = "ls";
+  ls.argv = {"ls", "-1", "/proc/self/fd"};  // found in PATH; no shell, so no fds of its own
+  start({ls});
+  const auto events = run_to_end("ls");
+  ::close(leaked);
+  const auto out = payloads(events, "stdout");
+  const std::set<std::string> fds(out.begin(), out.end());
+  EXPECT_EQ(fds.count(std::to_string(leaked)), 0u);
+  for (const char *expected : {"0", "1", "2", "3"}) EXPECT_EQ(fds.count(expected), 1u) << expected;
+  EXPECT_LE(fds.size(), 5u);  // 0-3, plus the directory ls is reading
+  expect_failed_with(events, "exited without a final event");
+}
+
+TEST_F(ExecutorTest, ChildThatIgnoresLargeInputsDoesNotBlock) {
+  start({flow("ignore", kFinal)});
+  const std::string big = R"({"blob":")" + std::string(4 << 20, 'x') + R"("})";
+  const auto events = run_to_end("ignore", big);
+  EXPECT_EQ(events.back().payload, "finished");
+  EXPECT_EQ(events[1].payload, big);
+}
+
+TEST_F(ExecutorTest, MalformedLinesBecomeErrorsAndTheRunGoesOn) {
+  start({flow("bad", std::string(R"(
+echo 'not json' >&$EV
+echo '{"kind":"bogus","payload":1}' >&$EV
+echo '{"kind":"status","payload":"finished"}' >&$EV
+echo '{"payload":1}' >&$EV
+echo '{"kind":7,"payload":1}' >&$EV
+echo '' >&$EV
+echo '{"kind":"result","payload":"still here"}' >&$EV
+)") + kFinal)});
+  const auto events = run_to_end("bad");
+  expect_contiguous(events);
+  const auto errors = payloads(events, "error");
+  ASSERT_EQ(errors.size(), 5u);
+  EXPECT_NE(errors[0].find("events line 1 rejected: not JSON at offset 1"), std::string::npos)
+      << errors[0];
+  EXPECT_NE(errors[0].find("\"not json\""), std::string::npos) << errors[0];
+  EXPECT_NE(errors[1].find("unknown kind \"bogus\""), std::string::npos) << errors[1];
+  EXPECT_NE(errors[2].find("reserved for the host"), std::string::npos) << errors[2];
+  EXPECT_NE(errors[3].find("missing \"kind\""), std::string::npos) << errors[3];
+  EXPECT_NE(errors[4].find("\"kind\" is not a string"), std::string::npos) << errors[4];
+  EXPECT_EQ(payloads(events, "result"), std::vector<std::string>{"still here"});
+  // Only the host's own status events.
+  EXPECT_EQ(payloads(events, "status"),
+            (std::vector<std::string>{"starting", "running", "finished"}));
+}
+
+TEST_F(ExecutorTest, OversizedLinesAreDiscardedWithAnError) {
+  ExecutorConfig config;
+  config.max_event_bytes = 1000;
+  start({flow("big", std::string(R"(
+head -c 5000 /dev/zero | tr '\0' a >&$EV; echo >&$EV
+head -c 3000 /dev/zero | tr '\0' b; echo
+head -c 1000 /dev/zero | tr '\0' c; echo
+echo '{"kind":"result","payload":"after"}' >&$EV
+)") + kFinal + "\nprintf 'unterminated'")},
+         config);
+  const auto events = run_to_end("big");
+  expect_contiguous(events);
+  EXPECT_TRUE(has_payload_containing(
+      events, "error", "events line 1 discarded: 5000 bytes exceed the limit of 1000 bytes"));
+  EXPECT_TRUE(has_payload_containing(
+      events, "error", "stdout line 1 discarded: 3000 bytes exceed the limit of 1000 bytes"));
+  EXPECT_EQ(payloads(events, "stdout"),
+            (std::vector<std::string>{std::string(1000, 'c'), "unterminated"}));
+  EXPECT_EQ(payloads(events, "result"), std::vector<std::string>{"after"});
+  EXPECT_EQ(events.back().payload, "finished");
+}
+
+TEST_F(ExecutorTest, ExitWithoutFinalIsAnError) {
+  start({flow("nofinal", "echo hi")});
+  const auto events = run_to_end("nofinal");
+  expect_failed_with(events, "exited without a final event");
+  EXPECT_EQ(executor_->stats().failed, 1u);
+}
+
+TEST_F(ExecutorTest, NonZeroExitIsAnErrorEvenAfterFinal) {
+  start({flow("exit3", std::string(kFinal) + "\nexit 3")});
+  expect_failed_with(run_to_end("exit3"), "exit code 3");
+}
+
+TEST_F(ExecutorTest, CrashBySignal) {
+  start({flow("crash", "ulimit -c 0\nkill -SEGV $$\nsleep 5")});
+  expect_failed_with(run_to_end("crash"), "killed by signal 11 (SIGSEGV)");
+}
+
+TEST_F(ExecutorTest, ExecutableThatCannotStart) {
+  FlowSpec missing;
+  missing.name = "missing";
+  missing.argv = {"/nonexistent/kodo-flow"};
+  start({missing});
+  const auto events = run_to_end("missing");
+  expect_failed_with(events, "cannot start flow \"missing\": \"/nonexistent/kodo-flow\": No such");
+  EXPECT_TRUE(payloads(events, "status") == (std::vector<std::string>{"starting", "error"}));
+}
+
+TEST_F(ExecutorTest, Timeout) {
+  start({flow("slow", "sleep 30", 0.5)});
+  expect_failed_with(run_to_end("slow"), "timed out after 0.5 s");
+}
+
+TEST_F(ExecutorTest, TimeoutEscalatesToSigkill) {
+  ExecutorConfig config;
+  config.kill_grace_s = 0.3;
+  start({flow("stubborn", "trap '' TERM\nsleep 30", 0.3)}, config);
+  expect_failed_with(run_to_end("stubborn"), "timed out after 0.3 s");
+}
+
+TEST_F(ExecutorTest, Cancel) {
+  auto &ex = start({flow("wait", "sleep 30")});
+  const std::string fid = ex.launch("wait", "alice", "{}");
+  ASSERT_TRUE(sink_.wait_for(fid, "status", "running"));
+  EXPECT_TRUE(ex.cancel(fid, "user asked"));
+  EXPECT_FALSE(ex.cancel(fid, "again"));
+  ASSERT_TRUE(ex.wait_inactive(fid, kWait));
+  expect_failed_with(sink_.of(fid), "cancelled: user asked");
+  EXPECT_FALSE(ex.cancel(fid, "after the end"));
+  EXPECT_FALSE(ex.cancel("000000000000000000000000", "unknown"));
+}
+
+TEST_F(ExecutorTest, MaxRunningQueuesTheThirdRun) {
+  ExecutorConfig config;
+  config.max_running = 2;
+  auto &ex = start({flow("gate", std::string("while [ ! -e go ]; do sleep 0.02; done\n") + kFinal)},
+                   config);
+  const std::string a = ex.launch("gate", "alice", "{}");
+  const std::string b = ex.launch("gate", "alice", "{}");
+  const std::string c = ex.launch("gate", "alice", "{}");
+  ASSERT_TRUE(sink_.wait_for(a, "status", "running"));
+  ASSERT_TRUE(sink_.wait_for(b, "status", "running"));
+  ASSERT_TRUE(eventually([&] { return ex.stats().running == 2 && ex.stats().queued == 1; }));
+  EXPECT_EQ(payloads(sink_.of(c), "status"), std::vector<std::string>{"starting"});
+  EXPECT_TRUE(ex.is_active(c));
+  touch("go");
+  for (const auto &fid : {a, b, c}) {
+    ASSERT_TRUE(ex.wait_inactive(fid, kWait));
+    const auto events = sink_.of(fid);
+    EXPECT_EQ(payloads(events, "status"),
+              (std::vector<std::string>{"starting", "running", "finished"}));
+    expect_contiguous(events);
+  }
+  EXPECT_EQ(ex.stats().finished, 3u);
+}
+
+TEST_F(ExecutorTest, CancelWhileQueued) {
+  ExecutorConfig config;
+  config.max_running = 1;
+  auto &ex = start({flow("gate", std::string("while [ ! -e go ]; do sleep 0.02; done\n") + kFinal)},
+                   config);
+  const std::string a = ex.launch("gate", "alice", "{}");
+  const std::string b = ex.launch("gate", "alice", "{}");
+  ASSERT_TRUE(sink_.wait_for(a, "status", "running"));
+  EXPECT_TRUE(ex.cancel(b, "changed my mind"));
+  ASSERT_TRUE(ex.wait_inactive(b, kWait));
+  const auto events = sink_.of(b);
+  expect_failed_with(events, "cancelled: changed my mind");
+  EXPECT_EQ(payloads(events, "status"), (std::vector<std::string>{"starting", "error"}));
+  touch("go");
+  ASSERT_TRUE(ex.wait_inactive(a, kWait));
+  EXPECT_EQ(sink_.of(a).back().payload, "finished");
+}
+
+TEST_F(ExecutorTest, LaunchRefusals) {
+  ExecutorConfig config;
+  config.max_running = 1;
+  config.max_queued = 1;
+  auto &ex = start({flow("gate", std::string("while [ ! -e go ]; do sleep 0.02; done\n") + kFinal)},
+                   config);
+  auto code_of = [&](const std::string &flow_name, const std::string &user,
+                     const std::string &inputs, std::string *message) -> kodo_status {
+    try {
+      ex.launch(flow_name, user, inputs);
+    } catch (const kodo::Error &e) {
+      *message = e.what();
+      return e.code();
+    }
+    return KODO_OK;
+  };
+  std::string message;
+  EXPECT_EQ(code_of("nope", "alice", "{}", &message), KODO_ERR_NOT_FOUND);
+  EXPECT_NE(message.find("\"nope\""), std::string::npos) << message;
+  EXPECT_EQ(code_of("gate", "../alice", "{}", &message), KODO_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(message.find("../alice"), std::string::npos) << message;
+  for (const char *inputs : {"[1]", "nope", "", "\"s\"", "{\"a\":1} x", "{\"a\":"})
+    EXPECT_EQ(code_of("gate", "alice", inputs, &message), KODO_ERR_INVALID_ARGUMENT) << inputs;
+  EXPECT_EQ(ex.stats().launched, 0u);
+
+  const std::string a = ex.launch("gate", "alice", "{}");  // runs
+  const std::string b = ex.launch("gate", "alice", "{}");  // waits
+  EXPECT_EQ(code_of("gate", "alice", "{}", &message), KODO_ERR_UNAVAILABLE);
+  EXPECT_NE(message.find("max_queued"), std::string::npos) << message;
+  touch("go");
+  EXPECT_TRUE(ex.wait_inactive(a, kWait));
+  EXPECT_TRUE(ex.wait_inactive(b, kWait));
+}
+
+TEST_F(ExecutorTest, SinkRefusingTheFirstEventsFailsTheLaunch) {
+  auto &ex = start({flow("ok", kFinal)});
+  sink_.set_failing(true);
+  try {
+    ex.launch("ok", "alice", "{}");
+    FAIL() << "launch should throw";
+  } catch (const kodo::Error &e) {
+    EXPECT_EQ(e.code(), KODO_ERR_UNAVAILABLE);
+  }
+  EXPECT_EQ(ex.stats().launched, 0u);
+  sink_.set_failing(false);
+  EXPECT_EQ(run_to_end("ok").back().payload, "finished");
+}
+
+TEST_F(ExecutorTest, SinkFailureStopsTheRunAndItsEndIsPublishedAfterRecovery) {
+  ExecutorConfig config;
+  config.publish_retry_ms = 300;
+  config.kill_grace_s = 1;
+  auto &ex = start({flow("talk", "while [ ! -e go ]; do sleep 0.02; done\necho lost line\nsleep 30")},
+                   config);
+  const std::string fid = ex.launch("talk", "alice", "{}");
+  ASSERT_TRUE(sink_.wait_for(fid, "status", "running"));
+  sink_.set_failing(true);
+  touch("go");
+  ASSERT_TRUE(eventually([&] { return ex.stats().events_rejected >= 1; }));
+  // The run is stopped and its end keeps being retried while the sink is down.
+  const int refusals = sink_.refusals();
+  ASSERT_TRUE(eventually([&] { return sink_.refusals() > refusals + 1; }));
+  EXPECT_TRUE(ex.is_active(fid));
+  sink_.set_failing(false);
+  ASSERT_TRUE(ex.wait_inactive(fid, kWait));
+  const auto events = sink_.of(fid);
+  expect_failed_with(events, "transport refused events: 1 events lost: test sink is down");
+  EXPECT_TRUE(payloads(events, "stdout").empty());
+  EXPECT_EQ(ex.stats().events_rejected, 1u);
+}
+
+TEST_F(ExecutorTest, GrandchildHoldingThePipesDoesNotHoldTheRun) {
+  start({flow("bg", std::string("sleep 60 &\n") + kFinal)});
+  const auto events = run_to_end("bg");
+  EXPECT_EQ(events.back().payload, "finished");
+}
+
+TEST_F(ExecutorTest, ManyConcurrentRunsKeepTheirOwnOrder) {
+  ExecutorConfig config;
+  config.max_running = 8;
+  start({flow("chatty", std::string(R"(
+i=0
+while [ $i -lt 200 ]; do
+  echo "{\"kind\":\"result\",\"payload\":$i}" >&$EV
+  echo "line $i"
+  i=$((i+1))
+done
+)") + kFinal)},
+        config);
+  std::vector<std::string> fids;
+  for (int i = 0; i < 20; ++i) fids.push_back(executor_->launch("chatty", "alice", "{}"));
+  for (const auto &fid : fids) {
+    ASSERT_TRUE(executor_->wait_inactive(fid, kWait));
+    const auto events = sink_.of(fid);
+    expect_contiguous(events);
+    const auto results = payloads(events, "result");
+    ASSERT_EQ(results.size(), 200u);
+    for (int i = 0; i < 200; ++i) EXPECT_EQ(results[i], std::to_string(i));
+    EXPECT_EQ(payloads(events, "stdout").size(), 200u);
+    EXPECT_EQ(events.back().payload, "finished");
+  }
+  EXPECT_EQ(executor_->stats().finished, 20u);
+}
+
+TEST_F(ExecutorTest, ShutdownEndsActiveRuns) {
+  ExecutorConfig config;
+  config.max_running = 1;
+  auto &ex = start({flow("wait", "sleep 30")}, config);
+  const std::string a = ex.launch("wait", "alice", "{}");
+  const std::string b = ex.launch("wait", "alice", "{}");
+  ASSERT_TRUE(sink_.wait_for(a, "status", "running"));
+  ex.shutdown(1.0);
+  EXPECT_FALSE(ex.is_active(a));
+  EXPECT_FALSE(ex.is_active(b));
+  expect_failed_with(sink_.of(a), "cancelled: host shutting down");
+  expect_failed_with(sink_.of(b), "cancelled: host shutting down");
+  EXPECT_EQ(payloads(sink_.of(b), "status"), (std::vector<std::string>{"starting", "error"}));
+  try {
+    ex.launch("wait", "alice", "{}");
+    FAIL() << "launch after shutdown";
+  } catch (const kodo::Error &e) {
+    EXPECT_EQ(e.code(), KODO_ERR_UNAVAILABLE);
+  }
+  ex.shutdown(1.0);  // again: nothing left to do
+}
+
+TEST_F(ExecutorTest, InvalidFlowsAreRefused) {
+  FlowSpec nameless;
+  nameless.argv = {"/bin/true"};
+  EXPECT_THROW(Executor(ExecutorConfig{}, {nameless}, sink_), kodo::Error);
+  FlowSpec noargv;
+  noargv.name = "x";
+  EXPECT_THROW(Executor(ExecutorConfig{}, {noargv}, sink_), kodo::Error);
+  FlowSpec badenv = flow("y", kFinal);
+  badenv.env = {"NOEQUALS"};
+  EXPECT_THROW(Executor(ExecutorConfig{}, {badenv}, sink_), kodo::Error);
+  FlowSpec dup = flow("z", kFinal);
+  EXPECT_THROW(Executor(ExecutorConfig{}, {dup, dup}, sink_), kodo::Error);
+  Executor fine(ExecutorConfig{}, {dup}, sink_);
+  EXPECT_EQ(fine.flows().size(), 1u);
+}
+
+}  // namespace
