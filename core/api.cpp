@@ -97,8 +97,8 @@ std::vector<std::string> split_path(const HttpRequest &request) {
     if (part.empty()) continue;
     bool ok = true;
     std::string decoded = percent_decode(part, false, ok);
-    if (!ok) throw Error("bad percent-encoding in path segment '" + part + "'",
-                         KODO_ERR_INVALID_ARGUMENT);
+    if (!ok)
+      throw Error("bad percent-encoding in path segment '" + part + "'", KODO_ERR_INVALID_ARGUMENT);
     parts.push_back(decoded);
   }
   return parts;
@@ -112,8 +112,10 @@ void append_frame(std::string &out, const std::string &kind, int64_t id, double 
   std::snprintf(stamp, sizeof stamp, "%.6f", timestamp);
   out += "event: " + kind + "\nid: " + std::to_string(id) + "\ndata: " + stamp + ":";
   for (char c : payload) {
-    if (c == '\n') out += "\ndata: ";
-    else if (c != '\r') out += c;
+    if (c == '\n')
+      out += "\ndata: ";
+    else if (c != '\r')
+      out += c;
   }
   out += "\n\n";
 }
@@ -135,8 +137,9 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
     };
     auto only = [&](const char *allowed) {
       if (method == allowed || (std::string(allowed) == "GET" && method == "HEAD")) return true;
-      send_error(response, 405, "method " + method + " is not allowed on " + request.path +
-                                    " (use " + allowed + ")");
+      send_error(
+          response, 405,
+          "method " + method + " is not allowed on " + request.path + " (use " + allowed + ")");
       return false;
     };
     if (is({"health"})) {
@@ -146,12 +149,16 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
     } else if (is({"api", "v1", "flows"})) {
       if (only("GET")) list_flows(response);
     } else if (is({"api", "v1", "executions"})) {
-      if (method == "POST") launch(request, response);
-      else if (only("GET")) list_executions(request, response);
+      if (method == "POST")
+        launch(request, response);
+      else if (only("GET"))
+        list_executions(request, response);
     } else if (is({"api", "v1", "executions", "*"})) {
       check_fid(parts[3]);
-      if (method == "DELETE") remove(parts[3], response);
-      else if (only("GET")) execution(parts[3], response);
+      if (method == "DELETE")
+        remove(parts[3], response);
+      else if (only("GET"))
+        execution(parts[3], response);
     } else if (is({"api", "v1", "executions", "*", "events"})) {
       check_fid(parts[3]);
       if (only("GET")) events(parts[3], request, response);
@@ -248,9 +255,9 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
     given->value.Accept(w);
     inputs.assign(buffer.GetString(), buffer.GetSize());
   }
-  const std::string fid = ctx_.executor.launch(
-      std::string(flow->value.GetString(), flow->value.GetStringLength()), ctx_.default_user,
-      inputs);
+  const std::string fid =
+      ctx_.executor.launch(std::string(flow->value.GetString(), flow->value.GetStringLength()),
+                           ctx_.default_user, inputs);
   remember_launch(fid);
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
@@ -439,19 +446,23 @@ void Api::status(const std::string &fid, HttpResponder &response) {
   } else {
     rapidjson::Document parsed;
     parsed.Parse(final_event->payload.c_str(), final_event->payload.size());
-    if (parsed.HasParseError()) write_string(w, final_event->payload);
-    else parsed.Accept(w);
+    if (parsed.HasParseError())
+      write_string(w, final_event->payload);
+    else
+      parsed.Accept(w);
   }
   w.Key("fid");
   write_string(w, fid);
   // kodosumi's meta fields, from the run's meta event.
-  for (const char *field : {"summary", "description", "tags", "deprecated", "author",
-                            "organization", "version", "kodosumi_version", "app_url",
-                            "entry_point"}) {
+  for (const char *field :
+       {"summary", "description", "tags", "deprecated", "author", "organization", "version",
+        "kodosumi_version", "app_url", "entry_point"}) {
     w.Key(field);
     auto it = meta.FindMember(field);
-    if (it == meta.MemberEnd()) w.Null();
-    else it->value.Accept(w);
+    if (it == meta.MemberEnd())
+      w.Null();
+    else
+      it->value.Accept(w);
   }
   w.Key("username");
   write_string(w, info.username);
@@ -469,9 +480,8 @@ void Api::stream(const std::string &fid, const std::string &which, const HttpReq
   query.fid = fid;
   query.username = ctx_.default_user;
   query.limit = 1000;
-  static const std::vector<std::string> main_kinds = {"meta",  "inputs", "agent", "status",
-                                                      "error", "action", "result", "final",
-                                                      "lock",  "lease"};
+  static const std::vector<std::string> main_kinds = {
+      "meta", "inputs", "agent", "status", "error", "action", "result", "final", "lock", "lease"};
   static const std::vector<std::string> stdio_kinds = {"error", "stdout", "stderr", "debug",
                                                        "upload"};
   if (which == "main") query.kinds = main_kinds;
@@ -528,8 +538,7 @@ void Api::stream(const std::string &fid, const std::string &which, const HttpReq
       continue;
     }
     if (!info && !known(fid, nullptr)) return;  // archived meanwhile
-    if (ctx_.notifier)
-      ctx_.notifier->wait_for_change(fid, query.after_seq, ctx_.sse_poll_s);
+    if (ctx_.notifier) ctx_.notifier->wait_for_change(fid, query.after_seq, ctx_.sse_poll_s);
     if (!response.wait(ctx_.notifier ? 0 : static_cast<int>(ctx_.sse_poll_s * 1000))) return;
   }
 }

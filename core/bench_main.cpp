@@ -55,9 +55,9 @@ class LatencyRecorder : public StoredObserver {
   double percentile_ms(double p) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (samples_.empty()) return 0;
-    size_t k = std::min(samples_.size() - 1,
-                        static_cast<size_t>(std::ceil(p * static_cast<double>(samples_.size()))) -
-                            (p > 0 ? 1 : 0));
+    size_t k = std::min(
+        samples_.size() - 1,
+        static_cast<size_t>(std::ceil(p * static_cast<double>(samples_.size()))) - (p > 0 ? 1 : 0));
     std::nth_element(samples_.begin(), samples_.begin() + static_cast<std::ptrdiff_t>(k),
                      samples_.end());
     return samples_[k] * 1000;
@@ -116,8 +116,9 @@ void produce(Transport &transport, const std::vector<std::string> &fids, const B
       sent += batch.size();
       published += batch.size();
       if (rate_share > 0) {
-        auto due = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(static_cast<double>(sent) / rate_share));
+        auto due =
+            start + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(static_cast<double>(sent) / rate_share));
         std::this_thread::sleep_until(due);
       }
     }
@@ -127,18 +128,15 @@ void produce(Transport &transport, const std::vector<std::string> &fids, const B
 int run(int argc, char **argv) {
   BenchConfig bench;
   po::options_description bench_options("Benchmark");
-  bench_options.add_options()
-      ("executions", po::value<size_t>()->default_value(100),
-       "concurrent executions")
-      ("events", po::value<size_t>()->default_value(10000), "events per execution")
-      ("payload-bytes", po::value<size_t>()->default_value(100),
-       "bytes of each event's payload")
-      ("rate", po::value<double>()->default_value(0),
-       "events/s offered in total (0: as fast as possible)")
-      ("producers", po::value<size_t>()->default_value(2), "producer threads")
-      ("publish-batch", po::value<size_t>()->default_value(64),
-       "events per publish call")
-      ("keep-data", po::bool_switch(), "keep the benchmark's data (default: a temp dir, removed)");
+  bench_options.add_options()("executions", po::value<size_t>()->default_value(100),
+                              "concurrent executions")(
+      "events", po::value<size_t>()->default_value(10000), "events per execution")(
+      "payload-bytes", po::value<size_t>()->default_value(100), "bytes of each event's payload")(
+      "rate", po::value<double>()->default_value(0),
+      "events/s offered in total (0: as fast as possible)")(
+      "producers", po::value<size_t>()->default_value(2), "producer threads")(
+      "publish-batch", po::value<size_t>()->default_value(64), "events per publish call")(
+      "keep-data", po::bool_switch(), "keep the benchmark's data (default: a temp dir, removed)");
   HostConfig config;
   ParsedCommandLine parsed = parse_command_line(argc, argv, bench_options, config);
   set_log_level(parse_log_level(config.log_level));
@@ -150,7 +148,8 @@ int run(int argc, char **argv) {
   bench.events = std::max<size_t>(1, parsed.values["events"].as<size_t>());
   bench.payload_bytes = parsed.values["payload-bytes"].as<size_t>();
   bench.rate = parsed.values["rate"].as<double>();
-  bench.producers = std::clamp<size_t>(parsed.values["producers"].as<size_t>(), 1, bench.executions);
+  bench.producers =
+      std::clamp<size_t>(parsed.values["producers"].as<size_t>(), 1, bench.executions);
   bench.publish_batch = std::max<size_t>(1, parsed.values["publish-batch"].as<size_t>());
 
   namespace fs = std::filesystem;
@@ -170,13 +169,14 @@ int run(int argc, char **argv) {
                       resolve_plugin_options(*transport_plugin, config.transport_options));
 
   const size_t total = bench.executions * bench.events;
-  std::printf("kodo-bench: %s -> %s, %zu executions x %zu events of %zu bytes, %zu spooler(s), "
-              "%zu producer(s), rate %s, batch %zu/%.3fs\n",
-              transport_plugin->name().c_str(), storage_plugin->name().c_str(), bench.executions,
-              bench.events, bench.payload_bytes, config.spooler.consumers, bench.producers,
-              bench.rate > 0 ? (std::to_string(static_cast<long long>(bench.rate)) + "/s").c_str()
-                             : "unlimited",
-              config.spooler.batch_size, config.spooler.batch_timeout_s);
+  std::printf(
+      "kodo-bench: %s -> %s, %zu executions x %zu events of %zu bytes, %zu spooler(s), "
+      "%zu producer(s), rate %s, batch %zu/%.3fs\n",
+      transport_plugin->name().c_str(), storage_plugin->name().c_str(), bench.executions,
+      bench.events, bench.payload_bytes, config.spooler.consumers, bench.producers,
+      bench.rate > 0 ? (std::to_string(static_cast<long long>(bench.rate)) + "/s").c_str()
+                     : "unlimited",
+      config.spooler.batch_size, config.spooler.batch_timeout_s);
   std::fflush(stdout);
 
   Metrics metrics;
@@ -207,9 +207,8 @@ int run(int argc, char **argv) {
       std::printf("  ... published %zu, stored %zu\n", published.load(), latency.stored());
       std::fflush(stdout);
     }
-    if (published.load() == total &&
-        Clock::now() - latency.last_stored() >
-            std::chrono::duration<double>(bench.settle_timeout_s))
+    if (published.load() == total && Clock::now() - latency.last_stored() >
+                                         std::chrono::duration<double>(bench.settle_timeout_s))
       break;
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
@@ -232,7 +231,8 @@ int run(int argc, char **argv) {
         if (e.code() != KODO_ERR_NOT_FOUND) throw;
       }
       for (const auto &e : events)
-        if (e.seq >= 0 && static_cast<size_t>(e.seq) < bench.events) ++seen[static_cast<size_t>(e.seq)];
+        if (e.seq >= 0 && static_cast<size_t>(e.seq) < bench.events)
+          ++seen[static_cast<size_t>(e.seq)];
       if (!has_more || events.empty()) break;
       query.after_seq = events.back().seq;
     }
@@ -245,18 +245,20 @@ int run(int argc, char **argv) {
   getrusage(RUSAGE_SELF, &usage);
   const double peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;
   const size_t stored = latency.stored();
-  std::printf("  stored %zu of %zu events in %.3f s, %llu batches (mean %.0f events), "
-              "%llu redeliveries, %llu store retries\n",
-              stored, total, elapsed, static_cast<unsigned long long>(metrics.batches_stored.load()),
-              metrics.batches_stored.load() ? static_cast<double>(stored) /
-                                                  static_cast<double>(metrics.batches_stored.load())
-                                            : 0.0,
-              static_cast<unsigned long long>(metrics.redeliveries.load()),
-              static_cast<unsigned long long>(metrics.store_failures.load()));
-  std::printf("kodo-bench: events_per_s=%.0f p50_ms=%.2f p99_ms=%.2f peak_rss_mb=%.1f lost=%zu "
-              "duplicated=%zu\n",
-              static_cast<double>(stored) / elapsed, latency.percentile_ms(0.50),
-              latency.percentile_ms(0.99), peak_rss_mb, lost, duplicated);
+  std::printf(
+      "  stored %zu of %zu events in %.3f s, %llu batches (mean %.0f events), "
+      "%llu redeliveries, %llu store retries\n",
+      stored, total, elapsed, static_cast<unsigned long long>(metrics.batches_stored.load()),
+      metrics.batches_stored.load()
+          ? static_cast<double>(stored) / static_cast<double>(metrics.batches_stored.load())
+          : 0.0,
+      static_cast<unsigned long long>(metrics.redeliveries.load()),
+      static_cast<unsigned long long>(metrics.store_failures.load()));
+  std::printf(
+      "kodo-bench: events_per_s=%.0f p50_ms=%.2f p99_ms=%.2f peak_rss_mb=%.1f lost=%zu "
+      "duplicated=%zu\n",
+      static_cast<double>(stored) / elapsed, latency.percentile_ms(0.50),
+      latency.percentile_ms(0.99), peak_rss_mb, lost, duplicated);
   if (!temp_dir.empty()) {
     std::error_code ec;
     fs::remove_all(temp_dir, ec);

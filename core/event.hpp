@@ -19,8 +19,8 @@ struct Event {
 
   // A C view pointing into this event; valid while the event lives unchanged.
   kodo_event view() const {
-    return kodo_event{sizeof(kodo_event), fid.c_str(), username.c_str(), seq,    timestamp,
-                      kind.c_str(),       payload.c_str(), payload.size()};
+    return kodo_event{sizeof(kodo_event), fid.c_str(),  username.c_str(), seq,
+                      timestamp,          kind.c_str(), payload.c_str(),  payload.size()};
   }
   static Event from(const kodo_event &e) {
     Event out;

@@ -25,15 +25,29 @@ using rapidjson::SizeType;
 // members are skipped. Returning false stops the reader with error_ saying why.
 class LineHandler {
  public:
-  bool Null() { return scalar([this] { return writer_.Null(); }); }
-  bool Bool(bool b) { return scalar([this, b] { return writer_.Bool(b); }); }
+  bool Null() {
+    return scalar([this] { return writer_.Null(); });
+  }
+  bool Bool(bool b) {
+    return scalar([this, b] { return writer_.Bool(b); });
+  }
   // With kParseNumbersAsStringsFlag every number arrives as RawNumber; these stay for the
   // reader's handler concept.
-  bool Int(int i) { return scalar([this, i] { return writer_.Int(i); }); }
-  bool Uint(unsigned u) { return scalar([this, u] { return writer_.Uint(u); }); }
-  bool Int64(int64_t i) { return scalar([this, i] { return writer_.Int64(i); }); }
-  bool Uint64(uint64_t u) { return scalar([this, u] { return writer_.Uint64(u); }); }
-  bool Double(double d) { return scalar([this, d] { return writer_.Double(d); }); }
+  bool Int(int i) {
+    return scalar([this, i] { return writer_.Int(i); });
+  }
+  bool Uint(unsigned u) {
+    return scalar([this, u] { return writer_.Uint(u); });
+  }
+  bool Int64(int64_t i) {
+    return scalar([this, i] { return writer_.Int64(i); });
+  }
+  bool Uint64(uint64_t u) {
+    return scalar([this, u] { return writer_.Uint64(u); });
+  }
+  bool Double(double d) {
+    return scalar([this, d] { return writer_.Double(d); });
+  }
   bool RawNumber(const char *s, SizeType n, bool) {
     // Writer::RawNumber of RapidJSON 1.1 quotes the number; RawValue writes the text as read.
     return scalar([this, s, n] { return writer_.RawValue(s, n, rapidjson::kNumberType); });
@@ -76,13 +90,17 @@ class LineHandler {
     }
     return true;
   }
-  bool EndObject(SizeType) { return close_container([this] { return writer_.EndObject(); }); }
+  bool EndObject(SizeType) {
+    return close_container([this] { return writer_.EndObject(); });
+  }
   bool StartArray() {
     if (depth_ == 0) return fail("the line is a JSON array, not an object");
     if (!open_container()) return false;
     return !in_payload() || writer_.StartArray();
   }
-  bool EndArray(SizeType) { return close_container([this] { return writer_.EndArray(); }); }
+  bool EndArray(SizeType) {
+    return close_container([this] { return writer_.EndArray(); });
+  }
 
   const std::string &error() const { return error_; }
   bool has_kind() const { return has_kind_; }

@@ -63,7 +63,9 @@ double seconds_between(TimePoint from, TimePoint to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-std::string errno_text(int e) { return std::generic_category().message(e); }
+std::string errno_text(int e) {
+  return std::generic_category().message(e);
+}
 
 std::string format_seconds(double s) {
   char buf[32];
@@ -71,7 +73,9 @@ std::string format_seconds(double s) {
   return buf;
 }
 
-void log_to_stderr(const std::string &message) { log_error("executor: " + message); }
+void log_to_stderr(const std::string &message) {
+  log_error("executor: " + message);
+}
 
 std::string signal_name(int sig) {
   switch (sig) {
@@ -201,9 +205,9 @@ std::string meta_json(const std::string &fid, const std::string &username,
 
 struct Executor::Pipe {
   explicit Pipe(const char *pipe_name) : name(pipe_name) {}
-  const char *name;  // "stdout", "stderr" or "events"
-  int fd = -1;       // our (read) end; -1 once closed
-  std::string line;  // the current line so far, at most max_event_bytes
+  const char *name;         // "stdout", "stderr" or "events"
+  int fd = -1;              // our (read) end; -1 once closed
+  std::string line;         // the current line so far, at most max_event_bytes
   bool discarding = false;  // the current line is too long; skip to its newline
   size_t discarded = 0;     // bytes of that line so far
   uint64_t line_no = 0;
@@ -305,7 +309,9 @@ Executor::~Executor() {
   ::close(wake_write_);
 }
 
-const std::vector<FlowSpec> &Executor::flows() const { return flows_; }
+const std::vector<FlowSpec> &Executor::flows() const {
+  return flows_;
+}
 
 ExecutorStats Executor::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -350,8 +356,8 @@ std::string Executor::launch(const std::string &flow, const std::string &usernam
     const size_t waiting = demand > config_.max_running ? demand - config_.max_running : 0;
     if (waiting > config_.max_queued)
       throw Error("executor is full: " + std::to_string(queue_.size()) +
-                      " runs wait for a slot (max_queued " +
-                      std::to_string(config_.max_queued) + ")",
+                      " runs wait for a slot (max_queued " + std::to_string(config_.max_queued) +
+                      ")",
                   KODO_ERR_UNAVAILABLE, true);
     ++reserving_;
   }
@@ -457,8 +463,8 @@ void Executor::emit(Run &run, const std::string &kind, std::string payload) {
 void Executor::start_run(Run &run) {
   const FlowSpec &flow = *run.flow;
   auto fail = [&](const std::string &what, int error) {
-    run.stop_reason = "cannot start flow " + quote_excerpt(flow.name) + ": " + what + ": " +
-                      errno_text(error);
+    run.stop_reason =
+        "cannot start flow " + quote_excerpt(flow.name) + ": " + what + ": " + errno_text(error);
     emit_outcome(run);
   };
 
@@ -530,8 +536,8 @@ void Executor::start_run(Run &run) {
   sigfillset(&defaults);
   sigdelset(&defaults, SIGKILL);
   sigdelset(&defaults, SIGSTOP);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   posix_spawnattr_setpgroup(&attr, 0);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &defaults);
@@ -756,7 +762,7 @@ void Executor::publish_round(std::vector<std::shared_ptr<Run>> &live) {
     if (!r->failing || r->pending.empty() || now < r->next_attempt) continue;
     if (try_publish(r->pending, &error)) {
       log_to_stderr("fid " + r->fid + ": the sink took its events again after " +
-                format_seconds(seconds_between(r->failing_since, now)) + " s");
+                    format_seconds(seconds_between(r->failing_since, now)) + " s");
       r->pending.clear();
       r->failing = false;
     } else {
@@ -772,8 +778,8 @@ void Executor::publish_failed(Run &run, const std::string &error) {
     run.failing_since = now;
     run.backoff_ms = kBackoffFirstMs;
     log_to_stderr("fid " + run.fid + ": the sink refused " + std::to_string(run.pending.size()) +
-              " events (" + error + "); retrying for " +
-              std::to_string(config_.publish_retry_ms) + " ms");
+                  " events (" + error + "); retrying for " +
+                  std::to_string(config_.publish_retry_ms) + " ms");
   } else {
     run.backoff_ms = std::min(run.backoff_ms * 2, kBackoffMaxMs);
   }
@@ -787,7 +793,7 @@ void Executor::publish_failed(Run &run, const std::string &error) {
   // shutdown cannot wait forever, so after one more window they are given up, loudly.
   if (stop_seen_ && now - std::max(run.failing_since, stop_at_seen_) >= window) {
     log_to_stderr("fid " + run.fid + ": host shutting down; giving up on its last " +
-              std::to_string(run.pending.size()) + " events, which the sink refused: " + error);
+                  std::to_string(run.pending.size()) + " events, which the sink refused: " + error);
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.events_rejected += run.pending.size();
@@ -801,10 +807,10 @@ void Executor::transport_refused(Run &run, const std::string &error) {
   const size_t lost = run.pending.size();
   const int64_t first = run.pending.front().seq, last = run.pending.back().seq;
   log_to_stderr("fid " + run.fid + " (flow " + quote_excerpt(run.flow->name) +
-            "): the sink refused " + std::to_string(lost) + " events (seq " +
-            std::to_string(first) + ".." + std::to_string(last) + ") for " +
-            std::to_string(config_.publish_retry_ms) + " ms: " + error +
-            "; they are dropped and the run is stopped");
+                "): the sink refused " + std::to_string(lost) + " events (seq " +
+                std::to_string(first) + ".." + std::to_string(last) + ") for " +
+                std::to_string(config_.publish_retry_ms) + " ms: " + error +
+                "; they are dropped and the run is stopped");
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.events_rejected += lost;
@@ -815,8 +821,7 @@ void Executor::transport_refused(Run &run, const std::string &error) {
   run.transport_failed = true;
   run.failing_since = Clock::now();
   run.stop_reason.clear();
-  terminate(run,
-            "transport refused events: " + std::to_string(lost) + " events lost: " + error,
+  terminate(run, "transport refused events: " + std::to_string(lost) + " events lost: " + error,
             config_.kill_grace_s);
   if (run.outcome_emitted) emit_outcome(run);  // the one made was among the refused
 }

@@ -67,13 +67,13 @@ struct ExecutorConfig {
 };
 
 struct ExecutorStats {
-  uint64_t launched = 0;          // launch() calls that returned a fid
-  uint64_t finished = 0;          // runs whose status "finished" was published
-  uint64_t failed = 0;            // runs whose status "error" was published
-  uint64_t events_emitted = 0;    // events the sink took
-  uint64_t events_rejected = 0;   // events given up on after the sink refused them
-  size_t running = 0;             // runs holding a slot (child started, not yet drained)
-  size_t queued = 0;              // runs waiting for a slot
+  uint64_t launched = 0;         // launch() calls that returned a fid
+  uint64_t finished = 0;         // runs whose status "finished" was published
+  uint64_t failed = 0;           // runs whose status "error" was published
+  uint64_t events_emitted = 0;   // events the sink took
+  uint64_t events_rejected = 0;  // events given up on after the sink refused them
+  size_t running = 0;            // runs holding a slot (child started, not yet drained)
+  size_t queued = 0;             // runs waiting for a slot
 };
 
 class Executor {
@@ -141,9 +141,9 @@ class Executor {
 
   // Shared with the supervisor; guarded by mu_.
   mutable std::mutex mu_;
-  mutable std::condition_variable changed_;  // a run ended, a launch finished reserving
-  std::map<std::string, std::shared_ptr<Run>> runs_;   // active runs by fid
-  std::deque<std::shared_ptr<Run>> queue_;             // waiting for a slot, FIFO
+  mutable std::condition_variable changed_;             // a run ended, a launch finished reserving
+  std::map<std::string, std::shared_ptr<Run>> runs_;    // active runs by fid
+  std::deque<std::shared_ptr<Run>> queue_;              // waiting for a slot, FIFO
   std::vector<std::shared_ptr<Run>> cancelled_queued_;  // left the queue; the supervisor ends them
   size_t reserving_ = 0;  // launches still publishing their first events
   size_t slots_used_ = 0;

@@ -2,6 +2,7 @@
 
 #include "core/error.hpp"
 
+#include <unistd.h>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -10,7 +11,6 @@
 #include <fstream>
 #include <map>
 #include <set>
-#include <unistd.h>
 
 extern char **environ;
 
@@ -20,87 +20,76 @@ namespace fs = std::filesystem;
 
 po::options_description host_option_descriptions() {
   po::options_description general("General");
-  general.add_options()
-      ("help,h", "show this help")
-      ("version", "print the version")
-      ("config,c", po::value<std::string>(), "INI config file (also KODO_CONFIG)")
-      ("plugin-dir", po::value<std::string>(),
-       "where short plugin names are looked up (default: beside the executable)")
-      ("log-level", po::value<std::string>()->default_value("info"),
-       "debug, info, warn or error");
+  general.add_options()("help,h", "show this help")("version", "print the version")(
+      "config,c", po::value<std::string>(), "INI config file (also KODO_CONFIG)")(
+      "plugin-dir", po::value<std::string>(),
+      "where short plugin names are looked up (default: beside the executable)")(
+      "log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error");
 
   po::options_description backends("Backends");
-  backends.add_options()
-      ("storage", po::value<std::string>()->default_value("sqlite"),
-       "storage plugin: a short name (kodo-storage-NAME.so in --plugin-dir) or a path")
-      ("transport", po::value<std::string>()->default_value("inproc"),
-       "transport plugin: short name or path (also KODO_EVENT_TRANSPORT)")
-      ("execution-mode", po::value<std::string>()->default_value("direct"),
-       "direct: the host runs flows itself")
-      ("execution-database", po::value<std::string>(),
-       "kodosumi's KODO_EXECUTION_DATABASE: a postgresql:// URL selects storage postgres "
-       "with that url")
-      ("storage-option", po::value<std::vector<std::string>>()->composing(),
-       "KEY=VALUE for the storage plugin (repeatable; see `plugins describe`)")
-      ("transport-option", po::value<std::vector<std::string>>()->composing(),
-       "KEY=VALUE for the transport plugin (repeatable)")
-      ("exec-dir", po::value<std::string>()->default_value("./data/execution"),
-       "where executions are kept (storages that declare exec_dir)");
+  backends.add_options()(
+      "storage", po::value<std::string>()->default_value("sqlite"),
+      "storage plugin: a short name (kodo-storage-NAME.so in --plugin-dir) or a path")(
+      "transport", po::value<std::string>()->default_value("inproc"),
+      "transport plugin: short name or path (also KODO_EVENT_TRANSPORT)")(
+      "execution-mode", po::value<std::string>()->default_value("direct"),
+      "direct: the host runs flows itself")(
+      "execution-database", po::value<std::string>(),
+      "kodosumi's KODO_EXECUTION_DATABASE: a postgresql:// URL selects storage postgres "
+      "with that url")("storage-option", po::value<std::vector<std::string>>()->composing(),
+                       "KEY=VALUE for the storage plugin (repeatable; see `plugins describe`)")(
+      "transport-option", po::value<std::vector<std::string>>()->composing(),
+      "KEY=VALUE for the transport plugin (repeatable)")(
+      "exec-dir", po::value<std::string>()->default_value("./data/execution"),
+      "where executions are kept (storages that declare exec_dir)");
 
   po::options_description server("HTTP API");
-  server.add_options()
-      ("address", po::value<std::string>()->default_value("127.0.0.1:3370"),
-       "listen address: host:port or http://host:port")
-      ("default-user", po::value<std::string>()->default_value("admin"),
-       "the user requests act as until authentication exists")
-      ("sse-keepalive", po::value<double>()->default_value(3),
-       "seconds between SSE `alive` events");
+  server.add_options()("address", po::value<std::string>()->default_value("127.0.0.1:3370"),
+                       "listen address: host:port or http://host:port")(
+      "default-user", po::value<std::string>()->default_value("admin"),
+      "the user requests act as until authentication exists")(
+      "sse-keepalive", po::value<double>()->default_value(3), "seconds between SSE `alive` events");
 
   po::options_description flows("Flows");
-  flows.add_options()
-      ("flow", po::value<std::vector<std::string>>()->composing(),
-       "NAME=COMMAND: register a flow (repeatable)")
-      ("flow-arg", po::value<std::vector<std::string>>()->composing(),
-       "NAME=ARG: one more argument for a flow's command")
-      ("flow-env", po::value<std::vector<std::string>>()->composing(),
-       "NAME=KEY=VALUE: an environment variable for a flow")
-      ("flow-cwd", po::value<std::vector<std::string>>()->composing(),
-       "NAME=DIR: a flow's working directory")
-      ("flow-timeout", po::value<std::vector<std::string>>()->composing(),
-       "NAME=SECONDS: end a run that takes longer, with an error")
-      ("flow-description", po::value<std::vector<std::string>>()->composing(),
-       "NAME=TEXT: shown in meta and /api/v1/flows")
-      ("max-running", po::value<size_t>()->default_value(16),
-       "flow processes running at once; more launches wait")
-      ("max-event-bytes", po::value<size_t>()->default_value(1 << 20),
-       "longest event line a flow may write")
-      ("kill-grace", po::value<double>()->default_value(5),
-       "seconds between SIGTERM and SIGKILL when a run is stopped")
-      ("app-url", po::value<std::string>()->default_value(""), "app_url reported in meta");
+  flows.add_options()("flow", po::value<std::vector<std::string>>()->composing(),
+                      "NAME=COMMAND: register a flow (repeatable)")(
+      "flow-arg", po::value<std::vector<std::string>>()->composing(),
+      "NAME=ARG: one more argument for a flow's command")(
+      "flow-env", po::value<std::vector<std::string>>()->composing(),
+      "NAME=KEY=VALUE: an environment variable for a flow")(
+      "flow-cwd", po::value<std::vector<std::string>>()->composing(),
+      "NAME=DIR: a flow's working directory")(
+      "flow-timeout", po::value<std::vector<std::string>>()->composing(),
+      "NAME=SECONDS: end a run that takes longer, with an error")(
+      "flow-description", po::value<std::vector<std::string>>()->composing(),
+      "NAME=TEXT: shown in meta and /api/v1/flows")(
+      "max-running", po::value<size_t>()->default_value(16),
+      "flow processes running at once; more launches wait")(
+      "max-event-bytes", po::value<size_t>()->default_value(1 << 20),
+      "longest event line a flow may write")(
+      "kill-grace", po::value<double>()->default_value(5),
+      "seconds between SIGTERM and SIGKILL when a run is stopped")(
+      "app-url", po::value<std::string>()->default_value(""), "app_url reported in meta");
 
   po::options_description spool("Spooler");
-  spool.add_options()
-      ("spooler-batch-size", po::value<size_t>()->default_value(1000),
-       "most events per storage commit")
-      ("spooler-batch-timeout", po::value<double>()->default_value(0.005),
-       "seconds a batch may wait to fill after its first event")
-      ("spooler-interval", po::value<double>()->default_value(0.25),
-       "seconds one idle read blocks")
-      ("spoolers", po::value<size_t>()->default_value(1),
-       "consumer threads in this process")
-      ("spooler-group", po::value<std::string>()->default_value("kodo-spooler"),
-       "consumer group")
-      ("spooler-name", po::value<std::string>()->default_value(""),
-       "consumer name (default spooler-<pid>)")
-      ("no-spooler", po::bool_switch(), "serve without spooling (run `kodo-host spool` too)")
-      ("publish-timeout", po::value<double>()->default_value(5),
-       "seconds a producer waits on a full transport before the run fails")
-      ("retention", po::value<std::string>()->default_value(""),
-       "serve: purge executions older than this, e.g. 30d (off when empty)")
-      ("purge-interval", po::value<std::string>()->default_value("1h"),
-       "how often the retention purge runs")
-      ("shutdown-grace", po::value<double>()->default_value(10),
-       "seconds running flows get to end when the host stops");
+  spool.add_options()("spooler-batch-size", po::value<size_t>()->default_value(1000),
+                      "most events per storage commit")(
+      "spooler-batch-timeout", po::value<double>()->default_value(0.005),
+      "seconds a batch may wait to fill after its first event")(
+      "spooler-interval", po::value<double>()->default_value(0.25), "seconds one idle read blocks")(
+      "spoolers", po::value<size_t>()->default_value(1), "consumer threads in this process")(
+      "spooler-group", po::value<std::string>()->default_value("kodo-spooler"), "consumer group")(
+      "spooler-name", po::value<std::string>()->default_value(""),
+      "consumer name (default spooler-<pid>)")(
+      "no-spooler", po::bool_switch(), "serve without spooling (run `kodo-host spool` too)")(
+      "publish-timeout", po::value<double>()->default_value(5),
+      "seconds a producer waits on a full transport before the run fails")(
+      "retention", po::value<std::string>()->default_value(""),
+      "serve: purge executions older than this, e.g. 30d (off when empty)")(
+      "purge-interval", po::value<std::string>()->default_value("1h"),
+      "how often the retention purge runs")("shutdown-grace",
+                                            po::value<double>()->default_value(10),
+                                            "seconds running flows get to end when the host stops");
 
   po::options_description all;
   all.add(general).add(backends).add(server).add(flows).add(spool);
@@ -109,8 +98,8 @@ po::options_description host_option_descriptions() {
 
 static std::string env_name_for(const std::string &option) {
   std::string out = "KODO_";
-  for (char c : option) out += c == '-' ? '_' : static_cast<char>(std::toupper(
-                                               static_cast<unsigned char>(c)));
+  for (char c : option)
+    out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return out;
 }
 
@@ -163,9 +152,11 @@ static std::vector<std::string> split_command(const std::string &text, const std
       in_word = true;
     }
   }
-  if (quote) throw Error("command of flow '" + flow + "' has an unclosed quote", KODO_ERR_INVALID_ARGUMENT);
+  if (quote)
+    throw Error("command of flow '" + flow + "' has an unclosed quote", KODO_ERR_INVALID_ARGUMENT);
   if (in_word) words.push_back(word);
-  if (words.empty()) throw Error("flow '" + flow + "' has an empty command", KODO_ERR_INVALID_ARGUMENT);
+  if (words.empty())
+    throw Error("flow '" + flow + "' has an empty command", KODO_ERR_INVALID_ARGUMENT);
   return words;
 }
 
@@ -186,9 +177,9 @@ class FlowTable {
   FlowSpec &get(const std::string &name, const std::string &origin) {
     auto it = flows_.find(name);
     if (it == flows_.end())
-      throw Error(origin + " names flow '" + name + "', which has no command (--flow " + name +
-                      "=COMMAND)",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(
+          origin + " names flow '" + name + "', which has no command (--flow " + name + "=COMMAND)",
+          KODO_ERR_INVALID_ARGUMENT);
     return it->second;
   }
   void add(const std::string &name, const std::string &command) {
@@ -248,8 +239,8 @@ static void apply_flow_settings(const po::variables_map &values, FlowTable &flow
 // Each KODO_* variable that names an option is parsed as if given on the command line, one
 // variable at a time so an error can name it. A repeatable option takes one value a line.
 static po::variables_map parse_environment(const po::options_description &desc) {
-  static const std::map<std::string, std::string> aliases = {
-      {"KODO_EVENT_TRANSPORT", "transport"}, {"KODO_CONFIG", "config"}};
+  static const std::map<std::string, std::string> aliases = {{"KODO_EVENT_TRANSPORT", "transport"},
+                                                             {"KODO_CONFIG", "config"}};
   std::map<std::string, std::string> by_env;
   for (const auto &option : desc.options()) {
     const std::string &name = option->long_name();
@@ -275,8 +266,8 @@ static po::variables_map parse_environment(const po::options_description &desc) 
       size_t start = 0;
       while (start <= value.size()) {
         size_t end = value.find('\n', start);
-        std::string line = value.substr(start, end == std::string::npos ? std::string::npos
-                                                                         : end - start);
+        std::string line =
+            value.substr(start, end == std::string::npos ? std::string::npos : end - start);
         if (!line.empty()) args.push_back("--" + it->second + "=" + line);
         if (end == std::string::npos) break;
         start = end + 1;
@@ -287,8 +278,7 @@ static po::variables_map parse_environment(const po::options_description &desc) 
     try {
       po::store(po::command_line_parser(args).options(desc).run(), values);
     } catch (const po::error &e) {
-      throw Error("environment variable " + it->first + ": " + e.what(),
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error("environment variable " + it->first + ": " + e.what(), KODO_ERR_INVALID_ARGUMENT);
     }
   }
   return values;
@@ -298,8 +288,8 @@ static po::variables_map parse_environment(const po::options_description &desc) 
 // hold plugin options; [flow.NAME] sections hold command, arg, env, cwd, timeout and
 // description.
 static po::variables_map parse_config_file(const std::string &path,
-                                           const po::options_description &desc,
-                                           HostConfig &config, FlowTable &flows) {
+                                           const po::options_description &desc, HostConfig &config,
+                                           FlowTable &flows) {
   std::ifstream in(path);
   if (!in) throw Error("cannot read config file " + path, KODO_ERR_IO);
   po::parsed_options parsed(&desc);
@@ -344,18 +334,25 @@ static po::variables_map parse_config_file(const std::string &path,
   for (const auto &name : flow_order) {
     auto &settings = flow_sections[name];
     const std::string where = "config file " + path + ", [flow." + name + "]";
-    if (!settings.count("command")) throw Error(where + " has no command", KODO_ERR_INVALID_ARGUMENT);
+    if (!settings.count("command"))
+      throw Error(where + " has no command", KODO_ERR_INVALID_ARGUMENT);
     flows.add(name, settings["command"].front());
     FlowSpec &flow = flows.get(name, where);
     for (const auto &[key, list] : settings) {
       if (key == "command") continue;
       for (const auto &value : list) {
-        if (key == "arg") flow.argv.push_back(value);
-        else if (key == "env") flow.env.push_back(value);
-        else if (key == "cwd") flow.cwd = value;
-        else if (key == "description") flow.description = value;
-        else if (key == "timeout") flow.timeout_s = parse_duration(value, where + " timeout");
-        else throw Error(where + ": unknown setting '" + key + "'", KODO_ERR_INVALID_ARGUMENT);
+        if (key == "arg")
+          flow.argv.push_back(value);
+        else if (key == "env")
+          flow.env.push_back(value);
+        else if (key == "cwd")
+          flow.cwd = value;
+        else if (key == "description")
+          flow.description = value;
+        else if (key == "timeout")
+          flow.timeout_s = parse_duration(value, where + " timeout");
+        else
+          throw Error(where + ": unknown setting '" + key + "'", KODO_ERR_INVALID_ARGUMENT);
       }
     }
   }
@@ -373,8 +370,7 @@ std::string default_plugin_dir(const char *argv0) {
 }
 
 ParsedCommandLine parse_command_line(int argc, const char *const *argv,
-                                     const po::options_description &extra,
-                                     HostConfig &config) {
+                                     const po::options_description &extra, HostConfig &config) {
   po::options_description desc = host_option_descriptions();
   desc.add(extra);
   po::options_description with_positional(desc);
@@ -385,11 +381,9 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
 
   Sources sources;
   try {
-    po::store(po::command_line_parser(argc, argv)
-                  .options(with_positional)
-                  .positional(positional)
-                  .run(),
-              sources.cli);
+    po::store(
+        po::command_line_parser(argc, argv).options(with_positional).positional(positional).run(),
+        sources.cli);
   } catch (const po::error &e) {
     throw Error(std::string("command line: ") + e.what(), KODO_ERR_INVALID_ARGUMENT);
   }
@@ -397,8 +391,10 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
 
   FlowTable flows;
   std::string config_file;
-  if (sources.cli.count("config")) config_file = sources.cli["config"].as<std::string>();
-  else if (sources.env.count("config")) config_file = sources.env["config"].as<std::string>();
+  if (sources.cli.count("config"))
+    config_file = sources.cli["config"].as<std::string>();
+  else if (sources.env.count("config"))
+    config_file = sources.env["config"].as<std::string>();
   if (!config_file.empty()) {
     // Flows of higher-precedence sources are added first, so they win over the file's.
     for (auto *values : {&sources.cli, &sources.env})
@@ -414,8 +410,7 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   po::variables_map &values = out.values;
   for (auto *source : {&sources.cli, &sources.env, &sources.file})
     for (const auto &[name, value] : *source)
-      if (!values.count(name) || values[name].defaulted())
-        values.insert_or_assign(name, value);
+      if (!values.count(name) || values[name].defaulted()) values.insert_or_assign(name, value);
   // Defaults for whatever no source set.
   {
     po::variables_map defaults;
@@ -432,7 +427,8 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.transport_options.command_line = key_values(sources.cli, "transport-option");
   config.transport_options.environment = key_values(sources.env, "transport-option");
   for (auto *source : {&sources.file}) {
-    for (auto &kv : key_values(*source, "storage-option")) config.storage_options.file.push_back(kv);
+    for (auto &kv : key_values(*source, "storage-option"))
+      config.storage_options.file.push_back(kv);
     for (auto &kv : key_values(*source, "transport-option"))
       config.transport_options.file.push_back(kv);
   }
@@ -463,9 +459,9 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
       if (!storage_chosen) config.storage = "postgres";
       config.storage_options.host_defaults.emplace_back("url", url);
     } else if (!url.empty() && url.rfind("sqlite", 0) != 0) {
-      throw Error("KODO_EXECUTION_DATABASE '" + url +
-                      "' is neither a postgresql:// nor a sqlite URL",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(
+          "KODO_EXECUTION_DATABASE '" + url + "' is neither a postgresql:// nor a sqlite URL",
+          KODO_ERR_INVALID_ARGUMENT);
     }
   }
   config.exec_dir = str("exec-dir");
@@ -490,7 +486,8 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.run_spooler = !values["no-spooler"].as<bool>();
   config.publish_timeout_ms = static_cast<int>(values["publish-timeout"].as<double>() * 1000);
   config.executor.publish_retry_ms = config.publish_timeout_ms;
-  if (!str("retention").empty()) config.retention_s = parse_duration(str("retention"), "--retention");
+  if (!str("retention").empty())
+    config.retention_s = parse_duration(str("retention"), "--retention");
   config.purge_interval_s = parse_duration(str("purge-interval"), "--purge-interval");
   config.shutdown_grace_s = values["shutdown-grace"].as<double>();
   return out;

@@ -31,11 +31,11 @@ struct HostConfig {
   std::vector<FlowSpec> flows;
   ExecutorConfig executor;
   SpoolerConfig spooler;
-  bool run_spooler = true;          // serve: also spool in this process
-  int publish_timeout_ms = 5000;    // how long a producer waits on a full transport
-  double retention_s = 0;           // purge executions older than this; 0 keeps everything
+  bool run_spooler = true;        // serve: also spool in this process
+  int publish_timeout_ms = 5000;  // how long a producer waits on a full transport
+  double retention_s = 0;         // purge executions older than this; 0 keeps everything
   double purge_interval_s = 3600;
-  double sse_keepalive_s = 3;       // kodosumi's `alive` every 3 s
+  double sse_keepalive_s = 3;  // kodosumi's `alive` every 3 s
   double shutdown_grace_s = 10;
 };
 
@@ -51,8 +51,7 @@ struct ParsedCommandLine {
 // and the config file named by --config / KODO_CONFIG. Throws kodo::Error naming the
 // option, variable, file or line that is wrong.
 ParsedCommandLine parse_command_line(int argc, const char *const *argv,
-                                     const po::options_description &extra,
-                                     HostConfig &config);
+                                     const po::options_description &extra, HostConfig &config);
 
 // The plugin directory next to the executable: <exe>/../plugins (build tree) or
 // <exe>/../lib/kodo/plugins (installed).

@@ -15,11 +15,22 @@ constexpr size_t kQuoteMax = 48;        // how much of the input an error messag
 bool is_tchar(unsigned char c) {
   if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~': return true;
+    default: return false;
   }
 }
 
@@ -37,7 +48,9 @@ int hex_value(char c) {
   return -1;
 }
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -233,8 +246,8 @@ ParseResult parse_chunked(std::string_view buf, size_t start, const HttpLimits &
           return incomplete(true);
         }
         if (next - trailer_start > limits.max_header_bytes)
-          return fail(431, "request trailers exceed " + std::to_string(limits.max_header_bytes) +
-                               " bytes");
+          return fail(
+              431, "request trailers exceed " + std::to_string(limits.max_header_bytes) + " bytes");
         p = next;
         if (line.empty()) break;
         std::string_view name, value;
@@ -334,9 +347,16 @@ std::string json_escape(std::string_view in) {
     // past U+10FFFF), else emit U+FFFD for the first byte and resync on the next.
     size_t len = 0;
     uint32_t cp = 0;
-    if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
-    else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
-    else if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
+    if (c >= 0xc2 && c <= 0xdf) {
+      len = 2;
+      cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      len = 3;
+      cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      len = 4;
+      cp = c & 0x07;
+    }
     bool good = len != 0 && i + len <= in.size();
     for (size_t k = 1; good && k < len; ++k) {
       auto cc = static_cast<unsigned char>(in[i + k]);
@@ -422,8 +442,8 @@ ParseResult parse_http_request(std::string_view buf, const HttpLimits &limits, H
     path_and_query = "*";
   } else {
     size_t scheme_end = target.find("://");
-    std::string_view scheme = scheme_end == std::string_view::npos ? std::string_view()
-                                                                   : target.substr(0, scheme_end);
+    std::string_view scheme =
+        scheme_end == std::string_view::npos ? std::string_view() : target.substr(0, scheme_end);
     if (!iequals(scheme, "http") && !iequals(scheme, "https"))
       return fail(400, "invalid request target " + quote(target));
     std::string_view rest = target.substr(scheme_end + 3);
@@ -431,7 +451,8 @@ ParseResult parse_http_request(std::string_view buf, const HttpLimits &limits, H
     if (rest.empty() || auth_end == 0)
       return fail(400, "request target " + quote(target) + " has no host");
     // What follows the authority may start with '?' or '#'; an empty path becomes "/".
-    path_and_query = auth_end == std::string_view::npos ? std::string_view() : rest.substr(auth_end);
+    path_and_query =
+        auth_end == std::string_view::npos ? std::string_view() : rest.substr(auth_end);
   }
   size_t hash = path_and_query.find('#');
   if (hash != std::string_view::npos) path_and_query = path_and_query.substr(0, hash);
@@ -510,7 +531,7 @@ ParseResult parse_http_request(std::string_view buf, const HttpLimits &limits, H
           // Saturate instead of overflowing; anything this large is refused below.
           size_t d = static_cast<size_t>(c - '0');
           v = v > (std::numeric_limits<size_t>::max() - d) / 10 ? std::numeric_limits<size_t>::max()
-                                                                 : v * 10 + d;
+                                                                : v * 10 + d;
         }
         if (has_length && v != length) {
           problem = "conflicting Content-Length values";
@@ -529,8 +550,7 @@ ParseResult parse_http_request(std::string_view buf, const HttpLimits &limits, H
   if (has_te) {
     if (out.http_minor == 0)
       return fail(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request");
-    if (has_length)
-      return fail(400, "both Transfer-Encoding and Content-Length are present");
+    if (has_length) return fail(400, "both Transfer-Encoding and Content-Length are present");
     if (!chunked) return fail(400, "empty Transfer-Encoding");
     return parse_chunked(buf, head_end, limits, out.body);
   }

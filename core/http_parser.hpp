@@ -41,9 +41,9 @@ enum class ParseStatus { Complete, Incomplete, Error };
 
 struct ParseResult {
   ParseStatus status = ParseStatus::Incomplete;
-  size_t consumed = 0;   // Complete: bytes of the buffer this request took (for pipelining)
-  int http_status = 0;   // Error: 400, 413, 431, 501 or 505
-  std::string error;     // Error: what was wrong, for a human
+  size_t consumed = 0;  // Complete: bytes of the buffer this request took (for pipelining)
+  int http_status = 0;  // Error: 400, 413, 431, 501 or 505
+  std::string error;    // Error: what was wrong, for a human
   // Incomplete only: the header section has been parsed (out.headers is filled), so the
   // server may answer "Expect: 100-continue".
   bool headers_complete = false;
@@ -54,8 +54,7 @@ struct ParseResult {
 
 // Parses one request from the start of buffer into out (which is reset first).
 // Leading empty lines are skipped; bare LF line endings are accepted.
-ParseResult parse_http_request(std::string_view buffer, const HttpLimits &limits,
-                               HttpRequest &out);
+ParseResult parse_http_request(std::string_view buffer, const HttpLimits &limits, HttpRequest &out);
 
 // Decodes %XX escapes (and '+' as space when asked). ok becomes false on a '%' not followed
 // by two hex digits; the returned string is then partial and must not be used.

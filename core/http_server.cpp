@@ -47,13 +47,15 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr size_t kReadSize = 64 * 1024;
-constexpr size_t kMaxReadSize = 1 << 20;            // when a large body is known to be coming
-constexpr size_t kMaxLingerBytes = 1 << 20;         // drained before closing after an error
+constexpr size_t kMaxReadSize = 1 << 20;     // when a large body is known to be coming
+constexpr size_t kMaxLingerBytes = 1 << 20;  // drained before closing after an error
 constexpr int kLingerMs = 2000;
-constexpr size_t kMaxRejectedLingering = 64;        // 503'd sockets the acceptor drains at once
+constexpr size_t kMaxRejectedLingering = 64;  // 503'd sockets the acceptor drains at once
 constexpr int kPauseMs = 5;  // a chunked upload that goes quiet this long is parsed again
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -149,8 +151,7 @@ std::string http_date() {
     return "Thu, 01 Jan 1970 00:00:00 GMT";
   char out[64];
   std::snprintf(out, sizeof out, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
-                tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                tm.tm_sec);
+                tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
   return out;
 }
 
@@ -159,7 +160,8 @@ std::string json_error(std::string_view message) {
 }
 
 int remaining_ms(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   if (left <= 0) return 0;
   return left > 1000000000 ? 1000000000 : static_cast<int>(left);
 }
@@ -315,8 +317,8 @@ HttpResponder::HttpResponder(http_detail::Connection &conn, const HttpRequest &r
       http_minor_(request.http_minor),
       keep_alive_(request.keep_alive) {}
 
-std::string HttpResponder::head(int status, std::string_view content_type,
-                                const HttpHeaders &extra, const std::string &framing) {
+std::string HttpResponder::head(int status, std::string_view content_type, const HttpHeaders &extra,
+                                const std::string &framing) {
   if (state_ != State::None) throw Error("HTTP response already started", KODO_ERR_INTERNAL);
   if (status < 200 || status > 599)
     throw Error("invalid HTTP response status " + std::to_string(status),
@@ -425,11 +427,17 @@ bool HttpResponder::write(std::string_view chunk) {
   return conn_.write_all(framed);
 }
 
-bool HttpResponder::wait(int timeout_ms) { return conn_.wait_open(timeout_ms); }
+bool HttpResponder::wait(int timeout_ms) {
+  return conn_.wait_open(timeout_ms);
+}
 
-bool HttpResponder::stopping() const { return conn_.is_stopping(); }
+bool HttpResponder::stopping() const {
+  return conn_.is_stopping();
+}
 
-bool HttpResponder::responded() const { return state_ != State::None; }
+bool HttpResponder::responded() const {
+  return state_ != State::None;
+}
 
 bool HttpResponder::finish() {
   if (state_ == State::Streaming && chunked_ && !head_request_ && !conn_.broken)
@@ -553,7 +561,8 @@ struct HttpServer::Impl {
         id = next_id++;
       }
     }
-    std::string why = "too many connections (limit " + std::to_string(options.max_connections) + ")";
+    std::string why =
+        "too many connections (limit " + std::to_string(options.max_connections) + ")";
     if (!busy) {
       try {
         std::thread t([this, fd, id] {
@@ -735,7 +744,8 @@ struct HttpServer::Impl {
           break;  // an idle keep-alive connection simply ends
         }
         size_t want = kReadSize;
-        if (parse_at > buf.size()) want = std::min(std::max(want, parse_at - buf.size()), kMaxReadSize);
+        if (parse_at > buf.size())
+          want = std::min(std::max(want, parse_at - buf.size()), kMaxReadSize);
         size_t old = buf.size();
         buf.resize(old + want);
         ssize_t got = ::recv(fd, &buf[old], want, 0);
@@ -772,7 +782,8 @@ void HttpServer::start() {
   std::lock_guard<std::mutex> lock(s.lifecycle_mu);
   if (s.started) throw Error("HTTP server already started", KODO_ERR_INTERNAL);
   const std::string &address = s.options.address;
-  if (!s.handler) throw Error("HTTP server on '" + address + "' has no handler", KODO_ERR_INVALID_ARGUMENT);
+  if (!s.handler)
+    throw Error("HTTP server on '" + address + "' has no handler", KODO_ERR_INVALID_ARGUMENT);
   ListenAddress where = parse_listen_address(address);
 
   addrinfo hints{};
@@ -820,8 +831,7 @@ void HttpServer::start() {
   if (::pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
     int e = errno;
     close_fd(fd);
-    throw Error("cannot listen on '" + address + "': wake pipe: " + std::strerror(e),
-                KODO_ERR_IO);
+    throw Error("cannot listen on '" + address + "': wake pipe: " + std::strerror(e), KODO_ERR_IO);
   }
   s.listen_fd = fd;
   s.wake_read = wake[0];
@@ -837,7 +847,9 @@ void HttpServer::start() {
   s.started = true;
 }
 
-uint16_t HttpServer::port() const { return impl_->bound_port; }
+uint16_t HttpServer::port() const {
+  return impl_->bound_port;
+}
 
 void HttpServer::stop() {
   Impl &s = *impl_;

@@ -86,13 +86,17 @@ std::string new_fid() {
   const uint32_t count = state.counter.fetch_add(1, std::memory_order_relaxed);
   std::string fid;
   fid.reserve(24);
-  for (int shift = 24; shift >= 0; shift -= 8) append_hex(fid, static_cast<uint8_t>(seconds >> shift));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    append_hex(fid, static_cast<uint8_t>(seconds >> shift));
   for (uint8_t b : state.process_bytes) append_hex(fid, b);
-  for (int shift = 16; shift >= 0; shift -= 8) append_hex(fid, static_cast<uint8_t>(count >> shift));
+  for (int shift = 16; shift >= 0; shift -= 8)
+    append_hex(fid, static_cast<uint8_t>(count >> shift));
   return fid;
 }
 
-std::string fid_problem(const std::string &fid) { return id_problem("fid", fid); }
+std::string fid_problem(const std::string &fid) {
+  return id_problem("fid", fid);
+}
 
 std::string username_problem(const std::string &username) {
   return id_problem("username", username);

@@ -12,7 +12,9 @@ namespace kodo {
 static std::atomic<int32_t> g_level{KODO_LOG_INFO};
 static std::mutex g_log_mutex;
 
-void set_log_level(int32_t level) { g_level = level; }
+void set_log_level(int32_t level) {
+  g_level = level;
+}
 
 int32_t parse_log_level(const std::string &name) {
   if (name == "debug") return KODO_LOG_DEBUG;

@@ -11,11 +11,11 @@
 #include "core/log.hpp"
 #include "core/spooler.hpp"
 
+#include <pthread.h>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <pthread.h>
 #include <thread>
 
 namespace kodo {
@@ -53,8 +53,7 @@ int wait_for_shutdown_signal() {
   return signal_number;
 }
 
-std::shared_ptr<Plugin> load_kind(const HostConfig &config, const std::string &name,
-                                  int32_t kind) {
+std::shared_ptr<Plugin> load_kind(const HostConfig &config, const std::string &name, int32_t kind) {
   return Plugin::load(name, config.plugin_dir, kind);
 }
 
@@ -142,10 +141,9 @@ int serve(const HostConfig &config) {
   Api api(context);
   HttpServer::Options server_options;
   server_options.address = config.address;
-  HttpServer server(server_options,
-                    [&api](const HttpRequest &request, HttpResponder &response) {
-                      api.handle(request, response);
-                    });
+  HttpServer server(server_options, [&api](const HttpRequest &request, HttpResponder &response) {
+    api.handle(request, response);
+  });
   server.start();
   RetentionTask retention(*storage, config.retention_s, config.purge_interval_s);
   const ListenAddress bound = parse_listen_address(config.address);
@@ -194,8 +192,9 @@ int plugins_list(const HostConfig &config) {
     if (name.rfind("kodo-", 0) == 0 && entry.path().extension() == ".so")
       files.push_back(entry.path());
   }
-  if (ec) throw Error("cannot read plugin directory " + config.plugin_dir + ": " + ec.message(),
-                      KODO_ERR_IO);
+  if (ec)
+    throw Error("cannot read plugin directory " + config.plugin_dir + ": " + ec.message(),
+                KODO_ERR_IO);
   std::sort(files.begin(), files.end());
   std::printf("plugins in %s:\n", config.plugin_dir.c_str());
   for (const auto &file : files) {
@@ -214,14 +213,15 @@ int plugins_list(const HostConfig &config) {
 int plugins_describe(const HostConfig &config, const std::string &name) {
   std::shared_ptr<Plugin> plugin;
   const std::string storage_file = plugin_file_for(name, config.plugin_dir, KODO_KIND_STORAGE);
-  const std::string transport_file =
-      plugin_file_for(name, config.plugin_dir, KODO_KIND_TRANSPORT);
-  if (std::filesystem::exists(storage_file)) plugin = Plugin::load(storage_file, "", 0);
-  else if (std::filesystem::exists(transport_file)) plugin = Plugin::load(transport_file, "", 0);
+  const std::string transport_file = plugin_file_for(name, config.plugin_dir, KODO_KIND_TRANSPORT);
+  if (std::filesystem::exists(storage_file))
+    plugin = Plugin::load(storage_file, "", 0);
+  else if (std::filesystem::exists(transport_file))
+    plugin = Plugin::load(transport_file, "", 0);
   else
-    throw Error("no plugin '" + name + "': neither " + storage_file + " nor " + transport_file +
-                    " exists",
-                KODO_ERR_NOT_FOUND);
+    throw Error(
+        "no plugin '" + name + "': neither " + storage_file + " nor " + transport_file + " exists",
+        KODO_ERR_NOT_FOUND);
   std::cout << describe_plugin(*plugin);
   return 0;
 }
@@ -244,9 +244,9 @@ int run(int argc, char **argv) {
   }
   auto expect_words = [&](size_t n) {
     if (words.size() != n)
-      throw Error("`" + words[0] + "` takes " + std::to_string(n - 1) +
-                      " word(s) after it; see --help",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(
+          "`" + words[0] + "` takes " + std::to_string(n - 1) + " word(s) after it; see --help",
+          KODO_ERR_INVALID_ARGUMENT);
   };
   const std::string &command = words[0];
   if (command == "serve") {

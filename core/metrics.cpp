@@ -59,8 +59,8 @@ static void counter(std::string &out, const char *name, const char *help, uint64
 }
 
 static void gauge(std::string &out, const char *name, const char *help, int64_t value) {
-  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name +
-         " " + std::to_string(value) + "\n";
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " " +
+         std::to_string(value) + "\n";
 }
 
 std::string Metrics::render(const Gauges &g) const {
@@ -74,8 +74,7 @@ std::string Metrics::render(const Gauges &g) const {
           "Events the transport refused (their runs end in error).", g.events_rejected);
   counter(out, "kodo_events_stored_total", "Events committed to storage and acknowledged.",
           load(events_stored));
-  counter(out, "kodo_batches_stored_total", "Batches committed to storage.",
-          load(batches_stored));
+  counter(out, "kodo_batches_stored_total", "Batches committed to storage.", load(batches_stored));
   counter(out, "kodo_store_failures_total", "Storage append attempts that failed and were retried.",
           load(store_failures));
   counter(out, "kodo_ack_failures_total", "Acknowledgements the transport refused.",

@@ -31,14 +31,14 @@ struct Metrics {
   std::atomic<uint64_t> events_published{0};  // handed to the transport
   std::atomic<uint64_t> events_stored{0};     // committed by storage and acked
   std::atomic<uint64_t> batches_stored{0};
-  std::atomic<uint64_t> store_failures{0};    // append attempts that failed (then retried)
+  std::atomic<uint64_t> store_failures{0};  // append attempts that failed (then retried)
   std::atomic<uint64_t> ack_failures{0};
-  std::atomic<uint64_t> redeliveries{0};      // deliveries seen with delivery_count > 1
+  std::atomic<uint64_t> redeliveries{0};         // deliveries seen with delivery_count > 1
   std::atomic<uint64_t> executions_finished{0};  // final status stored
-  std::atomic<int64_t> storage_up{1};         // 0 while appends fail
-  std::atomic<int64_t> spool_lag_ms{0};       // age of the newest event stored in the last batch
-  Histogram batch_size;                       // events per stored batch
-  Histogram stored_latency;                   // seconds from an event's timestamp to its commit
+  std::atomic<int64_t> storage_up{1};            // 0 while appends fail
+  std::atomic<int64_t> spool_lag_ms{0};          // age of the newest event stored in the last batch
+  Histogram batch_size;                          // events per stored batch
+  Histogram stored_latency;                      // seconds from an event's timestamp to its commit
 
   // Gauges owned elsewhere are passed in at render time.
   struct Gauges {

@@ -22,9 +22,9 @@ const char *kind_name(int32_t kind) {
 
 std::string plugin_file_for(const std::string &name_or_path, const std::string &plugin_dir,
                             int32_t kind) {
-  const bool is_path = name_or_path.find('/') != std::string::npos ||
-                       (name_or_path.size() > 3 &&
-                        name_or_path.compare(name_or_path.size() - 3, 3, ".so") == 0);
+  const bool is_path =
+      name_or_path.find('/') != std::string::npos ||
+      (name_or_path.size() > 3 && name_or_path.compare(name_or_path.size() - 3, 3, ".so") == 0);
   if (is_path) return name_or_path;
   return (std::filesystem::path(plugin_dir) /
           ("kodo-" + std::string(kind_name(kind)) + "-" + name_or_path + ".so"))
@@ -42,14 +42,14 @@ static T copy_sized(const T *source) {
   return out;
 }
 
-std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path,
-                                     const std::string &plugin_dir, int32_t expected_kind) {
-  const std::string path = plugin_file_for(
-      name_or_path, plugin_dir, expected_kind ? expected_kind : KODO_KIND_STORAGE);
+std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std::string &plugin_dir,
+                                     int32_t expected_kind) {
+  const std::string path =
+      plugin_file_for(name_or_path, plugin_dir, expected_kind ? expected_kind : KODO_KIND_STORAGE);
   std::error_code exists_error;
   if (!std::filesystem::exists(path, exists_error)) {
-    std::string what = expected_kind ? std::string(kind_name(expected_kind)) + " plugin"
-                                     : std::string("plugin");
+    std::string what =
+        expected_kind ? std::string(kind_name(expected_kind)) + " plugin" : std::string("plugin");
     throw Error(what + " '" + name_or_path + "' not found: no file " + path +
                     (path == name_or_path ? "" : " (looked in --plugin-dir " + plugin_dir + ")"),
                 KODO_ERR_NOT_FOUND);
@@ -58,17 +58,16 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path,
   std::shared_ptr<Plugin> plugin(new Plugin());
   plugin->path_ = path;
   boost::dll::fs::error_code load_error;
-  plugin->library_.load(path,
-                        boost::dll::load_mode::rtld_local | boost::dll::load_mode::rtld_now,
+  plugin->library_.load(path, boost::dll::load_mode::rtld_local | boost::dll::load_mode::rtld_now,
                         load_error);
   if (load_error)
     throw Error("cannot load plugin " + path + ": " + load_error.message(), KODO_ERR_IO);
   if (!plugin->library_.has(KODO_ENTRY_SYMBOL))
-    throw Error("plugin " + path + " does not export the entry symbol " KODO_ENTRY_SYMBOL
-                " (declare it extern \"C\" with KODO_EXPORT)",
+    throw Error("plugin " + path +
+                    " does not export the entry symbol " KODO_ENTRY_SYMBOL
+                    " (declare it extern \"C\" with KODO_EXPORT)",
                 KODO_ERR_NOT_FOUND);
-  auto entry = plugin->library_.get<std::remove_pointer_t<kodo_plugin_entry_fn>>(
-      KODO_ENTRY_SYMBOL);
+  auto entry = plugin->library_.get<std::remove_pointer_t<kodo_plugin_entry_fn>>(KODO_ENTRY_SYMBOL);
 
   plugin->host_ = kodo_host_api{sizeof(kodo_host_api), kHostAbiMax, plugin.get(), &Plugin::log};
   const kodo_plugin *descriptor = nullptr;
@@ -76,16 +75,15 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path,
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status =
       entry(kHostAbiMin, kHostAbiMax, &plugin->host_, &descriptor, &plugin_abi, &error);
-  const std::string offered =
-      "this host speaks ABI versions " + std::to_string(kHostAbiMin) + ".." +
-      std::to_string(kHostAbiMax);
+  const std::string offered = "this host speaks ABI versions " + std::to_string(kHostAbiMin) +
+                              ".." + std::to_string(kHostAbiMax);
   if (status == KODO_ERR_ABI_MISMATCH ||
       (status == KODO_OK && (plugin_abi < kHostAbiMin || plugin_abi > kHostAbiMax))) {
     kodo_error_release(&error);
-    throw Error("ABI mismatch: plugin " + path + " (symbol " KODO_ENTRY_SYMBOL
-                ") implements ABI version " + std::to_string(plugin_abi) + ", which is " +
-                    (plugin_abi < kHostAbiMin ? "older than" : "newer than") +
-                    " what " + offered,
+    throw Error("ABI mismatch: plugin " + path +
+                    " (symbol " KODO_ENTRY_SYMBOL ") implements ABI version " +
+                    std::to_string(plugin_abi) + ", which is " +
+                    (plugin_abi < kHostAbiMin ? "older than" : "newer than") + " what " + offered,
                 KODO_ERR_ABI_MISMATCH);
   }
   if (status != KODO_OK)

@@ -40,9 +40,7 @@ class Plugin {
   uint32_t abi_version() const { return descriptor_.abi_version; }
   uint64_t capabilities() const { return descriptor_.capabilities; }
   const char *version() const { return descriptor_.version ? descriptor_.version : ""; }
-  const char *description() const {
-    return descriptor_.description ? descriptor_.description : "";
-  }
+  const char *description() const { return descriptor_.description ? descriptor_.description : ""; }
   const std::vector<kodo_option_spec> &options() const { return options_; }
   // The kind's function table, copied into a zeroed table of this host's size, so a
   // function past the plugin's struct_size reads as NULL ("not supported").

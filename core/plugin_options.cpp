@@ -42,18 +42,14 @@ std::string option_value_problem(const kodo_option_spec &spec, const std::string
       return "";
     }
     case KODO_OPTION_BOOL: {
-      static const std::set<std::string> ok = {"1", "0", "true", "false", "yes",
-                                               "no", "on", "off"};
+      static const std::set<std::string> ok = {"1", "0", "true", "false", "yes", "no", "on", "off"};
       return ok.count(value) ? "" : "must be true or false";
     }
     case KODO_OPTION_URL:
       return value.find("://") == std::string::npos ? "must be a URL (scheme://...)" : "";
-    case KODO_OPTION_PATH:
-      return value.empty() ? "must be a non-empty path" : "";
-    case KODO_OPTION_STRING:
-      return "";
-    default:
-      return "has an unknown declared type " + std::to_string(spec.type);
+    case KODO_OPTION_PATH: return value.empty() ? "must be a non-empty path" : "";
+    case KODO_OPTION_STRING: return "";
+    default: return "has an unknown declared type " + std::to_string(spec.type);
   }
 }
 
@@ -61,15 +57,14 @@ std::pair<std::string, std::string> split_key_value(const std::string &text,
                                                     const std::string &what) {
   auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
-    throw Error(what + " '" + text + "' must have the form key=value",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(what + " '" + text + "' must have the form key=value", KODO_ERR_INVALID_ARGUMENT);
   return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
 static std::string upper_env(const std::string &s) {
   std::string out;
-  for (char c : s) out += c == '-' ? '_' : static_cast<char>(std::toupper(
-                                                static_cast<unsigned char>(c)));
+  for (char c : s)
+    out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return out;
 }
 
@@ -81,7 +76,8 @@ static const kodo_option_spec *find_spec(const Plugin &plugin, const std::string
 
 static std::string declared_names(const Plugin &plugin) {
   std::string names;
-  for (const auto &spec : plugin.options()) names += (names.empty() ? "" : ", ") + std::string(spec.name);
+  for (const auto &spec : plugin.options())
+    names += (names.empty() ? "" : ", ") + std::string(spec.name);
   return names.empty() ? "none" : names;
 }
 
@@ -90,8 +86,8 @@ OptionList resolve_plugin_options(const Plugin &plugin, const PluginOptionSource
   auto take = [&](const OptionList &values, const char *origin) {
     for (const auto &[name, value] : values) {
       if (!find_spec(plugin, name))
-        throw Error("unknown option '" + name + "' (from " + origin + ") for " +
-                        plugin.label() + "; it takes: " + declared_names(plugin),
+        throw Error("unknown option '" + name + "' (from " + origin + ") for " + plugin.label() +
+                        "; it takes: " + declared_names(plugin),
                     KODO_ERR_INVALID_ARGUMENT);
       chosen.emplace(name, value);  // keeps the first, i.e. the highest precedence
     }
@@ -120,8 +116,8 @@ OptionList resolve_plugin_options(const Plugin &plugin, const PluginOptionSource
       if (spec.default_value) {
         out.emplace_back(spec.name, spec.default_value);
       } else if (spec.flags & KODO_OPTION_REQUIRED) {
-        std::string how = "--" + std::string(kind_name(plugin.kind())) + "-option " +
-                          spec.name + "=..., " + kind_prefix + upper_env(spec.name);
+        std::string how = "--" + std::string(kind_name(plugin.kind())) + "-option " + spec.name +
+                          "=..., " + kind_prefix + upper_env(spec.name);
         if (spec.env_name) how += " or " + std::string(spec.env_name);
         throw Error(plugin.label() + " needs option '" + spec.name + "' (set " + how + ")",
                     KODO_ERR_INVALID_ARGUMENT);
@@ -131,8 +127,8 @@ OptionList resolve_plugin_options(const Plugin &plugin, const PluginOptionSource
     std::string problem = option_value_problem(spec, it->second);
     if (!problem.empty()) {
       const bool secret = spec.flags & KODO_OPTION_SECRET;
-      throw Error("option '" + std::string(spec.name) + "' of " + plugin.label() + " " +
-                      problem + ", got " + (secret ? "<secret>" : "'" + it->second + "'"),
+      throw Error("option '" + std::string(spec.name) + "' of " + plugin.label() + " " + problem +
+                      ", got " + (secret ? "<secret>" : "'" + it->second + "'"),
                   KODO_ERR_INVALID_ARGUMENT);
     }
     out.emplace_back(spec.name, it->second);
@@ -186,8 +182,8 @@ std::string describe_plugin(const Plugin &plugin) {
   for (const auto &spec : plugin.options()) {
     const bool secret = spec.flags & KODO_OPTION_SECRET;
     out << "    " << spec.name << " (" << type_name(spec.type)
-        << ((spec.flags & KODO_OPTION_REQUIRED) ? ", required" : "")
-        << (secret ? ", secret" : "") << ")";
+        << ((spec.flags & KODO_OPTION_REQUIRED) ? ", required" : "") << (secret ? ", secret" : "")
+        << ")";
     if (spec.default_value)
       out << " default: " << (secret ? "<secret>" : std::string(spec.default_value));
     out << "\n      env: " << kind_prefix << upper_env(spec.name)

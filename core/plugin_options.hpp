@@ -16,10 +16,10 @@ using OptionList = std::vector<std::pair<std::string, std::string>>;
 // Where a plugin's option values come from, highest precedence first. Within one level
 // the first value of a name wins.
 struct PluginOptionSources {
-  OptionList command_line;  // --storage-option k=v
-  OptionList environment;   // KODO_STORAGE_OPTION lines
-  OptionList file;          // storage-option = k=v in the config file
-  OptionList host_defaults; // host settings that map onto an option (exec_dir)
+  OptionList command_line;   // --storage-option k=v
+  OptionList environment;    // KODO_STORAGE_OPTION lines
+  OptionList file;           // storage-option = k=v in the config file
+  OptionList host_defaults;  // host settings that map onto an option (exec_dir)
 };
 
 // Resolves the values to pass to open(): explicit values by precedence, then each option's

@@ -3,11 +3,11 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <unistd.h>
 
 namespace kodo {
 
@@ -43,11 +43,10 @@ void StoreNotifier::forget_old_locked(double now) {
   last_sweep_ = now;
   for (auto it = executions_.begin(); it != executions_.end();)
     it = (it->second.final && now - it->second.final_at > 300) ? executions_.erase(it)
-                                                                 : std::next(it);
+                                                               : std::next(it);
 }
 
-bool StoreNotifier::wait_for_change(const std::string &fid, int64_t after_seq,
-                                    double timeout_s) {
+bool StoreNotifier::wait_for_change(const std::string &fid, int64_t after_seq, double timeout_s) {
   std::unique_lock<std::mutex> lock(mutex_);
   return changed_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] {
     auto it = executions_.find(fid);
@@ -65,8 +64,8 @@ bool StoreNotifier::wait_for_final(const std::string &fid, double timeout_s) {
 
 // ---- Spooler -------------------------------------------------------------------------
 
-Spooler::Spooler(SpoolerConfig config, Transport &transport, Storage &storage,
-                 Metrics &metrics, std::vector<StoredObserver *> observers)
+Spooler::Spooler(SpoolerConfig config, Transport &transport, Storage &storage, Metrics &metrics,
+                 std::vector<StoredObserver *> observers)
     : config_(std::move(config)),
       transport_(transport),
       storage_(storage),
@@ -99,8 +98,7 @@ void Spooler::stop_and_drain() {
     std::unique_lock<std::mutex> lock(wake_mutex_);
     if (!wake_.wait_for(lock, std::chrono::duration<double>(config_.drain_timeout_s),
                         [this] { return abandon_.load(); })) {
-      log_warn("spooler: drain did not finish within " +
-               std::to_string(config_.drain_timeout_s) +
+      log_warn("spooler: drain did not finish within " + std::to_string(config_.drain_timeout_s) +
                " s; what is left stays unacknowledged in the transport");
       abandon_ = true;
     }
@@ -161,8 +159,8 @@ void Spooler::run(Consumer &consumer) {
         if (events.empty()) {
           block_ms = draining ? 0 : idle_block_ms;
         } else {
-          auto left = std::chrono::duration_cast<std::chrono::milliseconds>(fill_deadline -
-                                                                            Clock::now());
+          auto left =
+              std::chrono::duration_cast<std::chrono::milliseconds>(fill_deadline - Clock::now());
           if (left.count() <= 0) break;
           block_ms = static_cast<int32_t>(left.count());
         }

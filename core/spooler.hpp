@@ -50,13 +50,13 @@ class StoreNotifier : public StoredObserver {
 
 struct SpoolerConfig {
   std::string group = "kodo-spooler";
-  std::string consumer_name;  // threads add "-<n>"; default spooler-<pid>
-  size_t consumers = 1;       // threads in this process
-  size_t batch_size = 1000;   // most events per storage append
+  std::string consumer_name;       // threads add "-<n>"; default spooler-<pid>
+  size_t consumers = 1;            // threads in this process
+  size_t batch_size = 1000;        // most events per storage append
   double batch_timeout_s = 0.005;  // how long to wait for a batch to fill after its first event
-  double interval_s = 0.25;        // how long one read blocks when idle (kodosumi's SPOOLER_INTERVAL)
-  double max_backoff_s = 5;        // retry ceiling while storage fails
-  double drain_timeout_s = 60;     // on stop, how long to keep draining the transport
+  double interval_s = 0.25;     // how long one read blocks when idle (kodosumi's SPOOLER_INTERVAL)
+  double max_backoff_s = 5;     // retry ceiling while storage fails
+  double drain_timeout_s = 60;  // on stop, how long to keep draining the transport
 };
 
 class Spooler {

@@ -8,12 +8,11 @@ Storage::Storage(std::shared_ptr<Plugin> plugin, const OptionList &options)
     : plugin_(std::move(plugin)), api_(plugin_->storage_api()) {
   OptionArray array(options);
   kodo_error error = KODO_ERROR_INIT;
-  kodo_status status =
-      api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
+  kodo_status status = api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
   if (status != KODO_OK)
-    throw_plugin_error("cannot open " + plugin_->label() + " with " +
-                           format_options(*plugin_, options),
-                       status, error);
+    throw_plugin_error(
+        "cannot open " + plugin_->label() + " with " + format_options(*plugin_, options), status,
+        error);
   if (!handle_) throw Error(plugin_->label() + ": open succeeded but returned no handle");
 }
 
@@ -33,8 +32,7 @@ void Storage::append(const kodo_event *const *events, size_t count) {
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status = api_.append(handle_, events, count, &error);
   if (status != KODO_OK)
-    throw_plugin_error(plugin_->label() + ": append of " + std::to_string(count) +
-                           " events failed",
+    throw_plugin_error(plugin_->label() + ": append of " + std::to_string(count) + " events failed",
                        status, error);
 }
 
@@ -77,8 +75,8 @@ static std::vector<ExecutionInfo> take_page(kodo_execution_page &page, bool *has
   for (size_t i = 0; i < page.count; ++i) {
     const kodo_execution_info &x = *page.executions[i];
     out.push_back(ExecutionInfo{x.fid ? x.fid : "", x.username ? x.username : "",
-                                x.status ? x.status : "", x.started_at, x.updated_at,
-                                x.event_count, x.last_seq});
+                                x.status ? x.status : "", x.started_at, x.updated_at, x.event_count,
+                                x.last_seq});
   }
   if (has_more) *has_more = page.has_more != 0;
   if (page.release) page.release(&page);

@@ -8,12 +8,11 @@ Transport::Transport(std::shared_ptr<Plugin> plugin, const OptionList &options)
     : plugin_(std::move(plugin)), api_(plugin_->transport_api()) {
   OptionArray array(options);
   kodo_error error = KODO_ERROR_INIT;
-  kodo_status status =
-      api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
+  kodo_status status = api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
   if (status != KODO_OK)
-    throw_plugin_error("cannot open " + plugin_->label() + " with " +
-                           format_options(*plugin_, options),
-                       status, error);
+    throw_plugin_error(
+        "cannot open " + plugin_->label() + " with " + format_options(*plugin_, options), status,
+        error);
   if (!handle_) throw Error(plugin_->label() + ": open succeeded but returned no handle");
 }
 
@@ -26,9 +25,9 @@ void Transport::publish(const kodo_event *const *events, size_t count, int32_t t
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status = api_.publish(handle_, events, count, timeout_ms, &error);
   if (status != KODO_OK)
-    throw_plugin_error(plugin_->label() + ": publish of " + std::to_string(count) +
-                           " events failed",
-                       status, error);
+    throw_plugin_error(
+        plugin_->label() + ": publish of " + std::to_string(count) + " events failed", status,
+        error);
 }
 
 void Transport::publish(const std::vector<Event> &events, int32_t timeout_ms) {
@@ -47,8 +46,7 @@ std::unique_ptr<Consumer> Transport::open_consumer(const std::string &group,
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status = api_.consumer_open(handle_, group.c_str(), name.c_str(), &handle, &error);
   if (status != KODO_OK)
-    throw_plugin_error(plugin_->label() + ": cannot join group '" + group + "' as '" + name +
-                           "'",
+    throw_plugin_error(plugin_->label() + ": cannot join group '" + group + "' as '" + name + "'",
                        status, error);
   return std::unique_ptr<Consumer>(new Consumer(plugin_, handle, name));
 }
@@ -68,8 +66,7 @@ Consumer::~Consumer() {
 void Consumer::read(size_t max, int32_t block_ms, DeliveryBatch &batch) {
   batch.reset();
   kodo_error error = KODO_ERROR_INIT;
-  kodo_status status =
-      plugin_->transport_api().read(handle_, max, block_ms, batch.raw(), &error);
+  kodo_status status = plugin_->transport_api().read(handle_, max, block_ms, batch.raw(), &error);
   if (status != KODO_OK)
     throw_plugin_error(plugin_->label() + ": read by consumer '" + name_ + "' failed", status,
                        error);

@@ -536,8 +536,12 @@ class InprocTransport {
 // ack in a profile); this read packs a whole batch into a few allocations.
 using kodo::sdk::guard;
 
-InprocTransport *self(kodo_transport *t) { return reinterpret_cast<InprocTransport *>(t); }
-Consumer *self(kodo_consumer *c) { return reinterpret_cast<Consumer *>(c); }
+InprocTransport *self(kodo_transport *t) {
+  return reinterpret_cast<InprocTransport *>(t);
+}
+Consumer *self(kodo_consumer *c) {
+  return reinterpret_cast<Consumer *>(c);
+}
 
 kodo_status transport_open(const kodo_option *const *options, size_t count,
                            const kodo_host_api *host, kodo_transport **out, kodo_error *error) {
@@ -547,7 +551,9 @@ kodo_status transport_open(const kodo_option *const *options, size_t count,
   });
 }
 
-void transport_close(kodo_transport *t) { delete self(t); }
+void transport_close(kodo_transport *t) {
+  delete self(t);
+}
 
 kodo_status transport_publish(kodo_transport *t, const kodo_event *const *events, size_t count,
                               int32_t timeout_ms, kodo_error *error) {
@@ -589,7 +595,7 @@ const kodo_transport_api kTable = {
 }  // namespace
 
 KODO_PLUGIN_ENTRY(KODO_KIND_TRANSPORT, nullptr, &kTable, "inproc", "0.1.0",
-                    "in-process queue between the executor and the spoolers of one kodo-host",
-                    KODO_TRANSPORT_CAP_GROUPS | KODO_TRANSPORT_CAP_REDELIVERY |
-                        KODO_TRANSPORT_CAP_FINISH,
-                    kOptions, sizeof kOptions / sizeof kOptions[0])
+                  "in-process queue between the executor and the spoolers of one kodo-host",
+                  KODO_TRANSPORT_CAP_GROUPS | KODO_TRANSPORT_CAP_REDELIVERY |
+                      KODO_TRANSPORT_CAP_FINISH,
+                  kOptions, sizeof kOptions / sizeof kOptions[0])

@@ -22,8 +22,7 @@ const char *status_name(kodo_status status) {
 
 std::ostream &operator<<(std::ostream &out, const Outcome &outcome) {
   out << status_name(outcome.status);
-  if (outcome.status > KODO_ERR_INTERNAL || outcome.status < KODO_OK)
-    out << " " << outcome.status;
+  if (outcome.status > KODO_ERR_INTERNAL || outcome.status < KODO_OK) out << " " << outcome.status;
   if (outcome.retryable) out << " (retryable)";
   if (!outcome.message.empty()) out << ": " << outcome.message;
   return out;
@@ -73,12 +72,14 @@ bool take_event(const char *function, const kodo_event *e, Event *out) {
                   << ", smaller than ABI version 1's " << sizeof(kodo_event);
     fine = false;
   }
-  const char *missing = !e->fid ? "fid" : !e->username ? "username" : !e->kind ? "kind"
-                                                     : !e->payload ? "payload" : nullptr;
+  const char *missing = !e->fid        ? "fid"
+                        : !e->username ? "username"
+                        : !e->kind     ? "kind"
+                        : !e->payload  ? "payload"
+                                       : nullptr;
   if (missing) {
     ADD_FAILURE() << "ABI contract: strings are NUL-terminated, never NULL: " << function
-                  << " returned an event (seq " << e->seq << ") whose " << missing
-                  << " is NULL";
+                  << " returned an event (seq " << e->seq << ") whose " << missing << " is NULL";
     return false;
   }
   if (e->payload[e->payload_len] != '\0') {
@@ -104,12 +105,15 @@ void take_executions(const char *function, kodo_execution_page &page,
     if (!x || !x->fid || !x->username || !x->status) {
       ADD_FAILURE() << "ABI contract: strings are NUL-terminated, never NULL: " << function
                     << " returned execution " << i << " with a NULL "
-                    << (!x ? "entry" : !x->fid ? "fid" : !x->username ? "username" : "status");
+                    << (!x             ? "entry"
+                        : !x->fid      ? "fid"
+                        : !x->username ? "username"
+                                       : "status");
       continue;
     }
     if (out)
-      out->push_back(ExecutionInfo{x->fid, x->username, x->status, x->started_at,
-                                   x->updated_at, x->event_count, x->last_seq});
+      out->push_back(ExecutionInfo{x->fid, x->username, x->status, x->started_at, x->updated_at,
+                                   x->event_count, x->last_seq});
   }
   if (has_more) *has_more = page.has_more != 0;
   if (page.release) page.release(&page);
@@ -123,8 +127,7 @@ CheckedStorage::CheckedStorage(const OptionList &options)
     : plugin_(target_ptr()), api_(plugin_->storage_api()), options_(options) {
   OptionArray array(options_);
   kodo_error error = KODO_ERROR_INIT;
-  kodo_status status =
-      api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
+  kodo_status status = api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
   open_outcome_ = take_outcome("open", status, error);
   if (open_outcome_.ok() && !handle_) {
     ADD_FAILURE() << "ABI contract: open returned KODO_OK but no handle";
@@ -208,9 +211,8 @@ Outcome CheckedStorage::get_execution(const std::string &fid, const std::string 
   return out;
 }
 
-Outcome CheckedStorage::list_executions(const std::string &username, size_t offset,
-                                        size_t limit, std::vector<ExecutionInfo> *page_out,
-                                        bool *has_more) {
+Outcome CheckedStorage::list_executions(const std::string &username, size_t offset, size_t limit,
+                                        std::vector<ExecutionInfo> *page_out, bool *has_more) {
   if (!api_.list_executions) return Outcome{KODO_ERR_NOT_SUPPORTED, false, "NULL in the table"};
   const kodo_list_request request{sizeof(kodo_list_request),
                                   username.empty() ? nullptr : username.c_str(), offset, limit};
@@ -232,8 +234,7 @@ Outcome CheckedStorage::list_executions(const std::string &username, size_t offs
 }
 
 Outcome CheckedStorage::archive_execution(const std::string &fid, const std::string &username) {
-  if (!api_.archive_execution)
-    return Outcome{KODO_ERR_NOT_SUPPORTED, false, "NULL in the table"};
+  if (!api_.archive_execution) return Outcome{KODO_ERR_NOT_SUPPORTED, false, "NULL in the table"};
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status = api_.archive_execution(
       handle_, fid.c_str(), username.empty() ? nullptr : username.c_str(), &error);
@@ -253,8 +254,7 @@ CheckedTransport::CheckedTransport(const OptionList &options)
     : plugin_(target_ptr()), api_(plugin_->transport_api()), options_(options) {
   OptionArray array(options_);
   kodo_error error = KODO_ERROR_INIT;
-  kodo_status status =
-      api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
+  kodo_status status = api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
   open_outcome_ = take_outcome("open", status, error);
   if (open_outcome_.ok() && !handle_) {
     ADD_FAILURE() << "ABI contract: open returned KODO_OK but no handle";
@@ -273,8 +273,7 @@ Outcome CheckedTransport::publish(const std::vector<Event> &events, int32_t time
   std::vector<const kodo_event *> pointers;
   for (const auto &v : views) pointers.push_back(&v);
   kodo_error error = KODO_ERROR_INIT;
-  kodo_status status =
-      api_.publish(handle_, pointers.data(), pointers.size(), timeout_ms, &error);
+  kodo_status status = api_.publish(handle_, pointers.data(), pointers.size(), timeout_ms, &error);
   return take_outcome("publish", status, error);
 }
 
@@ -310,11 +309,11 @@ Outcome CheckedConsumer::read(size_t max, int32_t block_ms, std::vector<Delivery
     return out;
   }
   if (!batch.release)
-    ADD_FAILURE() << "ABI contract: every returned batch carries its own release: read by "
-                  << name_ << " returned a batch with release NULL";
+    ADD_FAILURE() << "ABI contract: every returned batch carries its own release: read by " << name_
+                  << " returned a batch with release NULL";
   if (batch.count > max)
-    ADD_FAILURE() << "transport contract: read takes at most `max` deliveries: asked for "
-                  << max << ", got " << batch.count;
+    ADD_FAILURE() << "transport contract: read takes at most `max` deliveries: asked for " << max
+                  << ", got " << batch.count;
   if (batch.count > 0 && !batch.deliveries)
     ADD_FAILURE() << "ABI contract: read returned count " << batch.count
                   << " but no deliveries array";

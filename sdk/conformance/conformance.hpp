@@ -70,24 +70,23 @@ const char *status_name(kodo_status status);
 std::ostream &operator<<(std::ostream &out, const Outcome &outcome);
 
 // Fails the case (fatal / non-fatal) naming `what` when the call did not succeed.
-#define KODO_ASSERT_OK(call, what)                                                    \
-  do {                                                                                \
-    const ::kodo::conformance::Outcome kodo_outcome_ = (call);                        \
-    if (!kodo_outcome_.ok()) GTEST_FAIL() << (what) << ": got " << kodo_outcome_;     \
+#define KODO_ASSERT_OK(call, what)                                                \
+  do {                                                                            \
+    const ::kodo::conformance::Outcome kodo_outcome_ = (call);                    \
+    if (!kodo_outcome_.ok()) GTEST_FAIL() << (what) << ": got " << kodo_outcome_; \
   } while (0)
-#define KODO_EXPECT_OK(call, what)                                                    \
-  do {                                                                                \
-    const ::kodo::conformance::Outcome kodo_outcome_ = (call);                        \
-    if (!kodo_outcome_.ok()) ADD_FAILURE() << (what) << ": got " << kodo_outcome_;    \
+#define KODO_EXPECT_OK(call, what)                                                 \
+  do {                                                                             \
+    const ::kodo::conformance::Outcome kodo_outcome_ = (call);                     \
+    if (!kodo_outcome_.ok()) ADD_FAILURE() << (what) << ": got " << kodo_outcome_; \
   } while (0)
 // Expects exactly `expected` (a kodo_status) from the call.
-#define KODO_EXPECT_STATUS(call, expected, what)                                      \
-  do {                                                                                \
-    const ::kodo::conformance::Outcome kodo_outcome_ = (call);                        \
-    if (kodo_outcome_.status != (expected))                                           \
-      ADD_FAILURE() << (what) << ": expected "                                        \
-                    << ::kodo::conformance::status_name(expected) << ", got "         \
-                    << kodo_outcome_;                                                 \
+#define KODO_EXPECT_STATUS(call, expected, what)                                             \
+  do {                                                                                       \
+    const ::kodo::conformance::Outcome kodo_outcome_ = (call);                               \
+    if (kodo_outcome_.status != (expected))                                                  \
+      ADD_FAILURE() << (what) << ": expected " << ::kodo::conformance::status_name(expected) \
+                    << ", got " << kodo_outcome_;                                            \
   } while (0)
 
 // ---- Storage through its C table, checking every ABI obligation on the way --------------
@@ -199,8 +198,8 @@ double now_seconds();
 
 // Events seq first..first+count-1 of one execution, one second apart from `start_time`,
 // each with a payload naming its fid and seq (so a misplaced event is visible).
-std::vector<Event> make_events(const std::string &fid, const std::string &username,
-                               int64_t first, int64_t count, const std::string &kind = "stdout",
+std::vector<Event> make_events(const std::string &fid, const std::string &username, int64_t first,
+                               int64_t count, const std::string &kind = "stdout",
                                double start_time = 1700000000.25);
 // Text that exercises UTF-8: several scripts, combining marks, 4-byte characters, quotes,
 // backslashes, newlines and tabs.

@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
       return 0;
     }
   testing::InitGoogleTest(&argc, argv);  // takes the gtest flags out of argv
-  kodo::set_log_level(KODO_LOG_WARN);     // a plugin's info lines would drown the report
+  kodo::set_log_level(KODO_LOG_WARN);    // a plugin's info lines would drown the report
   Arguments args;
   try {
     args = parse_arguments(argc, argv);
@@ -125,8 +125,7 @@ int main(int argc, char **argv) {
   restrict_cases_to_kind(plugin->kind());
   const int failed = RUN_ALL_TESTS();
   if (args.keep_scratch)
-    std::cout << "kodo-conformance: scratch kept in " << kodo::conformance::scratch_root()
-              << "\n";
+    std::cout << "kodo-conformance: scratch kept in " << kodo::conformance::scratch_root() << "\n";
   else
     kodo::conformance::remove_scratch_root();
   return failed ? 1 : 0;

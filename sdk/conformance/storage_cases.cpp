@@ -30,8 +30,7 @@ class StorageCase : public ::testing::Test {
     auto storage = std::make_unique<CheckedStorage>(options);
     if (!storage->open_outcome().ok())
       GTEST_FAIL() << "storage contract: open succeeds with valid options ("
-                   << format_options(target(), options) << "): got "
-                   << storage->open_outcome();
+                   << format_options(target(), options) << "): got " << storage->open_outcome();
     KODO_ASSERT_OK(storage->create_schema(), "storage contract: create_schema makes the schema");
     *out = std::move(storage);
   }
@@ -57,8 +56,8 @@ class StorageCase : public ::testing::Test {
       return std::nullopt;
     }
     if (page.size() != 1) {
-      ADD_FAILURE() << "storage contract: get_execution returns a page of one: got "
-                    << page.size() << " for fid " << fid;
+      ADD_FAILURE() << "storage contract: get_execution returns a page of one: got " << page.size()
+                    << " for fid " << fid;
       return std::nullopt;
     }
     return page.front();
@@ -159,8 +158,8 @@ TEST_F(StorageAppend, SameBatchTwiceIsStoredOnce) {
                  std::string(contract) + ": appending the same batch again succeeds");
   expect_same_events(contract, "stored", read_all(fid, contract), events);
   if (auto info = summary(fid, contract)) {
-    EXPECT_EQ(info->event_count, 6) << contract << ": event_count of fid " << fid
-                                    << " after appending the same 6 events twice";
+    EXPECT_EQ(info->event_count, 6)
+        << contract << ": event_count of fid " << fid << " after appending the same 6 events twice";
   }
 }
 
@@ -225,7 +224,8 @@ TEST_F(StorageAppend, InvalidIdsAreRejected) {
                      contract + ": append by username '../etc'");
   KODO_EXPECT_STATUS(store().get_execution(fid, "", nullptr), KODO_ERR_NOT_FOUND,
                      "storage contract: a rejected append stores nothing: get_execution of "
-                     "fid " + fid);
+                     "fid " +
+                         fid);
 }
 
 // ---- Reading -------------------------------------------------------------------------------
@@ -244,12 +244,11 @@ TEST_F(StorageRead, AfterSeqPagesWithHasMore) {
   };
   // The last two check the edges: exactly `limit` left means has_more is 0, and reading
   // past the end is an empty page, not an error.
-  const Page pages[] = {{-1, 10, 0, 10, true}, {9, 10, 10, 10, true}, {19, 10, 20, 5, false},
+  const Page pages[] = {{-1, 10, 0, 10, true},   {9, 10, 10, 10, true}, {19, 10, 20, 5, false},
                         {14, 10, 15, 10, false}, {24, 10, 0, 0, false}, {-1, 1, 0, 1, true}};
   for (const Page &p : pages) {
-    const std::string what = std::string(contract) + " (after_seq " +
-                             std::to_string(p.after_seq) + ", limit " + std::to_string(p.limit) +
-                             ")";
+    const std::string what = std::string(contract) + " (after_seq " + std::to_string(p.after_seq) +
+                             ", limit " + std::to_string(p.limit) + ")";
     EventQuery query;
     query.fid = fid;
     query.after_seq = p.after_seq;
@@ -257,9 +256,9 @@ TEST_F(StorageRead, AfterSeqPagesWithHasMore) {
     std::vector<Event> got;
     bool has_more = !p.has_more;
     KODO_EXPECT_OK(store().read_events(query, &got, &has_more), what);
-    expect_same_events(what, "returned", got,
-                       std::vector<Event>(events.begin() + p.first,
-                                          events.begin() + p.first + p.count));
+    expect_same_events(
+        what, "returned", got,
+        std::vector<Event>(events.begin() + p.first, events.begin() + p.first + p.count));
     EXPECT_EQ(has_more, p.has_more)
         << what << ": has_more is non-zero exactly when more matching events follow";
   }
@@ -307,8 +306,7 @@ TEST_F(StorageRead, KindsFilterKeepsOnlyThoseKinds) {
   KODO_EXPECT_OK(store().read_events(query, &got, &has_more),
                  std::string(contract) + ": a kind with no events");
   EXPECT_TRUE(got.empty() && !has_more)
-      << contract << ": a kind with no events gives an empty page, got " << got.size()
-      << " events";
+      << contract << ": a kind with no events gives an empty page, got " << got.size() << " events";
 }
 
 TEST_F(StorageRead, LargePayloadRoundTripsByteExact) {
@@ -369,8 +367,9 @@ TEST_F(StorageExecutions, GetExecutionSummarizes) {
   EXPECT_EQ(info->fid, fid) << contract << ": fid";
   EXPECT_EQ(info->username, user_) << contract << ": username";
   EXPECT_EQ(info->status, "finished")
-      << contract << ": status is the payload of the last status event (seq 5), even though "
-                     "a debug event follows it";
+      << contract
+      << ": status is the payload of the last status event (seq 5), even though "
+         "a debug event follows it";
   EXPECT_EQ(info->event_count, 7) << contract << ": event_count";
   EXPECT_EQ(info->last_seq, 6) << contract << ": last_seq";
   EXPECT_NEAR(info->started_at, events.front().timestamp, 1e-5)
@@ -399,13 +398,15 @@ TEST_F(StorageExecutions, OtherUsersExecutionIsNotFound) {
   const std::string stranger = fresh_name("user");
   KODO_EXPECT_STATUS(store().get_execution(fid, stranger, nullptr), KODO_ERR_NOT_FOUND,
                      "storage contract: an execution is found only under the user who owns it: "
-                     "get_execution of fid " + fid + " as another user");
+                     "get_execution of fid " +
+                         fid + " as another user");
   EventQuery query;
   query.fid = fid;
   query.username = stranger;
   KODO_EXPECT_STATUS(store().read_events(query, nullptr), KODO_ERR_NOT_FOUND,
                      "storage contract: an execution is found only under the user who owns it: "
-                     "read_events of fid " + fid + " as another user");
+                     "read_events of fid " +
+                         fid + " as another user");
 }
 
 // ---- Concurrency ---------------------------------------------------------------------------
@@ -504,10 +505,9 @@ struct StorageCapability {
     return api.purge != nullptr;
   }
 };
-const StorageCapability kStorageCapabilities[] = {
-    {KODO_STORAGE_CAP_LIST, "list_executions"},
-    {KODO_STORAGE_CAP_ARCHIVE, "archive_execution"},
-    {KODO_STORAGE_CAP_PURGE, "purge"}};
+const StorageCapability kStorageCapabilities[] = {{KODO_STORAGE_CAP_LIST, "list_executions"},
+                                                  {KODO_STORAGE_CAP_ARCHIVE, "archive_execution"},
+                                                  {KODO_STORAGE_CAP_PURGE, "purge"}};
 
 TEST_F(StorageCapabilities, ClaimedCapabilitiesHaveTheirFunction) {
   for (const auto &cap : kStorageCapabilities)
@@ -587,8 +587,7 @@ TEST_F(StorageList, NewestFirstWithOffsetAndHasMore) {
   std::vector<ExecutionInfo> all;
   KODO_EXPECT_OK(store().list_executions(user_, 0, 10, &all), contract);
   for (const auto &x : all) {
-    const size_t i = static_cast<size_t>(
-        std::find(fids.begin(), fids.end(), x.fid) - fids.begin());
+    const size_t i = static_cast<size_t>(std::find(fids.begin(), fids.end(), x.fid) - fids.begin());
     if (i == fids.size()) continue;
     EXPECT_EQ(x.status, i % 2 ? "finished" : "running")
         << "storage contract: list_executions shows each execution's status: fid " << x.fid;
@@ -617,22 +616,23 @@ TEST_F(StorageList, FiltersByUser) {
                  std::string(contract) + " (no user: every user)");
   std::vector<std::string> ours_in_order;
   for (const auto &x : everyone)
-    if (std::count(mine.begin(), mine.end(), x.fid) || std::count(theirs.begin(), theirs.end(), x.fid))
+    if (std::count(mine.begin(), mine.end(), x.fid) ||
+        std::count(theirs.begin(), theirs.end(), x.fid))
       ours_in_order.push_back(x.fid);
   const std::vector<std::string> want = {mine[2], theirs[1], mine[1], theirs[0], mine[0]};
-  EXPECT_EQ(ours_in_order, want) << contract << ": with no user, every user's executions, "
-                                                "newest first";
+  EXPECT_EQ(ours_in_order, want) << contract
+                                 << ": with no user, every user's executions, "
+                                    "newest first";
 }
 
 // ---- ARCHIVE -------------------------------------------------------------------------------
 
 TEST_F(StorageArchive, ArchivedExecutionVanishes) {
-  const char *contract =
-      "storage contract: an archived execution vanishes from get, read and list";
+  const char *contract = "storage contract: an archived execution vanishes from get, read and list";
   const std::string archived = fresh_fid(), kept = fresh_fid();
-  KODO_ASSERT_OK(store().append(concat(make_events(archived, user_, 0, 3),
-                                       make_events(kept, user_, 0, 3))),
-                 "storage contract: append stores a batch");
+  KODO_ASSERT_OK(
+      store().append(concat(make_events(archived, user_, 0, 3), make_events(kept, user_, 0, 3))),
+      "storage contract: append stores a batch");
   KODO_ASSERT_OK(store().archive_execution(archived),
                  "storage contract: ARCHIVE is claimed, so archive_execution works");
   KODO_EXPECT_STATUS(store().get_execution(archived, "", nullptr), KODO_ERR_NOT_FOUND,

@@ -58,9 +58,13 @@ std::shared_ptr<Plugin> target_ptr() {
   return state().plugin;
 }
 
-const Plugin &target() { return *target_ptr(); }
+const Plugin &target() {
+  return *target_ptr();
+}
 
-bool claims(uint64_t capability) { return (target().capabilities() & capability) != 0; }
+bool claims(uint64_t capability) {
+  return (target().capabilities() & capability) != 0;
+}
 
 const char *capability_name(int32_t kind, uint64_t capability) {
   if (kind == KODO_KIND_STORAGE) {
@@ -124,8 +128,7 @@ std::string scratch_root() {
     std::string pattern =
         (std::filesystem::temp_directory_path() / "kodo-conformance-XXXXXX").string();
     if (!mkdtemp(pattern.data()))
-      throw Error("conformance kit: cannot make a scratch directory from " + pattern,
-                  KODO_ERR_IO);
+      throw Error("conformance kit: cannot make a scratch directory from " + pattern, KODO_ERR_IO);
     state().scratch = pattern;
   }
   return state().scratch;

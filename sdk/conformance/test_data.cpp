@@ -28,17 +28,17 @@ std::string object_id(uint32_t seconds) {
   static std::atomic<uint32_t> counter{static_cast<uint32_t>(random_bits())};
   char text[25];
   std::snprintf(text, sizeof text, "%08x%010llx%06x", seconds,
-                static_cast<unsigned long long>(process_part),
-                counter.fetch_add(1) & 0xffffffu);
+                static_cast<unsigned long long>(process_part), counter.fetch_add(1) & 0xffffffu);
   return text;
 }
 
 double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string fresh_fid() { return object_id(static_cast<uint32_t>(now_seconds())); }
+std::string fresh_fid() {
+  return object_id(static_cast<uint32_t>(now_seconds()));
+}
 
 std::string fresh_name(const std::string &prefix) {
   char suffix[9];
@@ -46,9 +46,8 @@ std::string fresh_name(const std::string &prefix) {
   return prefix + "-" + suffix;
 }
 
-std::vector<Event> make_events(const std::string &fid, const std::string &username,
-                               int64_t first, int64_t count, const std::string &kind,
-                               double start_time) {
+std::vector<Event> make_events(const std::string &fid, const std::string &username, int64_t first,
+                               int64_t count, const std::string &kind, double start_time) {
   std::vector<Event> events;
   events.reserve(static_cast<size_t>(count));
   for (int64_t seq = first; seq < first + count; ++seq) {
@@ -115,8 +114,8 @@ bool expect_same_events(const std::string &contract, const char *verb,
     if (++seen[{e.fid, e.seq}] == 2) fail(where + " " + verb + " twice");
     auto last = last_seq.find(e.fid);
     if (last != last_seq.end() && e.seq < last->second && disordered.insert(e.fid).second)
-      fail("events out of seq order: " + where + " came after seq " +
-           std::to_string(last->second) + " (got " + describe_seqs(got) + ")");
+      fail("events out of seq order: " + where + " came after seq " + std::to_string(last->second) +
+           " (got " + describe_seqs(got) + ")");
     last_seq[e.fid] = e.seq;
     auto it = wanted.find({e.fid, e.seq});
     if (it == wanted.end()) {
@@ -136,8 +135,7 @@ bool expect_same_events(const std::string &contract, const char *verb,
     }
     if (e.payload != w.payload) {
       size_t at = 0;
-      while (at < e.payload.size() && at < w.payload.size() && e.payload[at] == w.payload[at])
-        ++at;
+      while (at < e.payload.size() && at < w.payload.size() && e.payload[at] == w.payload[at]) ++at;
       fail(where + " payload is not byte-exact: " + std::to_string(e.payload.size()) +
            " bytes instead of " + std::to_string(w.payload.size()) + ", first difference at byte " +
            std::to_string(at));
@@ -145,8 +143,8 @@ bool expect_same_events(const std::string &contract, const char *verb,
   }
   for (const auto &[key, event] : wanted)
     if (!seen.count(key))
-      fail("seq " + std::to_string(key.second) + " of fid " + key.first + " was never " +
-           verb + " (got " + describe_seqs(got) + ")");
+      fail("seq " + std::to_string(key.second) + " of fid " + key.first + " was never " + verb +
+           " (got " + describe_seqs(got) + ")");
   if (problems > kReported)
     ADD_FAILURE() << contract << ": and " << problems - kReported << " more problems like these";
   return problems == 0;

@@ -52,8 +52,7 @@ class TransportCase : public ::testing::Test {
     auto transport = std::make_unique<CheckedTransport>(options);
     if (!transport->open_outcome().ok())
       GTEST_FAIL() << "transport contract: open succeeds with valid options ("
-                   << format_options(target(), options) << "): got "
-                   << transport->open_outcome();
+                   << format_options(target(), options) << "): got " << transport->open_outcome();
     transport_ = std::move(transport);
   }
 
@@ -110,10 +109,9 @@ class TransportCase : public ::testing::Test {
     KODO_EXPECT_OK(consumer.read(1000, 300, &extra),
                    "transport contract: read by consumer " + consumer.name());
     if (!extra.empty())
-      ADD_FAILURE() << contract << ": consumer " << consumer.name() << " got "
-                    << extra.size() << " more deliveries, first seq " << extra[0].event.seq
-                    << " of fid " << extra[0].event.fid << " (delivery_count "
-                    << extra[0].count << ")";
+      ADD_FAILURE() << contract << ": consumer " << consumer.name() << " got " << extra.size()
+                    << " more deliveries, first seq " << extra[0].event.seq << " of fid "
+                    << extra[0].event.fid << " (delivery_count " << extra[0].count << ")";
   }
 
   std::unique_ptr<CheckedTransport> transport_;
@@ -241,9 +239,9 @@ TEST_F(TransportRedelivery, UnackedDeliveriesGoToAnotherConsumer) {
   ASSERT_NO_FATAL_FAILURE(open_consumer("b", &second));
   const auto got =
       receive(*second, events.size(), milliseconds(claim_idle_ms) + kArrivalWait, false);
-  expect_same_events(std::string(contract) + " (claim_idle_ms " +
-                         std::to_string(claim_idle_ms) + ")",
-                     "redelivered", events_of(got), events);
+  expect_same_events(
+      std::string(contract) + " (claim_idle_ms " + std::to_string(claim_idle_ms) + ")",
+      "redelivered", events_of(got), events);
   for (const auto &d : got)
     if (d.count < 2) {
       ADD_FAILURE() << "transport contract: a redelivered event has delivery_count > 1: seq "
@@ -488,8 +486,8 @@ TEST_F(TransportBackpressure, FullTransportTimesOutAndTakesAllOrNothing) {
         problem(where + " belongs to the refused batch, yet it was delivered");
       if (++seen[i][d.event.seq] == 2) problem(where + " delivered twice");
       if (d.event.seq != next[i])
-        problem("events out of seq order: " + where + " came when seq " +
-                std::to_string(next[i]) + " was due");
+        problem("events out of seq order: " + where + " came when seq " + std::to_string(next[i]) +
+                " was due");
       next[i] = d.event.seq + 1;
       ++received;
     }
@@ -509,10 +507,9 @@ TEST_F(TransportBackpressure, FullTransportTimesOutAndTakesAllOrNothing) {
   KODO_EXPECT_OK(transport().publish(refused, 10000),
                  "transport contract: KODO_ERR_TIMEOUT is retryable: the refused batch is taken "
                  "once there is room");
-  expect_same_events("transport contract: a batch taken on retry is delivered whole, once",
-                     "delivered",
-                     events_of(receive(*consumer, refused.size(), kArrivalWait, true, 1000)),
-                     refused);
+  expect_same_events(
+      "transport contract: a batch taken on retry is delivered whole, once", "delivered",
+      events_of(receive(*consumer, refused.size(), kArrivalWait, true, 1000)), refused);
 }
 
 // ---- Concurrency ---------------------------------------------------------------------------
@@ -526,8 +523,8 @@ TEST_F(TransportConcurrency, ProducersAndConsumersDeliverEveryEventOnce) {
   const int consumer_count = claims(KODO_TRANSPORT_CAP_GROUPS) ? 2 : 1;
   std::vector<std::unique_ptr<CheckedConsumer>> consumers(consumer_count);
   for (int c = 0; c < consumer_count; ++c)
-    ASSERT_NO_FATAL_FAILURE(open_consumer(std::string(1, static_cast<char>('a' + c)),
-                                          &consumers[c]));
+    ASSERT_NO_FATAL_FAILURE(
+        open_consumer(std::string(1, static_cast<char>('a' + c)), &consumers[c]));
 
   constexpr int kProducers = 4, kExecutionsEach = 5, kEventsEach = 100, kBatch = 10;
   std::vector<std::vector<std::string>> fids(kProducers);

@@ -48,8 +48,8 @@ Verdict run_kit(const std::string &plugin, const std::string &extra_arguments = 
 TEST(KitPasses, GoodMemoryStorage) {
   const Verdict v = run_kit("good_memory_storage");
   EXPECT_EQ(v.exit_code, 0) << v.output;
-  EXPECT_THAT(v.output, AllOf(HasSubstr("capabilities: LIST, ARCHIVE, PURGE"),
-                              HasSubstr("[  PASSED  ]")));
+  EXPECT_THAT(v.output,
+              AllOf(HasSubstr("capabilities: LIST, ARCHIVE, PURGE"), HasSubstr("[  PASSED  ]")));
   EXPECT_THAT(v.output, ::testing::Not(HasSubstr("[ RUN      ] Transport")))
       << "only storage cases run";
 }
@@ -73,10 +73,10 @@ TEST(KitPasses, GoodMemoryTransport) {
 TEST(KitPasses, GoodSingleConsumerTransportWithoutGroups) {
   const Verdict v = run_kit("good_single_consumer_transport");
   EXPECT_EQ(v.exit_code, 0) << v.output;
-  EXPECT_THAT(v.output, AllOf(HasSubstr("capabilities: REDELIVERY, FINISH"),
-                              HasSubstr("GROUPS not claimed"),
-                              HasSubstr("[       OK ] TransportWithoutGroups."
-                                        "SecondConsumerOfAGroupIsRefused")));
+  EXPECT_THAT(v.output,
+              AllOf(HasSubstr("capabilities: REDELIVERY, FINISH"), HasSubstr("GROUPS not claimed"),
+                    HasSubstr("[       OK ] TransportWithoutGroups."
+                              "SecondConsumerOfAGroupIsRefused")));
 }
 
 TEST(KitPasses, GtestFlagsStillSelectCases) {
@@ -120,8 +120,8 @@ TEST(KitCatches, UnderclaimsCapability) {
 TEST(KitCatches, ThrowsExceptionWithoutCrashing) {
   const Verdict v = run_kit("throws_exception");
   EXPECT_EQ(v.exit_code, 1) << "a failed run, not a crash:\n" << v.output;
-  EXPECT_THAT(v.output, AllOf(HasSubstr("KODO_ERR_INTERNAL"),
-                              HasSubstr("simulated failure in append")));
+  EXPECT_THAT(v.output,
+              AllOf(HasSubstr("KODO_ERR_INTERNAL"), HasSubstr("simulated failure in append")));
 }
 
 TEST(KitCatches, DropsOnBackpressure) {

@@ -39,26 +39,26 @@ TEST(LoaderErrors, MissingEntrySymbolNamesFileAndSymbol) {
   const std::string path = plugin_path("missing_entry_symbol");
   const kodo::Error e = load_error(path);
   EXPECT_EQ(e.code(), KODO_ERR_NOT_FOUND);
-  EXPECT_THAT(e.what(), AllOf(HasSubstr(path), HasSubstr("does not export"),
-                              HasSubstr("kodo_plugin_entry")));
+  EXPECT_THAT(e.what(),
+              AllOf(HasSubstr(path), HasSubstr("does not export"), HasSubstr("kodo_plugin_entry")));
 }
 
 TEST(LoaderErrors, AbiTooOldNamesBothVersions) {
   const std::string path = plugin_path("abi_too_old");
   const kodo::Error e = load_error(path);
   EXPECT_EQ(e.code(), KODO_ERR_ABI_MISMATCH);
-  EXPECT_THAT(e.what(), AllOf(HasSubstr(path), HasSubstr("kodo_plugin_entry"),
-                              HasSubstr("ABI version 0"), HasSubstr("older than"),
-                              HasSubstr("ABI versions 1..1")));
+  EXPECT_THAT(e.what(),
+              AllOf(HasSubstr(path), HasSubstr("kodo_plugin_entry"), HasSubstr("ABI version 0"),
+                    HasSubstr("older than"), HasSubstr("ABI versions 1..1")));
 }
 
 TEST(LoaderErrors, AbiTooNewNamesBothVersions) {
   const std::string path = plugin_path("abi_too_new");
   const kodo::Error e = load_error(path);
   EXPECT_EQ(e.code(), KODO_ERR_ABI_MISMATCH);
-  EXPECT_THAT(e.what(), AllOf(HasSubstr(path), HasSubstr("kodo_plugin_entry"),
-                              HasSubstr("ABI version 99"), HasSubstr("newer than"),
-                              HasSubstr("ABI versions 1..1")));
+  EXPECT_THAT(e.what(),
+              AllOf(HasSubstr(path), HasSubstr("kodo_plugin_entry"), HasSubstr("ABI version 99"),
+                    HasSubstr("newer than"), HasSubstr("ABI versions 1..1")));
 }
 
 TEST(LoaderErrors, EntryFailureCarriesThePluginsMessage) {
@@ -74,9 +74,9 @@ TEST(LoaderErrors, WrongKindNamesBothKinds) {
   const std::string path = plugin_path("wrong_kind");
   const kodo::Error e = load_error(path, KODO_KIND_STORAGE);
   EXPECT_EQ(e.code(), KODO_ERR_INVALID_ARGUMENT);
-  EXPECT_THAT(e.what(), AllOf(HasSubstr(path), HasSubstr("is a transport plugin"),
-                              HasSubstr("'wrong_kind'"),
-                              HasSubstr("a storage plugin was asked for")));
+  EXPECT_THAT(e.what(),
+              AllOf(HasSubstr(path), HasSubstr("is a transport plugin"), HasSubstr("'wrong_kind'"),
+                    HasSubstr("a storage plugin was asked for")));
   EXPECT_NO_THROW(kodo::Plugin::load(path, "", KODO_KIND_TRANSPORT))
       << "asked for as what it is, it loads";
 }
@@ -106,8 +106,7 @@ TEST(OpenErrors, OpenFailureCarriesThePluginsMessage) {
 // A C++ exception inside a plugin written with the SDK helper reaches the host as
 // KODO_ERR_INTERNAL carrying the exception's text, with its own release.
 TEST(OpenErrors, ExceptionsBecomeInternalErrors) {
-  const auto plugin =
-      kodo::Plugin::load(plugin_path("throws_exception"), "", KODO_KIND_STORAGE);
+  const auto plugin = kodo::Plugin::load(plugin_path("throws_exception"), "", KODO_KIND_STORAGE);
   kodo::Storage storage(plugin, {});
   storage.create_schema();
   kodo::Event event;
@@ -128,8 +127,8 @@ TEST(OpenErrors, ExceptionsBecomeInternalErrors) {
   kodo_storage *handle = nullptr;
   kodo_error error = KODO_ERROR_INIT;
   ASSERT_EQ(api.open(nullptr, 0, plugin->host_api(), &handle, &error), KODO_OK);
-  const kodo_read_request request{sizeof(kodo_read_request), event.fid.c_str(), nullptr, -1,
-                                  nullptr, 0, 10};
+  const kodo_read_request request{
+      sizeof(kodo_read_request), event.fid.c_str(), nullptr, -1, nullptr, 0, 10};
   kodo_event_page page{};
   page.struct_size = sizeof page;
   EXPECT_EQ(api.read_events(handle, &request, &page, &error), KODO_ERR_INTERNAL);

@@ -1,13 +1,13 @@
 // The options model: precedence (command line > environment > file > defaults), kodosumi's
 // names, config sections, and errors that name what was wrong.
-#include "core/error.hpp"
 #include "core/host_options.hpp"
+#include "core/error.hpp"
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cstdlib>
 #include <fstream>
-#include <unistd.h>
 
 namespace kodo {
 namespace {
@@ -18,9 +18,9 @@ class HostOptionsTest : public ::testing::Test {
     char pattern[] = "/tmp/kodo-options-XXXXXX";
     ASSERT_NE(mkdtemp(pattern), nullptr);
     dir_ = pattern;
-    for (const char *name : {"KODO_EXEC_DIR", "KODO_EVENT_TRANSPORT", "KODO_TRANSPORT",
-                             "KODO_FLOW", "KODO_CONFIG", "KODO_MAX_RUNNING",
-                             "KODO_STORAGE_OPTION", "KODO_EXECUTION_DATABASE"})
+    for (const char *name :
+         {"KODO_EXEC_DIR", "KODO_EVENT_TRANSPORT", "KODO_TRANSPORT", "KODO_FLOW", "KODO_CONFIG",
+          "KODO_MAX_RUNNING", "KODO_STORAGE_OPTION", "KODO_EXECUTION_DATABASE"})
       unsetenv(name);
   }
   void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
@@ -96,8 +96,8 @@ TEST_F(HostOptionsTest, FlowsFromEveryPlace) {
       "[flow.filed]\ncommand = /bin/echo 'two words'\narg = more\nenv = A=1\ntimeout = 2m\n"
       "description = from the file\n");
   setenv("KODO_FLOW", "envflow=/bin/true\nsecond=/bin/false", 1);
-  HostConfig c = parse({"--config", file, "--flow", "cli=/bin/sh -c \"echo hi\"",
-                        "--flow-timeout", "cli=30s", "--flow-env", "cli=K=V"});
+  HostConfig c = parse({"--config", file, "--flow", "cli=/bin/sh -c \"echo hi\"", "--flow-timeout",
+                        "cli=30s", "--flow-env", "cli=K=V"});
   ASSERT_EQ(c.flows.size(), 4u);
   EXPECT_EQ(c.flows[0].name, "cli");
   EXPECT_EQ(c.flows[0].argv, (std::vector<std::string>{"/bin/sh", "-c", "echo hi"}));
@@ -129,8 +129,7 @@ TEST_F(HostOptionsTest, ErrorsNameWhatWasWrong) {
   EXPECT_NE(message.find("bogus"), std::string::npos) << message;
   EXPECT_NE(error_of({"--flow-timeout", "ghost=5"}).find("ghost"), std::string::npos);
   EXPECT_NE(error_of({"--flow", "bad name=/bin/true"}).find("bad name"), std::string::npos);
-  EXPECT_NE(error_of({"--flow", "q=/bin/sh 'unclosed"}).find("unclosed quote"),
-            std::string::npos);
+  EXPECT_NE(error_of({"--flow", "q=/bin/sh 'unclosed"}).find("unclosed quote"), std::string::npos);
   setenv("KODO_MAX_RUNNING", "lots", 1);
   EXPECT_NE(error_of({}).find("KODO_MAX_RUNNING"), std::string::npos);
   unsetenv("KODO_MAX_RUNNING");

@@ -1,6 +1,6 @@
 // Options are validated against what a plugin declares before the plugin is opened.
-#include "core/error.hpp"
 #include "core/plugin_options.hpp"
+#include "core/error.hpp"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,9 @@
 namespace kodo {
 namespace {
 
-std::shared_ptr<Plugin> flaky() { return Plugin::load(FLAKY_STORAGE_PLUGIN, "", 0); }
+std::shared_ptr<Plugin> flaky() {
+  return Plugin::load(FLAKY_STORAGE_PLUGIN, "", 0);
+}
 
 std::string error_of(const PluginOptionSources &sources) {
   try {

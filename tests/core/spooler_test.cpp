@@ -1,8 +1,8 @@
 // The spooler against real plugins: everything arrives once, acks follow commits, a
 // failing storage is retried with nothing lost, and stop drains the transport.
+#include "core/spooler.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
-#include "core/spooler.hpp"
 
 #include <gtest/gtest.h>
 

@@ -31,14 +31,25 @@ class HostE2E : public ::testing::Test {
 
   void start(std::vector<std::string> args = {}) {
     std::vector<std::string> all = {
-        "--plugin-dir", KODO_PLUGIN_DIR, "--exec-dir", exec_dir_,
-        "--flow", std::string("hello=") + HELLO_FLOW,
-        "--flow-env", "hello=HELLO_STEP_SECONDS=0.02",
-        "--flow", "sleepy=/bin/sh -c 'echo sleeping; sleep 60'",
-        "--flow", "failing=/bin/sh -c 'echo about to fail >&2; exit 3'",
-        "--flow", "chatty=/bin/sh -c 'i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; "
-                  "echo \"{\\\"kind\\\":\\\"final\\\",\\\"payload\\\":\\\"ok\\\"}\" >&$KODO_EVENTS_FD'",
-        "--sse-keepalive", "0.5", "--shutdown-grace", "2"};
+        "--plugin-dir",
+        KODO_PLUGIN_DIR,
+        "--exec-dir",
+        exec_dir_,
+        "--flow",
+        std::string("hello=") + HELLO_FLOW,
+        "--flow-env",
+        "hello=HELLO_STEP_SECONDS=0.02",
+        "--flow",
+        "sleepy=/bin/sh -c 'echo sleeping; sleep 60'",
+        "--flow",
+        "failing=/bin/sh -c 'echo about to fail >&2; exit 3'",
+        "--flow",
+        "chatty=/bin/sh -c 'i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; "
+        "echo \"{\\\"kind\\\":\\\"final\\\",\\\"payload\\\":\\\"ok\\\"}\" >&$KODO_EVENTS_FD'",
+        "--sse-keepalive",
+        "0.5",
+        "--shutdown-grace",
+        "2"};
     all.insert(all.end(), args.begin(), args.end());
     ASSERT_TRUE(host_.start(all)) << host_.log();
   }
@@ -117,9 +128,9 @@ TEST_F(HostE2E, LaunchStreamStatusEventsAndKodosumiLayout) {
   const std::string fid = launch("hello", "{\"name\": \"kodo\", \"steps\": 3}");
   ASSERT_EQ(fid.size(), 24u);
   const std::string sse = stream(fid);
-  const std::vector<std::string> expected = {
-      "status", "inputs", "meta", "status", "stdout", "agent", "agent", "agent",
-      "stderr", "result", "final", "status", "eof"};
+  const std::vector<std::string> expected = {"status", "inputs", "meta",  "status", "stdout",
+                                             "agent",  "agent",  "agent", "stderr", "result",
+                                             "final",  "status", "eof"};
   EXPECT_EQ(frame_kinds(sse), expected) << sse;
   EXPECT_NE(sse.find("id: 1\ndata: "), std::string::npos) << sse;
   EXPECT_NE(sse.find(":finished\n"), std::string::npos) << sse;
@@ -219,8 +230,7 @@ TEST_F(HostE2E, BadRequestsGetClearJsonErrors) {
   expect_error("POST", "/api/v1/executions", "not json", 400, "JSON object");
   expect_error("POST", "/api/v1/executions", "{\"inputs\": {}}", 400, "flow");
   expect_error("POST", "/api/v1/executions", "{\"flow\": \"nope\"}", 404, "nope");
-  expect_error("POST", "/api/v1/executions", "{\"flow\": \"hello\", \"inputs\": 3}", 400,
-               "inputs");
+  expect_error("POST", "/api/v1/executions", "{\"flow\": \"hello\", \"inputs\": 3}", 400, "inputs");
   expect_error("GET", "/outputs/status/0123456789abcdef01234567", "", 404,
                "0123456789abcdef01234567");
   expect_error("GET", "/outputs/status/..%2Fetc", "", 400, "../etc");
@@ -262,8 +272,8 @@ TEST(HostCommandLine, ErrorsNameTheThingThatWasWrong) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("unknown option 'colour'"), std::string::npos) << r.output;
 
-  r = run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "--storage", "inproc",
-                   "db", "create-tables"});
+  r = run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "--storage", "inproc", "db",
+                   "create-tables"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("not found"), std::string::npos) << r.output;
 

@@ -64,7 +64,8 @@ TEST(EventLine, ErrorsSayWhatWasWrong) {
   EXPECT_NE(error_of("{\"kind\":\"final\",\"payload\":\"\xFF\"}").find("not JSON"),
             std::string::npos);
   // The bad kind is shown escaped and cut short.
-  const std::string shown = error_of("{\"kind\":\"" + std::string(500, 'k') + "\\n\",\"payload\":1}");
+  const std::string shown =
+      error_of("{\"kind\":\"" + std::string(500, 'k') + "\\n\",\"payload\":1}");
   EXPECT_LT(shown.size(), 100u);
 }
 
@@ -73,8 +74,8 @@ TEST(EventLine, HostKindsAreRefused) {
     const std::string line = std::string(R"({"kind":")") + kind + R"(","payload":"x"})";
     EXPECT_NE(error_of(line).find("reserved for the host"), std::string::npos) << kind;
   }
-  for (const char *kind : {"agent", "upload", "debug", "stdout", "stderr", "lock", "lease",
-                           "error", "action", "result", "final"}) {
+  for (const char *kind : {"agent", "upload", "debug", "stdout", "stderr", "lock", "lease", "error",
+                           "action", "result", "final"}) {
     const std::string line = std::string(R"({"kind":")") + kind + R"(","payload":"x"})";
     EXPECT_TRUE(parse_event_line(line).ok()) << kind;
   }
@@ -94,7 +95,9 @@ TEST(EventLine, PayloadsAreValidUtf8) {
   // A lone surrogate escape is not UTF-8 once decoded.
   const auto p = parse_event_line(R"({"kind":"result","payload":"a\udc00b"})");
   ASSERT_TRUE(p.ok()) << p.error;
-  EXPECT_EQ(p.payload, "a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "b");  // one per byte of it
+  EXPECT_EQ(p.payload,
+            "a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
+            "b");  // one per byte of it
   const auto pair = parse_event_line(R"({"kind":"result","payload":"\ud83d\ude00"})");
   EXPECT_EQ(pair.payload, "\xF0\x9F\x98\x80");
 }
@@ -102,13 +105,16 @@ TEST(EventLine, PayloadsAreValidUtf8) {
 TEST(EventLine, ToValidUtf8) {
   using kodo::to_valid_utf8;
   EXPECT_EQ(to_valid_utf8("plain \xC3\xA9 \xF0\x9F\x98\x80"), "plain \xC3\xA9 \xF0\x9F\x98\x80");
-  EXPECT_EQ(to_valid_utf8("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
-  EXPECT_EQ(to_valid_utf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");    // overlong
+  EXPECT_EQ(to_valid_utf8("a\xFF"
+                          "b"),
+            "a\xEF\xBF\xBD"
+            "b");
+  EXPECT_EQ(to_valid_utf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");                  // overlong
   EXPECT_EQ(to_valid_utf8("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
-  EXPECT_EQ(to_valid_utf8("\xE2\x82"), "\xEF\xBF\xBD");                 // cut short
+  EXPECT_EQ(to_valid_utf8("\xE2\x82"), "\xEF\xBF\xBD");                              // cut short
   const std::string replacement = "\xEF\xBF\xBD";
-  EXPECT_EQ(to_valid_utf8("\xF4\x90\x80\x80"), replacement + replacement + replacement +
-                                                  replacement);  // above U+10FFFF
+  EXPECT_EQ(to_valid_utf8("\xF4\x90\x80\x80"),
+            replacement + replacement + replacement + replacement);  // above U+10FFFF
   EXPECT_EQ(to_valid_utf8(std::string("a\0b", 3)), std::string("a\0b", 3));
 }
 
@@ -142,8 +148,12 @@ TEST(EventLine, FuzzRandomBytesAndMutations) {
         const size_t at = rng() % (line.size() + 1);
         switch (rng() % 3) {
           case 0: line.insert(at, 1, alphabet[rng() % alphabet.size()]); break;
-          case 1: if (at < line.size()) line.erase(at, 1); break;
-          default: if (at < line.size()) line[at] = alphabet[rng() % alphabet.size()]; break;
+          case 1:
+            if (at < line.size()) line.erase(at, 1);
+            break;
+          default:
+            if (at < line.size()) line[at] = alphabet[rng() % alphabet.size()];
+            break;
         }
       }
     }

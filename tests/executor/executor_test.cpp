@@ -1,8 +1,8 @@
 // executor_test.cpp: runs small /bin/sh flows and checks the events the executor publishes.
 // Waits use generous timeouts; nothing asserts how fast anything is.
+#include "core/executor.hpp"
 #include "core/error.hpp"
 #include "core/event.hpp"
-#include "core/executor.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
@@ -202,7 +202,8 @@ printf '{"kind":"agent","payload":%s}\n' "$inputs" >&$EV
   EXPECT_EQ(events[3].payload, "running");
   EXPECT_EQ(events.back().kind, "status");
   EXPECT_EQ(events.back().payload, "finished");
-  for (size_t i = 1; i < events.size(); ++i) EXPECT_GE(events[i].timestamp, events[i - 1].timestamp);
+  for (size_t i = 1; i < events.size(); ++i)
+    EXPECT_GE(events[i].timestamp, events[i - 1].timestamp);
 
   rapidjson::Document meta;
   ASSERT_FALSE(meta.Parse(events[2].payload.c_str()).HasParseError()) << events[2].payload;
@@ -222,9 +223,9 @@ printf '{"kind":"agent","payload":%s}\n' "$inputs" >&$EV
   for (size_t i = 4; i + 1 < events.size(); ++i)
     if (events[i].kind != "stdout" && events[i].kind != "stderr")
       own.push_back(events[i].kind + " " + events[i].payload);
-  EXPECT_EQ(own, (std::vector<std::string>{"result {\"x\":1}",
-                                           "agent {\"question\":\"why?\",\"n\":[1,2.50]}",
-                                           "final done"}));
+  EXPECT_EQ(own,
+            (std::vector<std::string>{
+                "result {\"x\":1}", "agent {\"question\":\"why?\",\"n\":[1,2.50]}", "final done"}));
   EXPECT_EQ(payloads(events, "stdout"), std::vector<std::string>{"hello"});
   EXPECT_EQ(payloads(events, "stderr"), std::vector<std::string>{"oops"});
 
@@ -315,7 +316,7 @@ head -c 3000 /dev/zero | tr '\0' b; echo
 head -c 1000 /dev/zero | tr '\0' c; echo
 echo '{"kind":"result","payload":"after"}' >&$EV
 )") + kFinal + "\nprintf 'unterminated'")},
-         config);
+        config);
   const auto events = run_to_end("big");
   expect_contiguous(events);
   EXPECT_TRUE(has_payload_containing(
@@ -473,8 +474,8 @@ TEST_F(ExecutorTest, SinkFailureStopsTheRunAndItsEndIsPublishedAfterRecovery) {
   ExecutorConfig config;
   config.publish_retry_ms = 300;
   config.kill_grace_s = 1;
-  auto &ex = start({flow("talk", "while [ ! -e go ]; do sleep 0.02; done\necho lost line\nsleep 30")},
-                   config);
+  auto &ex = start(
+      {flow("talk", "while [ ! -e go ]; do sleep 0.02; done\necho lost line\nsleep 30")}, config);
   const std::string fid = ex.launch("talk", "alice", "{}");
   ASSERT_TRUE(sink_.wait_for(fid, "status", "running"));
   sink_.set_failing(true);

@@ -1,7 +1,7 @@
 // ids_test.cpp: fid generation and the fid/username rule.
+#include "core/ids.hpp"
 #include "core/error.hpp"
 #include "core/event.hpp"
-#include "core/ids.hpp"
 
 #include <gtest/gtest.h>
 

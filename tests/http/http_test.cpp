@@ -14,9 +14,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <cstdio>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <future>
 #include <mutex>
 #include <random>
@@ -99,17 +99,22 @@ void expect_byte_by_byte(const std::string &text, const std::string &body) {
 TEST(HttpParser, PartialInputByteByByte) {
   expect_byte_by_byte("POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", "hello");
   expect_byte_by_byte(
-      "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n",
+      "POST /x HTTP/1.1\r\nTransfer-Encoding: "
+      "chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n",
       "abcde");
   expect_byte_by_byte("GET / HTTP/1.1\r\nHost: h\r\n\r\n", "");
 }
 
 TEST(HttpParser, HeadersCompleteIsReportedWhileBodyIsMissing) {
   HttpRequest req;
-  ParseResult r = parse("POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\nab", req);
+  ParseResult r =
+      parse("POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\nab", req);
   ASSERT_EQ(r.status, ParseStatus::Incomplete);
   EXPECT_TRUE(r.headers_complete);
-  EXPECT_EQ(r.need_bytes, std::string("POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n").size() + 10);
+  EXPECT_EQ(
+      r.need_bytes,
+      std::string("POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n").size() +
+          10);
   ASSERT_NE(req.header("expect"), nullptr);
 }
 
@@ -172,7 +177,8 @@ TEST(HttpParser, BadChunkedFraming) {
     EXPECT_EQ(r.http_status, 400) << t;
     EXPECT_FALSE(r.error.empty());
   }
-  std::string huge = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n";
+  std::string huge =
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n";
   ParseResult r = parse(huge, req);
   EXPECT_EQ(r.http_status, 413) << r.error;
 }
@@ -211,7 +217,8 @@ TEST(HttpParser, OversizedBodyIs413) {
   EXPECT_EQ(r.http_status, 413);
   r = parse("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789", req, limits);
   EXPECT_EQ(r.status, ParseStatus::Complete);
-  r = parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\n", req, limits);
+  r = parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\n", req,
+            limits);
   EXPECT_EQ(r.http_status, 413);
 }
 
@@ -248,10 +255,10 @@ TEST(HttpParser, BadMethodAndVersion) {
 
 TEST(HttpParser, BadPercentEncodingAndNul) {
   HttpRequest req;
-  for (const char *t : {"GET /a%zz HTTP/1.1\r\n\r\n", "GET /a%2 HTTP/1.1\r\n\r\n",
-                        "GET /a% HTTP/1.1\r\n\r\n", "GET /a?x=%g1 HTTP/1.1\r\n\r\n",
-                        "GET /a?%=1 HTTP/1.1\r\n\r\n", "GET /a%00b HTTP/1.1\r\n\r\n",
-                        "GET /a?x=%00 HTTP/1.1\r\n\r\n"}) {
+  for (const char *t :
+       {"GET /a%zz HTTP/1.1\r\n\r\n", "GET /a%2 HTTP/1.1\r\n\r\n", "GET /a% HTTP/1.1\r\n\r\n",
+        "GET /a?x=%g1 HTTP/1.1\r\n\r\n", "GET /a?%=1 HTTP/1.1\r\n\r\n",
+        "GET /a%00b HTTP/1.1\r\n\r\n", "GET /a?x=%00 HTTP/1.1\r\n\r\n"}) {
     ParseResult r = parse(t, req);
     EXPECT_EQ(r.status, ParseStatus::Error) << t;
     EXPECT_EQ(r.http_status, 400) << t;
@@ -287,7 +294,8 @@ TEST(HttpParser, AbsoluteFormTarget) {
   EXPECT_EQ(req.query_param("z"), "1");
   ASSERT_EQ(parse("GET http://example.com HTTP/1.1\r\n\r\n", req).status, ParseStatus::Complete);
   EXPECT_EQ(req.path, "/");
-  ASSERT_EQ(parse("GET http://example.com?q=2 HTTP/1.1\r\n\r\n", req).status, ParseStatus::Complete);
+  ASSERT_EQ(parse("GET http://example.com?q=2 HTTP/1.1\r\n\r\n", req).status,
+            ParseStatus::Complete);
   EXPECT_EQ(req.path, "/");
   EXPECT_EQ(req.query_param("q"), "2");
   EXPECT_EQ(parse("GET http:///x HTTP/1.1\r\n\r\n", req).http_status, 400);
@@ -383,8 +391,7 @@ TEST(HttpParser, MutatedInputsStayConsistent) {
                       r.http_status == 501 || r.http_status == 505)
               << r.http_status;
           ASSERT_FALSE(r.error.empty());
-          for (char c : json_escape(r.error))
-            ASSERT_GE(static_cast<unsigned char>(c), 0x20u);
+          for (char c : json_escape(r.error)) ASSERT_GE(static_cast<unsigned char>(c), 0x20u);
           break;
       }
     }
@@ -407,9 +414,10 @@ TEST(HttpParser, PercentDecode) {
 
 TEST(HttpParser, JsonEscape) {
   EXPECT_EQ(json_escape("a\"b\\c\n\t\x01"), "a\\\"b\\\\c\\n\\t\\u0001");
-  EXPECT_EQ(json_escape("J\xc3\xb6rg \xe2\x82\xac \xf0\x9f\x98\x80"), "J\xc3\xb6rg \xe2\x82\xac \xf0\x9f\x98\x80");
+  EXPECT_EQ(json_escape("J\xc3\xb6rg \xe2\x82\xac \xf0\x9f\x98\x80"),
+            "J\xc3\xb6rg \xe2\x82\xac \xf0\x9f\x98\x80");
   EXPECT_EQ(json_escape("bad \xff \xc3"), "bad \\ufffd \\ufffd");
-  EXPECT_EQ(json_escape("\xc0\xaf"), "\\ufffd\\ufffd");          // overlong
+  EXPECT_EQ(json_escape("\xc0\xaf"), "\\ufffd\\ufffd");             // overlong
   EXPECT_EQ(json_escape("\xed\xa0\x80"), "\\ufffd\\ufffd\\ufffd");  // surrogate
   EXPECT_EQ(json_escape(std::string("nul\0", 4)), "nul\\u0000");
 }
@@ -426,8 +434,8 @@ TEST(HttpServerAddress, ParsesForms) {
   EXPECT_EQ(a.port, 0);
   a = parse_listen_address(":3370");
   EXPECT_EQ(a.host, "");
-  for (const char *bad : {"", "localhost", "host:", "host:99999", "host:12a", "::1:80",
-                          "[::1]", "[::1:80", "https://h:1", "http://h:1/path", "ftp://h:1"}) {
+  for (const char *bad : {"", "localhost", "host:", "host:99999", "host:12a", "::1:80", "[::1]",
+                          "[::1:80", "https://h:1", "http://h:1/path", "ftp://h:1"}) {
     try {
       parse_listen_address(bad);
       ADD_FAILURE() << "accepted " << bad;
@@ -693,8 +701,9 @@ TEST(HttpServer, PostBodies) {
   EXPECT_EQ(r.body, body);
   EXPECT_EQ(r.header("x-method"), "POST");
 
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"));
   ASSERT_TRUE(c.read_response(r));
   EXPECT_EQ(r.body, "hello world");
 
@@ -908,16 +917,17 @@ TEST(HttpServer, StreamEndsCleanlyAndConnectionIsReused) {
 
 TEST(HttpServer, StopWhileStreamingReturns) {
   Signal started, ended;
-  auto server = std::make_unique<HttpServer>(local_options(), [&](const HttpRequest &, HttpResponder &res) {
-    res.start_stream(200, "text/event-stream");
-    res.write(": alive\n\n");
-    started.set();
-    // Waits far longer than the test: only stop() can end this promptly.
-    while (res.wait(600000) && res.write(": alive\n\n")) {
-    }
-    EXPECT_TRUE(res.stopping());
-    ended.set();
-  });
+  auto server =
+      std::make_unique<HttpServer>(local_options(), [&](const HttpRequest &, HttpResponder &res) {
+        res.start_stream(200, "text/event-stream");
+        res.write(": alive\n\n");
+        started.set();
+        // Waits far longer than the test: only stop() can end this promptly.
+        while (res.wait(600000) && res.write(": alive\n\n")) {
+        }
+        EXPECT_TRUE(res.stopping());
+        ended.set();
+      });
   server->start();
   Client c(server->port());
   ASSERT_TRUE(c.send(get("/outputs/stream/x")));

@@ -15,7 +15,9 @@ static void check(int ok, const char *what) {
   }
 }
 
-static void release_message(kodo_error *error) { error->private_data = NULL; }
+static void release_message(kodo_error *error) {
+  error->private_data = NULL;
+}
 
 static kodo_status refuse(uint32_t host_min, uint32_t host_max, const kodo_host_api *host,
                           const kodo_plugin **plugin_out, uint32_t *abi_out, kodo_error *error) {

@@ -1084,6 +1084,33 @@ void append_throughput(const fs::path &dir, const std::string &threads) {
   EXPECT_EQ(read, total);
 }
 
+// Prints what making executions and listing a page out of thousands cost. A listing reads
+// folder names, and opens only the databases of the page it returns.
+TEST_F(SqliteStorage, ListingThousandsOfExecutions) {
+  const int executions = getenv("KODO_LIST_N") ? atoi(getenv("KODO_LIST_N")) : 2000;
+  Store store(dir_);
+  std::vector<Ev> batch;
+  for (int x = 0; x < executions; ++x)
+    batch.push_back(ev(oid(1700000000 + x, x), 0, "status", "running", x % 2 ? "alice" : "bob"));
+  auto start = std::chrono::steady_clock::now();
+  store.append_ok(batch);
+  double made = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  start = std::chrono::steady_clock::now();
+  bool more = false;
+  std::vector<std::string> first = store.list_fids(nullptr, 0, 20, &more);
+  const int offset = executions * 3 / 4;
+  std::vector<std::string> deep = store.list_fids(nullptr, offset, 20, &more);
+  double listed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(first.size(), 20u);
+  EXPECT_EQ(first[0], oid(1700000000 + executions - 1, executions - 1));
+  ASSERT_FALSE(deep.empty());
+  EXPECT_EQ(deep[0], oid(1700000000 + executions - 1 - offset, executions - 1 - offset));
+  std::printf("[ throughput ] %d new executions in one append: %.2f s (%.2f ms each); "
+              "two listings of 20 out of %d: %.1f ms each\n",
+              executions, made, made * 1000 / executions, executions, listed * 1000 / 2);
+}
+
 TEST_F(SqliteStorage, AppendThroughput) {
   append_throughput(dir_ / "one-thread", "1");
   append_throughput(dir_ / "default", "");

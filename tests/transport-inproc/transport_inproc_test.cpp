@@ -65,7 +65,9 @@ const kodo_plugin *plugin() {
   return loaded;
 }
 
-const kodo_transport_api &api() { return *plugin()->transport; }
+const kodo_transport_api &api() {
+  return *plugin()->transport;
+}
 
 // A status with what the error said, the error released.
 struct Result {

@@ -78,7 +78,8 @@ typedef struct kodo_error {
   void *private_data; /* the releaser's, untouched by the caller */
 } kodo_error;
 
-#define KODO_ERROR_INIT {sizeof(kodo_error), KODO_OK, 0, NULL, NULL, NULL}
+#define KODO_ERROR_INIT \
+  { sizeof(kodo_error), KODO_OK, 0, NULL, NULL, NULL }
 
 static inline void kodo_error_release(kodo_error *error) {
   if (error && error->release) {
@@ -114,11 +115,11 @@ typedef struct kodo_host_api {
 /* ------------------------------------------------------------------------------------ */
 
 #define KODO_OPTION_STRING 1
-#define KODO_OPTION_INT 2    /* decimal, 64-bit signed */
-#define KODO_OPTION_BOOL 3   /* true/false, yes/no, on/off, 1/0 */
+#define KODO_OPTION_INT 2  /* decimal, 64-bit signed */
+#define KODO_OPTION_BOOL 3 /* true/false, yes/no, on/off, 1/0 */
 #define KODO_OPTION_DOUBLE 4
-#define KODO_OPTION_PATH 5   /* a file system path */
-#define KODO_OPTION_URL 6    /* scheme://...; may hold a password: usually also SECRET */
+#define KODO_OPTION_PATH 5 /* a file system path */
+#define KODO_OPTION_URL 6  /* scheme://...; may hold a password: usually also SECRET */
 
 #define KODO_OPTION_REQUIRED 0x1 /* open is never called without it */
 #define KODO_OPTION_SECRET 0x2   /* the host never prints or logs its value */
@@ -301,7 +302,8 @@ typedef struct kodo_storage_api {
 
 #define KODO_TRANSPORT_CAP_GROUPS (1ull << 0)        /* consumers of a group share the work */
 #define KODO_TRANSPORT_CAP_REDELIVERY (1ull << 1)    /* unacked deliveries move after idle */
-#define KODO_TRANSPORT_CAP_CROSS_PROCESS (1ull << 2) /* producer and consumers in other processes */
+#define KODO_TRANSPORT_CAP_CROSS_PROCESS (1ull << 2) /* producer and consumers in other processes \
+                                                      */
 #define KODO_TRANSPORT_CAP_FINISH (1ull << 3)        /* finish_execution cleans up */
 
 typedef struct kodo_transport kodo_transport; /* the plugin's opaque handle */
@@ -310,7 +312,7 @@ typedef struct kodo_consumer kodo_consumer;   /* one named consumer of a group *
 /* One delivered event. */
 typedef struct kodo_delivery {
   size_t struct_size;
-  uint64_t delivery_id; /* what ack takes; unique among this consumer's unacked deliveries */
+  uint64_t delivery_id;    /* what ack takes; unique among this consumer's unacked deliveries */
   uint32_t delivery_count; /* 1 on first delivery, more when redelivered */
   const kodo_event *event;
 } kodo_delivery;
@@ -345,8 +347,8 @@ typedef struct kodo_transport_api {
    * the transport holds them. When it is full it waits up to timeout_ms, then fails with
    * KODO_ERR_TIMEOUT (retryable) and has taken none of the batch: nothing is dropped.
    */
-  kodo_status (*publish)(kodo_transport *transport, const kodo_event *const *events,
-                         size_t count, int32_t timeout_ms, kodo_error *error);
+  kodo_status (*publish)(kodo_transport *transport, const kodo_event *const *events, size_t count,
+                         int32_t timeout_ms, kodo_error *error);
 
   /*
    * Joins consumer group `group` as `name` (both borrowed; the group is made if new).
@@ -379,8 +381,7 @@ typedef struct kodo_transport_api {
    * KODO_TRANSPORT_CAP_FINISH: the execution's final event is stored; the transport may
    * drop what it keeps for it (its stream), after its own grace period.
    */
-  kodo_status (*finish_execution)(kodo_transport *transport, const char *fid,
-                                  kodo_error *error);
+  kodo_status (*finish_execution)(kodo_transport *transport, const char *fid, kodo_error *error);
 } kodo_transport_api;
 
 /* ------------------------------------------------------------------------------------ */

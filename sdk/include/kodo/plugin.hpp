@@ -128,8 +128,8 @@ struct OwnedEvent {
   int64_t seq = 0;
   double timestamp = 0;
   kodo_event view() const {
-    return kodo_event{sizeof(kodo_event), fid.c_str(), username.c_str(), seq,    timestamp,
-                      kind.c_str(),       payload.c_str(), payload.size()};
+    return kodo_event{sizeof(kodo_event), fid.c_str(),  username.c_str(), seq,
+                      timestamp,          kind.c_str(), payload.c_str(),  payload.size()};
   }
   static OwnedEvent copy(const kodo_event &e) {
     OwnedEvent o;
@@ -195,9 +195,8 @@ class ExecutionPageBuilder {
   void finish(kodo_execution_page *out) {
     for (auto &x : data_->items)
       data_->views.push_back(kodo_execution_info{sizeof(kodo_execution_info), x.fid.c_str(),
-                                                 x.username.c_str(), x.status.c_str(),
-                                                 x.started_at, x.updated_at, x.event_count,
-                                                 x.last_seq});
+                                                 x.username.c_str(), x.status.c_str(), x.started_at,
+                                                 x.updated_at, x.event_count, x.last_seq});
     for (auto &v : data_->views) data_->pointers.push_back(&v);
     out->executions = data_->pointers.data();
     out->count = data_->pointers.size();
@@ -235,8 +234,8 @@ class DeliveryBatchBuilder {
     for (auto &item : data_->items) data_->events.push_back(item.event.view());
     size_t i = 0;
     for (auto &item : data_->items)
-      data_->deliveries.push_back(kodo_delivery{sizeof(kodo_delivery), item.id, item.count,
-                                                &data_->events[i++]});
+      data_->deliveries.push_back(
+          kodo_delivery{sizeof(kodo_delivery), item.id, item.count, &data_->events[i++]});
     for (auto &d : data_->deliveries) data_->pointers.push_back(&d);
     out->deliveries = data_->pointers.data();
     out->count = data_->pointers.size();
@@ -275,14 +274,11 @@ class StorageBase {
   virtual void append(const kodo_event *const *events, size_t count) = 0;
   virtual void read_events(const kodo_read_request &request, EventPageBuilder &out) = 0;
   // Throw Error(KODO_ERR_NOT_FOUND, ...) for an unknown fid.
-  virtual void get_execution(const char *fid, const char *username,
-                             ExecutionPageBuilder &out) = 0;
+  virtual void get_execution(const char *fid, const char *username, ExecutionPageBuilder &out) = 0;
   virtual void list_executions(const kodo_list_request &, ExecutionPageBuilder &) {
     not_supported("list_executions");
   }
-  virtual void archive_execution(const char *, const char *) {
-    not_supported("archive_execution");
-  }
+  virtual void archive_execution(const char *, const char *) { not_supported("archive_execution"); }
   virtual int64_t purge(double) { not_supported("purge"); }
 };
 
@@ -363,9 +359,16 @@ struct StorageThunks {
     });
   }
   static const kodo_storage_api *table() {
-    static const kodo_storage_api api = {sizeof(kodo_storage_api), open, close, create_schema,
-                                         append, read_events, get_execution, list_executions,
-                                         archive_execution, purge};
+    static const kodo_storage_api api = {sizeof(kodo_storage_api),
+                                         open,
+                                         close,
+                                         create_schema,
+                                         append,
+                                         read_events,
+                                         get_execution,
+                                         list_executions,
+                                         archive_execution,
+                                         purge};
     return &api;
   }
 };
@@ -402,39 +405,43 @@ struct TransportThunks {
     } catch (...) {
     }
   }
-  static kodo_status read(kodo_consumer *c, size_t max, int32_t block_ms,
-                          kodo_delivery_batch *out, kodo_error *error) {
+  static kodo_status read(kodo_consumer *c, size_t max, int32_t block_ms, kodo_delivery_batch *out,
+                          kodo_error *error) {
     return guard(error, [&] {
       DeliveryBatchBuilder builder;
       consumer(c)->read(max, block_ms, builder);
       builder.finish(out);
     });
   }
-  static kodo_status ack(kodo_consumer *c, const uint64_t *ids, size_t count,
-                         kodo_error *error) {
+  static kodo_status ack(kodo_consumer *c, const uint64_t *ids, size_t count, kodo_error *error) {
     return guard(error, [&] { consumer(c)->ack(ids, count); });
   }
   static kodo_status finish_execution(kodo_transport *t, const char *fid, kodo_error *error) {
     return guard(error, [&] { self(t)->finish_execution(fid); });
   }
   static const kodo_transport_api *table() {
-    static const kodo_transport_api api = {
-        sizeof(kodo_transport_api), open, close, publish, consumer_open, consumer_close,
-        read, ack, finish_execution};
+    static const kodo_transport_api api = {sizeof(kodo_transport_api),
+                                           open,
+                                           close,
+                                           publish,
+                                           consumer_open,
+                                           consumer_close,
+                                           read,
+                                           ack,
+                                           finish_execution};
     return &api;
   }
 };
 
 // Answers the host's offer of ABI versions for a plugin that implements KODO_ABI_VERSION.
 inline kodo_status negotiate(uint32_t host_min, uint32_t host_max, const kodo_plugin *plugin,
-                             const kodo_plugin **plugin_out, uint32_t *abi_out,
-                             kodo_error *error) {
+                             const kodo_plugin **plugin_out, uint32_t *abi_out, kodo_error *error) {
   if (abi_out) *abi_out = KODO_ABI_VERSION;
   if (KODO_ABI_VERSION < host_min || KODO_ABI_VERSION > host_max) {
     fill_error(error, KODO_ERR_ABI_MISMATCH, false,
                std::string("plugin '") + plugin->name + "' implements ABI version " +
-                   std::to_string(KODO_ABI_VERSION) + ", host offers " +
-                   std::to_string(host_min) + ".." + std::to_string(host_max));
+                   std::to_string(KODO_ABI_VERSION) + ", host offers " + std::to_string(host_min) +
+                   ".." + std::to_string(host_max));
     return KODO_ERR_ABI_MISMATCH;
   }
   *plugin_out = plugin;
@@ -447,8 +454,8 @@ inline kodo_status negotiate(uint32_t host_min, uint32_t host_max, const kodo_pl
 constexpr kodo_option_spec option(const char *name, int32_t type, const char *default_value,
                                   const char *description, int32_t flags = 0,
                                   const char *env_name = nullptr) {
-  return kodo_option_spec{sizeof(kodo_option_spec), name,     type, flags, default_value,
-                          env_name,                 description};
+  return kodo_option_spec{
+      sizeof(kodo_option_spec), name, type, flags, default_value, env_name, description};
 }
 
 }  // namespace kodo::sdk
@@ -457,28 +464,37 @@ constexpr kodo_option_spec option(const char *name, int32_t type, const char *de
 // that wants its own memory layout): KIND is KODO_KIND_*, STORAGE / TRANSPORT point at the
 // static table of that kind (the other is nullptr). OPTIONS is an array of
 // `const kodo_option_spec *` (may be empty: pass nullptr, 0).
-#define KODO_PLUGIN_ENTRY(KIND, STORAGE, TRANSPORT, NAME, VERSION, DESCRIPTION, CAPS,      \
-                            OPTIONS, OPTION_COUNT)                                           \
-  extern "C" KODO_EXPORT kodo_status kodo_plugin_entry(                                      \
-      uint32_t host_min, uint32_t host_max, const kodo_host_api *host,                       \
-      const kodo_plugin **plugin_out, uint32_t *abi_out, kodo_error *error) {                \
-    (void)host;                                                                              \
-    static const kodo_plugin descriptor = {sizeof(kodo_plugin), KODO_ABI_VERSION, KIND, NAME, \
-                                           VERSION, DESCRIPTION, CAPS, OPTIONS, OPTION_COUNT, \
-                                           STORAGE, TRANSPORT, nullptr};                     \
-    return kodo::sdk::detail::negotiate(host_min, host_max, &descriptor, plugin_out, abi_out, \
-                                        error);                                              \
+#define KODO_PLUGIN_ENTRY(KIND, STORAGE, TRANSPORT, NAME, VERSION, DESCRIPTION, CAPS, OPTIONS, \
+                          OPTION_COUNT)                                                        \
+  extern "C" KODO_EXPORT kodo_status kodo_plugin_entry(                                        \
+      uint32_t host_min, uint32_t host_max, const kodo_host_api *host,                         \
+      const kodo_plugin **plugin_out, uint32_t *abi_out, kodo_error *error) {                  \
+    (void)host;                                                                                \
+    static const kodo_plugin descriptor = {sizeof(kodo_plugin),                                \
+                                           KODO_ABI_VERSION,                                   \
+                                           KIND,                                               \
+                                           NAME,                                               \
+                                           VERSION,                                            \
+                                           DESCRIPTION,                                        \
+                                           CAPS,                                               \
+                                           OPTIONS,                                            \
+                                           OPTION_COUNT,                                       \
+                                           STORAGE,                                            \
+                                           TRANSPORT,                                          \
+                                           nullptr};                                           \
+    return kodo::sdk::detail::negotiate(host_min, host_max, &descriptor, plugin_out, abi_out,  \
+                                        error);                                                \
   }
 
 // Defines the entry point of a plugin written as a class: CLASS derives from StorageBase /
 // TransportBase and has a constructor CLASS(const kodo::sdk::Options&, const kodo_host_api*).
-#define KODO_STORAGE_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, CAPS, OPTIONS, OPTION_COUNT) \
-  KODO_PLUGIN_ENTRY(KODO_KIND_STORAGE, kodo::sdk::detail::StorageThunks<CLASS>::table(),  \
-                      nullptr, NAME, VERSION, DESCRIPTION, CAPS, OPTIONS, OPTION_COUNT)
+#define KODO_STORAGE_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, CAPS, OPTIONS, OPTION_COUNT)       \
+  KODO_PLUGIN_ENTRY(KODO_KIND_STORAGE, kodo::sdk::detail::StorageThunks<CLASS>::table(), nullptr, \
+                    NAME, VERSION, DESCRIPTION, CAPS, OPTIONS, OPTION_COUNT)
 
 #define KODO_TRANSPORT_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, CAPS, OPTIONS, OPTION_COUNT) \
-  KODO_PLUGIN_ENTRY(KODO_KIND_TRANSPORT, nullptr,                                           \
-                      kodo::sdk::detail::TransportThunks<CLASS>::table(), NAME, VERSION,      \
-                      DESCRIPTION, CAPS, OPTIONS, OPTION_COUNT)
+  KODO_PLUGIN_ENTRY(KODO_KIND_TRANSPORT, nullptr,                                             \
+                    kodo::sdk::detail::TransportThunks<CLASS>::table(), NAME, VERSION,        \
+                    DESCRIPTION, CAPS, OPTIONS, OPTION_COUNT)
 
 #endif  // KODO_PLUGIN_HPP

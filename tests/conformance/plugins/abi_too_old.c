@@ -6,9 +6,8 @@
 #include <kodo/kodo_plugin.h>
 
 KODO_EXPORT kodo_status kodo_plugin_entry(uint32_t host_min, uint32_t host_max,
-                                          const kodo_host_api *host,
-                                          const kodo_plugin **plugin_out, uint32_t *abi_out,
-                                          kodo_error *error) {
+                                          const kodo_host_api *host, const kodo_plugin **plugin_out,
+                                          uint32_t *abi_out, kodo_error *error) {
   (void)host_min;
   (void)host_max;
   (void)host;

@@ -5,12 +5,13 @@
 #include <kodo/kodo_plugin.h>
 
 /* The message is static, so releasing the error frees nothing. */
-static void release_static_error(kodo_error *error) { error->message = NULL; }
+static void release_static_error(kodo_error *error) {
+  error->message = NULL;
+}
 
 KODO_EXPORT kodo_status kodo_plugin_entry(uint32_t host_min, uint32_t host_max,
-                                          const kodo_host_api *host,
-                                          const kodo_plugin **plugin_out, uint32_t *abi_out,
-                                          kodo_error *error) {
+                                          const kodo_host_api *host, const kodo_plugin **plugin_out,
+                                          uint32_t *abi_out, kodo_error *error) {
   (void)host_min;
   (void)host_max;
   (void)host;

@@ -4,5 +4,5 @@
 
 KODO_TRANSPORT_PLUGIN(kodo_test::MemoryTransport, "good_memory_transport", "1.0",
                       "in-memory transport that keeps every contract",
-                      kodo_test::kMemoryTransportCapabilities,
-                      kodo_test::kMemoryTransportOptions, 2)
+                      kodo_test::kMemoryTransportCapabilities, kodo_test::kMemoryTransportOptions,
+                      2)

@@ -17,5 +17,5 @@ class InterleavingTransport : public kodo_test::MemoryTransport {
 
 KODO_TRANSPORT_PLUGIN(InterleavingTransport, "interleaves_consumers", "1.0",
                       "hands one execution to two consumers at once",
-                      kodo_test::kMemoryTransportCapabilities,
-                      kodo_test::kMemoryTransportOptions, 2)
+                      kodo_test::kMemoryTransportCapabilities, kodo_test::kMemoryTransportOptions,
+                      2)

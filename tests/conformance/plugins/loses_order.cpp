@@ -7,8 +7,7 @@ namespace {
 class ReversingStorage : public kodo_test::MemoryStorage {
  public:
   using MemoryStorage::MemoryStorage;
-  void read_events(const kodo_read_request &request,
-                   kodo::sdk::EventPageBuilder &out) override {
+  void read_events(const kodo_read_request &request, kodo::sdk::EventPageBuilder &out) override {
     bool has_more = false;
     auto events = select(request, &has_more);
     for (auto it = events.rbegin(); it != events.rend(); ++it) out.add() = *it;

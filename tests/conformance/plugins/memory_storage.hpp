@@ -37,8 +37,7 @@ class MemoryStorage : public kodo::sdk::StorageBase {
     }
   }
 
-  void read_events(const kodo_read_request &request,
-                   kodo::sdk::EventPageBuilder &out) override {
+  void read_events(const kodo_read_request &request, kodo::sdk::EventPageBuilder &out) override {
     bool has_more = false;
     for (auto &e : select(request, &has_more)) out.add() = std::move(e);
     out.set_has_more(has_more);

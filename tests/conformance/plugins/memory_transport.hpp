@@ -31,9 +31,8 @@ class MemoryTransport : public kodo::sdk::TransportBase {
     std::unique_lock<std::mutex> lock(mutex_);
     // A batch larger than the capacity is taken once the transport is empty, so it never
     // waits forever.
-    const bool room = changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
-      return held_ + count <= capacity_ || held_ == 0;
-    });
+    const bool room = changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                                        [&] { return held_ + count <= capacity_ || held_ == 0; });
     if (!room) when_full(events, count);
     take(events, count);
   }
@@ -63,8 +62,7 @@ class MemoryTransport : public kodo::sdk::TransportBase {
   // Called, with the lock held, when a batch found no room within its timeout.
   virtual void when_full(const kodo_event *const *, size_t) {
     throw kodo::sdk::Error(KODO_ERR_TIMEOUT,
-                           "transport is full (capacity " + std::to_string(capacity_) + ")",
-                           true);
+                           "transport is full (capacity " + std::to_string(capacity_) + ")", true);
   }
   // Whether `consumer` may be given more events of a stream held by `holder`.
   virtual bool may_hand_out(int holder, int consumer) const {
@@ -174,9 +172,9 @@ class MemoryTransport : public kodo::sdk::TransportBase {
 // What the memory transports declare: their options and capabilities.
 inline constexpr kodo_option_spec kCapacityOption = kodo::sdk::option(
     "capacity", KODO_OPTION_INT, "10000", "events held (published, not acked) at most");
-inline constexpr kodo_option_spec kClaimIdleOption = kodo::sdk::option(
-    "claim_idle_ms", KODO_OPTION_INT, "30000",
-    "an unacked delivery idle this long goes to another consumer");
+inline constexpr kodo_option_spec kClaimIdleOption =
+    kodo::sdk::option("claim_idle_ms", KODO_OPTION_INT, "30000",
+                      "an unacked delivery idle this long goes to another consumer");
 inline const kodo_option_spec *const kMemoryTransportOptions[] = {&kCapacityOption,
                                                                   &kClaimIdleOption};
 inline constexpr uint64_t kMemoryTransportCapabilities =

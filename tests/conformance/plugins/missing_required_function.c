@@ -5,8 +5,7 @@
 #include <kodo/kodo_plugin.h>
 
 static kodo_status open_storage(const kodo_option *const *options, size_t option_count,
-                                const kodo_host_api *host, kodo_storage **out,
-                                kodo_error *error) {
+                                const kodo_host_api *host, kodo_storage **out, kodo_error *error) {
   (void)options;
   (void)option_count;
   (void)host;
@@ -14,7 +13,9 @@ static kodo_status open_storage(const kodo_option *const *options, size_t option
   (void)error;
   return KODO_ERR_NOT_SUPPORTED;
 }
-static void close_storage(kodo_storage *storage) { (void)storage; }
+static void close_storage(kodo_storage *storage) {
+  (void)storage;
+}
 static kodo_status create_schema(kodo_storage *storage, kodo_error *error) {
   (void)storage;
   (void)error;
@@ -38,18 +39,32 @@ static kodo_status get_execution(kodo_storage *storage, const char *fid, const c
   return KODO_ERR_NOT_SUPPORTED;
 }
 
-static const kodo_storage_api table = {sizeof(kodo_storage_api), open_storage, close_storage,
-                                       create_schema, NULL /* append */, read_events,
-                                       get_execution, NULL, NULL, NULL};
-static const kodo_plugin descriptor = {sizeof(kodo_plugin), KODO_ABI_VERSION,
-                                       KODO_KIND_STORAGE, "missing_required_function", "1.0",
-                                       "a storage without append", 0, NULL, 0, &table, NULL,
+static const kodo_storage_api table = {sizeof(kodo_storage_api),
+                                       open_storage,
+                                       close_storage,
+                                       create_schema,
+                                       NULL /* append */,
+                                       read_events,
+                                       get_execution,
+                                       NULL,
+                                       NULL,
+                                       NULL};
+static const kodo_plugin descriptor = {sizeof(kodo_plugin),
+                                       KODO_ABI_VERSION,
+                                       KODO_KIND_STORAGE,
+                                       "missing_required_function",
+                                       "1.0",
+                                       "a storage without append",
+                                       0,
+                                       NULL,
+                                       0,
+                                       &table,
+                                       NULL,
                                        NULL};
 
 KODO_EXPORT kodo_status kodo_plugin_entry(uint32_t host_min, uint32_t host_max,
-                                          const kodo_host_api *host,
-                                          const kodo_plugin **plugin_out, uint32_t *abi_out,
-                                          kodo_error *error) {
+                                          const kodo_host_api *host, const kodo_plugin **plugin_out,
+                                          uint32_t *abi_out, kodo_error *error) {
   (void)host;
   (void)error;
   *abi_out = KODO_ABI_VERSION;

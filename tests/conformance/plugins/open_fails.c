@@ -5,11 +5,12 @@
  */
 #include <kodo/kodo_plugin.h>
 
-static void release_static_error(kodo_error *error) { error->message = NULL; }
+static void release_static_error(kodo_error *error) {
+  error->message = NULL;
+}
 
 static kodo_status open_storage(const kodo_option *const *options, size_t option_count,
-                                const kodo_host_api *host, kodo_storage **out,
-                                kodo_error *error) {
+                                const kodo_host_api *host, kodo_storage **out, kodo_error *error) {
   (void)options;
   (void)option_count;
   (void)host;
@@ -22,7 +23,9 @@ static kodo_status open_storage(const kodo_option *const *options, size_t option
 }
 
 /* Never called, since open never succeeds; present because the loader requires them. */
-static void close_storage(kodo_storage *storage) { (void)storage; }
+static void close_storage(kodo_storage *storage) {
+  (void)storage;
+}
 static kodo_status create_schema(kodo_storage *storage, kodo_error *error) {
   (void)storage;
   (void)error;
@@ -54,17 +57,32 @@ static kodo_status get_execution(kodo_storage *storage, const char *fid, const c
   return KODO_ERR_NOT_SUPPORTED;
 }
 
-static const kodo_storage_api table = {sizeof(kodo_storage_api), open_storage, close_storage,
-                                       create_schema, append, read_events, get_execution,
-                                       NULL, NULL, NULL};
-static const kodo_plugin descriptor = {sizeof(kodo_plugin), KODO_ABI_VERSION,
-                                       KODO_KIND_STORAGE, "open_fails", "1.0",
-                                       "open always fails", 0, NULL, 0, &table, NULL, NULL};
+static const kodo_storage_api table = {sizeof(kodo_storage_api),
+                                       open_storage,
+                                       close_storage,
+                                       create_schema,
+                                       append,
+                                       read_events,
+                                       get_execution,
+                                       NULL,
+                                       NULL,
+                                       NULL};
+static const kodo_plugin descriptor = {sizeof(kodo_plugin),
+                                       KODO_ABI_VERSION,
+                                       KODO_KIND_STORAGE,
+                                       "open_fails",
+                                       "1.0",
+                                       "open always fails",
+                                       0,
+                                       NULL,
+                                       0,
+                                       &table,
+                                       NULL,
+                                       NULL};
 
 KODO_EXPORT kodo_status kodo_plugin_entry(uint32_t host_min, uint32_t host_max,
-                                          const kodo_host_api *host,
-                                          const kodo_plugin **plugin_out, uint32_t *abi_out,
-                                          kodo_error *error) {
+                                          const kodo_host_api *host, const kodo_plugin **plugin_out,
+                                          uint32_t *abi_out, kodo_error *error) {
   (void)host;
   (void)error;
   *abi_out = KODO_ABI_VERSION;

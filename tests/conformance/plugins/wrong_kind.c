@@ -14,9 +14,11 @@ static kodo_status open_transport(const kodo_option *const *options, size_t opti
   (void)error;
   return KODO_ERR_NOT_SUPPORTED;
 }
-static void close_transport(kodo_transport *transport) { (void)transport; }
-static kodo_status publish(kodo_transport *transport, const kodo_event *const *events,
-                           size_t count, int32_t timeout_ms, kodo_error *error) {
+static void close_transport(kodo_transport *transport) {
+  (void)transport;
+}
+static kodo_status publish(kodo_transport *transport, const kodo_event *const *events, size_t count,
+                           int32_t timeout_ms, kodo_error *error) {
   (void)transport;
   (void)events;
   (void)count;
@@ -33,9 +35,11 @@ static kodo_status consumer_open(kodo_transport *transport, const char *group, c
   (void)error;
   return KODO_ERR_NOT_SUPPORTED;
 }
-static void consumer_close(kodo_consumer *consumer) { (void)consumer; }
+static void consumer_close(kodo_consumer *consumer) {
+  (void)consumer;
+}
 static kodo_status read_deliveries(kodo_consumer *consumer, size_t max, int32_t block_ms,
-                        kodo_delivery_batch *out, kodo_error *error) {
+                                   kodo_delivery_batch *out, kodo_error *error) {
   (void)consumer;
   (void)max;
   (void)block_ms;
@@ -52,18 +56,31 @@ static kodo_status ack(kodo_consumer *consumer, const uint64_t *delivery_ids, si
   return KODO_ERR_NOT_SUPPORTED;
 }
 
-static const kodo_transport_api table = {sizeof(kodo_transport_api), open_transport,
-                                         close_transport, publish, consumer_open,
-                                         consumer_close, read_deliveries, ack, NULL};
-static const kodo_plugin descriptor = {sizeof(kodo_plugin), KODO_ABI_VERSION,
-                                       KODO_KIND_TRANSPORT, "wrong_kind", "1.0",
-                                       "a transport, not a storage", 0, NULL, 0, NULL, &table,
+static const kodo_transport_api table = {sizeof(kodo_transport_api),
+                                         open_transport,
+                                         close_transport,
+                                         publish,
+                                         consumer_open,
+                                         consumer_close,
+                                         read_deliveries,
+                                         ack,
+                                         NULL};
+static const kodo_plugin descriptor = {sizeof(kodo_plugin),
+                                       KODO_ABI_VERSION,
+                                       KODO_KIND_TRANSPORT,
+                                       "wrong_kind",
+                                       "1.0",
+                                       "a transport, not a storage",
+                                       0,
+                                       NULL,
+                                       0,
+                                       NULL,
+                                       &table,
                                        NULL};
 
 KODO_EXPORT kodo_status kodo_plugin_entry(uint32_t host_min, uint32_t host_max,
-                                          const kodo_host_api *host,
-                                          const kodo_plugin **plugin_out, uint32_t *abi_out,
-                                          kodo_error *error) {
+                                          const kodo_host_api *host, const kodo_plugin **plugin_out,
+                                          uint32_t *abi_out, kodo_error *error) {
   (void)host;
   (void)error;
   *abi_out = KODO_ABI_VERSION;

@@ -54,10 +54,11 @@ class FlakyMemoryStorage : public kodo::sdk::StorageBase {
   std::map<std::string, std::map<int64_t, kodo::sdk::OwnedEvent>> executions_;
 };
 
-const kodo_option_spec fail_first = kodo::sdk::option(
-    "fail_first", KODO_OPTION_INT, "0", "how many appends fail before they succeed");
-const kodo_option_spec token = kodo::sdk::option(
-    "token", KODO_OPTION_STRING, nullptr, "a required secret", KODO_OPTION_REQUIRED | KODO_OPTION_SECRET);
+const kodo_option_spec fail_first = kodo::sdk::option("fail_first", KODO_OPTION_INT, "0",
+                                                      "how many appends fail before they succeed");
+const kodo_option_spec token =
+    kodo::sdk::option("token", KODO_OPTION_STRING, nullptr, "a required secret",
+                      KODO_OPTION_REQUIRED | KODO_OPTION_SECRET);
 const kodo_option_spec *const options[] = {&fail_first, &token};
 
 }  // namespace
