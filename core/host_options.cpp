@@ -18,15 +18,17 @@ namespace kodo {
 
 namespace fs = std::filesystem;
 
+constexpr unsigned kHelpWidth = 100;
+
 po::options_description host_option_descriptions() {
-  po::options_description general("General");
+  po::options_description general("General", kHelpWidth);
   general.add_options()("help,h", "show this help")("version", "print the version")(
       "config,c", po::value<std::string>(), "INI config file (also KODO_CONFIG)")(
       "plugin-dir", po::value<std::string>(),
       "where short plugin names are looked up (default: beside the executable)")(
       "log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error");
 
-  po::options_description backends("Backends");
+  po::options_description backends("Backends", kHelpWidth);
   backends.add_options()(
       "storage", po::value<std::string>()->default_value("sqlite"),
       "storage plugin: a short name (kodo-storage-NAME.so in --plugin-dir) or a path")(
@@ -43,14 +45,14 @@ po::options_description host_option_descriptions() {
       "exec-dir", po::value<std::string>()->default_value("./data/execution"),
       "where executions are kept (storages that declare exec_dir)");
 
-  po::options_description server("HTTP API");
+  po::options_description server("HTTP API", kHelpWidth);
   server.add_options()("address", po::value<std::string>()->default_value("127.0.0.1:3370"),
                        "listen address: host:port or http://host:port")(
       "default-user", po::value<std::string>()->default_value("admin"),
       "the user requests act as until authentication exists")(
       "sse-keepalive", po::value<double>()->default_value(3), "seconds between SSE `alive` events");
 
-  po::options_description flows("Flows");
+  po::options_description flows("Flows", kHelpWidth);
   flows.add_options()("flow", po::value<std::vector<std::string>>()->composing(),
                       "NAME=COMMAND: register a flow (repeatable)")(
       "flow-arg", po::value<std::vector<std::string>>()->composing(),
@@ -71,10 +73,10 @@ po::options_description host_option_descriptions() {
       "seconds between SIGTERM and SIGKILL when a run is stopped")(
       "app-url", po::value<std::string>()->default_value(""), "app_url reported in meta");
 
-  po::options_description spool("Spooler");
+  po::options_description spool("Spooler", kHelpWidth);
   spool.add_options()("spooler-batch-size", po::value<size_t>()->default_value(1000),
                       "most events per storage commit")(
-      "spooler-batch-timeout", po::value<double>()->default_value(0.005),
+      "spooler-batch-timeout", po::value<double>()->default_value(0.005, "0.005"),
       "seconds a batch may wait to fill after its first event")(
       "spooler-interval", po::value<double>()->default_value(0.25), "seconds one idle read blocks")(
       "spoolers", po::value<size_t>()->default_value(1), "consumer threads in this process")(
@@ -91,7 +93,7 @@ po::options_description host_option_descriptions() {
                                             po::value<double>()->default_value(10),
                                             "seconds running flows get to end when the host stops");
 
-  po::options_description all;
+  po::options_description all(kHelpWidth);
   all.add(general).add(backends).add(server).add(flows).add(spool);
   return all;
 }
