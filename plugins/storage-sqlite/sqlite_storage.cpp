@@ -140,7 +140,9 @@ std::string quote(const char *value, size_t max = 80) {
   return out + "'";
 }
 
-std::string quote(const std::string &value) { return quote(value.c_str()); }
+std::string quote(const std::string &value) {
+  return quote(value.c_str());
+}
 
 // fid and username become path components: [A-Za-z0-9_.@-], 1..64 bytes, no leading '.'.
 bool valid_name(const char *s) {
@@ -211,26 +213,16 @@ kodo_status status_of(int rc, bool &retryable) {
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-    case SQLITE_PROTOCOL:
-      retryable = true;
-      return KODO_ERR_UNAVAILABLE;
+    case SQLITE_PROTOCOL: retryable = true; return KODO_ERR_UNAVAILABLE;
     case SQLITE_FULL:
-    case SQLITE_IOERR:
-      retryable = true;
-      return KODO_ERR_IO;
+    case SQLITE_IOERR: retryable = true; return KODO_ERR_IO;
     case SQLITE_CANTOPEN:
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
     case SQLITE_READONLY:
-    case SQLITE_PERM:
-      retryable = false;
-      return KODO_ERR_IO;
-    case SQLITE_NOMEM:
-      retryable = true;
-      return KODO_ERR_INTERNAL;
-    default:
-      retryable = false;
-      return KODO_ERR_UNKNOWN;
+    case SQLITE_PERM: retryable = false; return KODO_ERR_IO;
+    case SQLITE_NOMEM: retryable = true; return KODO_ERR_INTERNAL;
+    default: retryable = false; return KODO_ERR_UNKNOWN;
   }
 }
 
