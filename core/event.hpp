@@ -34,6 +34,24 @@ struct Event {
   }
 };
 
+// The C views of a vector of events and the pointer array the ABI takes; valid while the
+// events live unchanged.
+class EventViews {
+ public:
+  explicit EventViews(const std::vector<Event> &events) {
+    views_.reserve(events.size());
+    for (const auto &e : events) views_.push_back(e.view());
+    pointers_.reserve(views_.size());
+    for (const auto &v : views_) pointers_.push_back(&v);
+  }
+  const kodo_event *const *data() const { return pointers_.data(); }
+  size_t size() const { return pointers_.size(); }
+
+ private:
+  std::vector<kodo_event> views_;
+  std::vector<const kodo_event *> pointers_;
+};
+
 // kodosumi's event kinds.
 bool is_known_kind(const std::string &kind);
 // Main events (kodosumi's /outputs/main) and stdio events (/outputs/stdio).

@@ -60,6 +60,9 @@ ParseResult parse_http_request(std::string_view buffer, const HttpLimits &limits
 // by two hex digits; the returned string is then partial and must not be used.
 std::string percent_decode(std::string_view in, bool plus_as_space, bool &ok);
 
+// ASCII case-insensitive equality (HTTP header names and tokens).
+bool iequals(std::string_view a, std::string_view b);
+
 // Escapes text for use inside a JSON string literal (no quotes added). Control characters
 // become \uXXXX (or \n, \t, ...) and invalid UTF-8 becomes U+FFFD, so the result is
 // always valid JSON whatever bytes came in.

@@ -53,17 +53,6 @@ constexpr int kLingerMs = 2000;
 constexpr size_t kMaxRejectedLingering = 64;  // 503'd sockets the acceptor drains at once
 constexpr int kPauseMs = 5;  // a chunked upload that goes quiet this long is parsed again
 
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower(b[i])) return false;
-  return true;
-}
-
 bool istarts_with(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
 }

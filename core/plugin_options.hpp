@@ -2,6 +2,7 @@
 // (name, type, required) before the plugin is opened, and prints them as documentation.
 #pragma once
 
+#include "core/error.hpp"
 #include "core/plugin_loader.hpp"
 
 #include <map>
@@ -56,7 +57,25 @@ class OptionArray {
   std::vector<const kodo_option *> pointers_;
 };
 
+// Calls a plugin's open() with resolved options and returns its handle; throws kodo::Error
+// naming the plugin and its options (secrets masked) when it fails.
+template <class Handle, class OpenFn>
+Handle *open_plugin_handle(const Plugin &plugin, const OptionList &options, OpenFn open);
+
 // Lists options for messages, secrets masked: "url=<secret>, block_ms=1000".
 std::string format_options(const Plugin &plugin, const OptionList &values);
+
+template <class Handle, class OpenFn>
+Handle *open_plugin_handle(const Plugin &plugin, const OptionList &options, OpenFn open) {
+  OptionArray array(options);
+  Handle *handle = nullptr;
+  kodo_error error = KODO_ERROR_INIT;
+  kodo_status status = open(array.data(), array.size(), plugin.host_api(), &handle, &error);
+  if (status != KODO_OK)
+    throw_plugin_error("cannot open " + plugin.label() + " with " + format_options(plugin, options),
+                       status, error);
+  if (!handle) throw Error(plugin.label() + ": open succeeded but returned no handle");
+  return handle;
+}
 
 }  // namespace kodo

@@ -5,16 +5,9 @@
 namespace kodo {
 
 Storage::Storage(std::shared_ptr<Plugin> plugin, const OptionList &options)
-    : plugin_(std::move(plugin)), api_(plugin_->storage_api()) {
-  OptionArray array(options);
-  kodo_error error = KODO_ERROR_INIT;
-  kodo_status status = api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
-  if (status != KODO_OK)
-    throw_plugin_error(
-        "cannot open " + plugin_->label() + " with " + format_options(*plugin_, options), status,
-        error);
-  if (!handle_) throw Error(plugin_->label() + ": open succeeded but returned no handle");
-}
+    : plugin_(std::move(plugin)),
+      api_(plugin_->storage_api()),
+      handle_(open_plugin_handle<kodo_storage>(*plugin_, options, api_.open)) {}
 
 Storage::~Storage() {
   if (handle_) api_.close(handle_);
@@ -37,13 +30,8 @@ void Storage::append(const kodo_event *const *events, size_t count) {
 }
 
 void Storage::append(const std::vector<Event> &events) {
-  std::vector<kodo_event> views;
-  views.reserve(events.size());
-  for (const auto &e : events) views.push_back(e.view());
-  std::vector<const kodo_event *> pointers;
-  pointers.reserve(views.size());
-  for (const auto &v : views) pointers.push_back(&v);
-  append(pointers.data(), pointers.size());
+  EventViews views(events);
+  append(views.data(), views.size());
 }
 
 std::vector<Event> Storage::read_events(const EventQuery &query, bool *has_more) {

@@ -5,16 +5,9 @@
 namespace kodo {
 
 Transport::Transport(std::shared_ptr<Plugin> plugin, const OptionList &options)
-    : plugin_(std::move(plugin)), api_(plugin_->transport_api()) {
-  OptionArray array(options);
-  kodo_error error = KODO_ERROR_INIT;
-  kodo_status status = api_.open(array.data(), array.size(), plugin_->host_api(), &handle_, &error);
-  if (status != KODO_OK)
-    throw_plugin_error(
-        "cannot open " + plugin_->label() + " with " + format_options(*plugin_, options), status,
-        error);
-  if (!handle_) throw Error(plugin_->label() + ": open succeeded but returned no handle");
-}
+    : plugin_(std::move(plugin)),
+      api_(plugin_->transport_api()),
+      handle_(open_plugin_handle<kodo_transport>(*plugin_, options, api_.open)) {}
 
 Transport::~Transport() {
   if (handle_) api_.close(handle_);
@@ -31,13 +24,8 @@ void Transport::publish(const kodo_event *const *events, size_t count, int32_t t
 }
 
 void Transport::publish(const std::vector<Event> &events, int32_t timeout_ms) {
-  std::vector<kodo_event> views;
-  views.reserve(events.size());
-  for (const auto &e : events) views.push_back(e.view());
-  std::vector<const kodo_event *> pointers;
-  pointers.reserve(views.size());
-  for (const auto &v : views) pointers.push_back(&v);
-  publish(pointers.data(), pointers.size(), timeout_ms);
+  EventViews views(events);
+  publish(views.data(), views.size(), timeout_ms);
 }
 
 std::unique_ptr<Consumer> Transport::open_consumer(const std::string &group,
