@@ -392,9 +392,11 @@ const std::string &empty_database() {
 }
 
 // Makes a new execution folder and its database. The database is written under a temporary
-// name, synced, and linked into place complete, so no reader (kodosumi's included) ever sees
-// a sqlite3.db without its table; link() also refuses to replace one made meanwhile.
-void create_execution(const fs::path &dir) {
+// name and linked into place complete, so no reader (kodosumi's included) ever sees a
+// sqlite3.db without its table; link() also refuses to replace one made meanwhile. It is
+// synced first only with synchronous=full: normal promises to survive a crash of the
+// process, not of the machine, and the sync would stall every new execution's first batch.
+void create_execution(const fs::path &dir, bool sync) {
   for (const char *sub : {"in", "out"}) {
     std::error_code ec;
     fs::create_directories(dir / sub, ec);
@@ -415,7 +417,7 @@ void create_execution(const fs::path &dir) {
     if (n <= 0) break;
     written += static_cast<size_t>(n);
   }
-  bool ok = written == bytes.size() && ::fsync(fd) == 0;
+  bool ok = written == bytes.size() && (!sync || ::fsync(fd) == 0);
   int err = errno;
   ::close(fd);
   if (ok && ::link(tmp.c_str(), db.c_str()) != 0 && errno != EEXIST) ok = false, err = errno;
@@ -493,7 +495,8 @@ struct Writer {
 
 std::unique_ptr<Writer> open_writer(const fs::path &dir, const Settings &settings) {
   fs::path db = dir / kDbName;
-  if (!is_file(db)) create_execution(dir);
+  if (!is_file(db))
+    create_execution(dir, std::strcmp(settings.synchronous, "PRAGMA synchronous=FULL") == 0);
   auto w = std::make_unique<Writer>();
   w->conn = std::make_unique<Conn>(db, SQLITE_OPEN_READWRITE, settings.busy_timeout_ms);
   Conn &c = *w->conn;
