@@ -144,26 +144,11 @@ std::string quote(const std::string &value) {
   return quote(value.c_str());
 }
 
-// fid and username become path components: [A-Za-z0-9_.@-], 1..64 bytes, no leading '.'.
-bool valid_name(const char *s) {
-  if (!s || !*s || *s == '.') return false;
-  size_t n = 0;
-  for (; s[n]; ++n) {
-    if (n == 64) return false;
-    char c = s[n];
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '@' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
+// fid and username become path components: the SDK's naming rule.
+using kodo::sdk::check_name;
 
-void check_name(const char *what, const char *value) {
-  if (!value) throw Error(KODO_ERR_INVALID_ARGUMENT, std::string(what) + " is missing");
-  if (!valid_name(value))
-    throw Error(KODO_ERR_INVALID_ARGUMENT,
-                std::string("invalid ") + what + " " + quote(value) +
-                    ": expected 1..64 characters of [A-Za-z0-9_.@-], not starting with '.'");
+bool valid_name(const char *s) {
+  return s && kodo::sdk::name_problem("name", s).empty();
 }
 
 // A kodosumi fid is a bson ObjectId: 24 hex digits, the first 8 its creation time in seconds.

@@ -645,7 +645,7 @@ TEST_F(SqliteStorage, RejectsBadNamesBeforeTouchingPaths) {
     Outcome o = store.append({ev("good", 0), ev(bad, 0)});
     EXPECT_EQ(o.status, KODO_ERR_INVALID_ARGUMENT) << bad;
     if (!bad.empty() && bad.find('\xc3') == std::string::npos) {
-      EXPECT_NE(o.message.find("'" + bad + "'"), std::string::npos) << o.message;
+      EXPECT_NE(o.message.find("\"" + bad + "\""), std::string::npos) << o.message;
     }
     EXPECT_NE(o.message.find("fid"), std::string::npos) << o.message;
 

@@ -72,24 +72,10 @@ constexpr size_t kMaxIndexed = 1024;
 // ---------------------------------------------------------------------------------------
 
 bool valid_name(std::string_view s) {
-  if (s.empty() || s.size() > 64 || s.front() == '.') return false;
-  for (char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '@' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
+  return kodo::sdk::name_problem("name", s).empty();
 }
 
-void check_name(const char *what, const char *value) {
-  if (!value) throw Error(KODO_ERR_INVALID_ARGUMENT, std::string(what) + " is missing");
-  if (!valid_name(value)) {
-    std::string shown(value, std::min<size_t>(std::strlen(value), 80));
-    throw Error(KODO_ERR_INVALID_ARGUMENT,
-                std::string(what) + " '" + shown +
-                    "' is not valid: use 1 to 64 of [A-Za-z0-9_.@-], not starting with '.'");
-  }
-}
+using kodo::sdk::check_name;
 
 bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;

@@ -157,7 +157,8 @@ typedef struct kodo_option {
 
 /*
  * One event of one execution.
- *  fid, username: validated by the host: [A-Za-z0-9_.@-], 1..64 bytes, not "." or "..".
+ *  fid, username: 1..64 bytes of [A-Za-z0-9_.@-], not starting with '.', checked by the
+ *       host (kodo::sdk::check_name checks them again in a plugin that trusts nothing).
  *  seq: position in the execution, from 0, assigned where the event is made; (fid, seq) is
  *       the event's identity.
  *  timestamp: seconds since the epoch.

@@ -20,6 +20,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kodo::sdk {
@@ -76,6 +77,53 @@ kodo_status guard(kodo_error *error, Fn &&fn) noexcept {
 
 [[noreturn]] inline void not_supported(const char *what) {
   throw Error(KODO_ERR_NOT_SUPPORTED, std::string(what) + " is not supported by this plugin");
+}
+
+// The naming rule of kodo_event: a fid or username becomes a path component and a stream
+// key, so it is 1..64 bytes of [A-Za-z0-9_.@-] not starting with '.'. Returns "" when
+// `value` keeps it, otherwise a message naming `what`, the value and the first bad byte.
+inline std::string name_problem(const char *what, std::string_view value) {
+  constexpr size_t max_bytes = 64;
+  auto hex = [](unsigned char c) {
+    static const char digits[] = "0123456789abcdef";
+    return std::string{digits[c >> 4], digits[c & 0xF]};
+  };
+  auto shown = [&] {  // printable ASCII kept, anything else as \xNN, long values cut
+    std::string out = "\"";
+    for (size_t i = 0; i < value.size(); ++i) {
+      auto c = static_cast<unsigned char>(value[i]);
+      if (i == max_bytes + 16) {
+        out += "...";
+        break;
+      }
+      if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\')
+        out += static_cast<char>(c);
+      else
+        out += "\\x" + hex(c);
+    }
+    return out + "\"";
+  };
+  const std::string prefix = std::string("invalid ") + what + " ";
+  if (value.empty()) return prefix + "(empty)";
+  if (value.size() > max_bytes)
+    return prefix + shown() + ": " + std::to_string(value.size()) + " bytes, at most 64";
+  if (value[0] == '.') return prefix + shown() + ": starts with '.'";
+  for (size_t i = 0; i < value.size(); ++i) {
+    char c = value[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '@' || c == '-';
+    if (!ok)
+      return prefix + shown() + ": byte 0x" + hex(static_cast<unsigned char>(c)) + " at offset " +
+             std::to_string(i) + " (allowed: A-Z a-z 0-9 _ . @ -)";
+  }
+  return {};
+}
+
+// Throws Error(KODO_ERR_INVALID_ARGUMENT) when `value` (may be NULL) breaks the naming rule.
+inline void check_name(const char *what, const char *value) {
+  if (!value) throw Error(KODO_ERR_INVALID_ARGUMENT, std::string(what) + " is missing (NULL)");
+  std::string problem = name_problem(what, value);
+  if (!problem.empty()) throw Error(KODO_ERR_INVALID_ARGUMENT, problem);
 }
 
 // The validated options handed to open(), by name.
