@@ -480,12 +480,8 @@ void Api::stream(const std::string &fid, const std::string &which, const HttpReq
   query.fid = fid;
   query.username = ctx_.default_user;
   query.limit = 1000;
-  static const std::vector<std::string> main_kinds = {
-      "meta", "inputs", "agent", "status", "error", "action", "result", "final", "lock", "lease"};
-  static const std::vector<std::string> stdio_kinds = {"error", "stdout", "stderr", "debug",
-                                                       "upload"};
-  if (which == "main") query.kinds = main_kinds;
-  if (which == "stdio") query.kinds = stdio_kinds;
+  if (which == "main") query.kinds = main_kinds();
+  if (which == "stdio") query.kinds = stdio_kinds();
   // Resuming: SSE ids are kodosumi's row ids, seq + 1.
   if (const std::string *last = request.header("last-event-id")) {
     char *end = nullptr;

@@ -1,6 +1,7 @@
 // event.cpp: kodosumi's event kinds, sorted into the two read views it serves.
 #include "core/event.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <initializer_list>
 
@@ -22,13 +23,25 @@ bool is_known_kind(const std::string &kind) {
 }
 
 // "error" is in both views: kodosumi shows a failure beside the run's output and its log.
+const std::vector<std::string> &main_kinds() {
+  static const std::vector<std::string> kinds = {"meta",   "inputs", "agent", "status", "error",
+                                                 "action", "result", "final", "lock",   "lease"};
+  return kinds;
+}
+
+const std::vector<std::string> &stdio_kinds() {
+  static const std::vector<std::string> kinds = {"error", "stdout", "stderr", "debug", "upload"};
+  return kinds;
+}
+
 bool is_main_kind(const std::string &kind) {
-  return one_of(kind, {"meta", "inputs", "agent", "status", "error", "action", "result", "final",
-                       "lock", "lease"});
+  const auto &kinds = main_kinds();
+  return std::find(kinds.begin(), kinds.end(), kind) != kinds.end();
 }
 
 bool is_stdio_kind(const std::string &kind) {
-  return one_of(kind, {"error", "stdout", "stderr", "debug", "upload"});
+  const auto &kinds = stdio_kinds();
+  return std::find(kinds.begin(), kinds.end(), kind) != kinds.end();
 }
 
 double now_seconds() {

@@ -55,6 +55,8 @@ class EventViews {
 // kodosumi's event kinds.
 bool is_known_kind(const std::string &kind);
 // Main events (kodosumi's /outputs/main) and stdio events (/outputs/stdio).
+const std::vector<std::string> &main_kinds();
+const std::vector<std::string> &stdio_kinds();
 bool is_main_kind(const std::string &kind);
 bool is_stdio_kind(const std::string &kind);
 // Status values that end an execution.

@@ -36,19 +36,6 @@ void Histogram::render(std::string &out, const std::string &name, const std::str
   out += name + "_count " + std::to_string(count_.load(std::memory_order_relaxed)) + "\n";
 }
 
-double Histogram::quantile_bound(double quantile) const {
-  uint64_t total = count_.load(std::memory_order_relaxed);
-  if (total == 0) return 0;
-  const double target = quantile * static_cast<double>(total);
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < buckets_.size(); ++i) {
-    cumulative += buckets_[i].load(std::memory_order_relaxed);
-    if (static_cast<double>(cumulative) >= target)
-      return i < bounds_.size() ? bounds_[i] : INFINITY;
-  }
-  return INFINITY;
-}
-
 Metrics::Metrics()
     : batch_size({1, 10, 100, 1000, 10000, 100000}),
       stored_latency({0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}) {}

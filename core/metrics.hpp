@@ -16,8 +16,6 @@ class Histogram {
   explicit Histogram(std::vector<double> bounds);
   void observe(double value, uint64_t count = 1);
   void render(std::string &out, const std::string &name, const std::string &help) const;
-  // The value below which `quantile` of observations fall, by bucket (an upper bound).
-  double quantile_bound(double quantile) const;
 
  private:
   std::vector<double> bounds_;

@@ -71,7 +71,6 @@ class Spooler {
   // Stops reading new work once the transport is empty (or drain_timeout_s passed), stores
   // and acks everything read, and joins the threads.
   void stop_and_drain();
-  bool healthy() const { return metrics_.storage_up.load() != 0; }
 
  private:
   void run(Consumer &consumer);
