@@ -260,6 +260,17 @@ TEST_F(HostE2E, SigtermEndsRunsAndStoresEverythingFirst) {
   }
 }
 
+TEST_F(HostE2E, AfterARestartEverythingIsServedFromStorage) {
+  start();
+  const std::string fid = launch("hello");
+  const std::string before = stream(fid);
+  ASSERT_EQ(host_.stop(), 0) << host_.log();
+  start();
+  EXPECT_STREQ(get_json("/outputs/status/" + fid)["status"].GetString(), "finished");
+  EXPECT_STREQ(get_json("/api/v1/executions")["executions"][0]["fid"].GetString(), fid.c_str());
+  EXPECT_EQ(frame_kinds(stream(fid)), frame_kinds(before));
+}
+
 TEST(HostCommandLine, ErrorsNameTheThingThatWasWrong) {
   auto r = run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "--storage", "nosuch",
                         "db", "create-tables"});

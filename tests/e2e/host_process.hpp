@@ -68,6 +68,7 @@ class HostProcess {
  public:
   // Starts `kodo-host ARGS... serve` with --address 127.0.0.1:0 and waits until it serves.
   bool start(const std::vector<std::string> &args, const std::vector<std::string> &env = {}) {
+    if (!log_path_.empty()) unlink(log_path_.c_str());  // a restart: the old log goes
     char log_path[] = "/tmp/kodo-host-log-XXXXXX";
     int fd = mkstemp(log_path);
     log_path_ = log_path;
