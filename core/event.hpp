@@ -1,7 +1,7 @@
 // event.hpp: the host's owning form of an event, and the sink executors publish into.
 #pragma once
 
-#include <kodo/kodo_plugin.h>
+#include <kodo/plugin.hpp>
 
 #include <cstdint>
 #include <string>
@@ -9,30 +9,8 @@
 
 namespace kodo {
 
-struct Event {
-  std::string fid;
-  std::string username;
-  int64_t seq = 0;
-  double timestamp = 0;
-  std::string kind;
-  std::string payload;
-
-  // A C view pointing into this event; valid while the event lives unchanged.
-  kodo_event view() const {
-    return kodo_event{sizeof(kodo_event), fid.c_str(),  username.c_str(), seq,
-                      timestamp,          kind.c_str(), payload.c_str(),  payload.size()};
-  }
-  static Event from(const kodo_event &e) {
-    Event out;
-    out.fid = e.fid ? e.fid : "";
-    out.username = e.username ? e.username : "";
-    out.seq = e.seq;
-    out.timestamp = e.timestamp;
-    out.kind = e.kind ? e.kind : "";
-    if (e.payload) out.payload.assign(e.payload, e.payload_len);
-    return out;
-  }
-};
+// The host's owning event is the SDK's: the same fields, view() and copy() on both sides.
+using Event = sdk::OwnedEvent;
 
 // The C views of a vector of events and the pointer array the ABI takes; valid while the
 // events live unchanged.

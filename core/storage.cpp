@@ -52,7 +52,7 @@ std::vector<Event> Storage::read_events(const EventQuery &query, bool *has_more)
     throw_plugin_error("reading events of execution " + query.fid, status, error);
   std::vector<Event> out;
   out.reserve(page.count);
-  for (size_t i = 0; i < page.count; ++i) out.push_back(Event::from(*page.events[i]));
+  for (size_t i = 0; i < page.count; ++i) out.push_back(Event::copy(*page.events[i]));
   if (has_more) *has_more = page.has_more != 0;
   if (page.release) page.release(&page);
   return out;

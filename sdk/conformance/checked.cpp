@@ -88,7 +88,7 @@ bool take_event(const char *function, const kodo_event *e, Event *out) {
                   << " without a NUL after its " << e->payload_len << " bytes";
     fine = false;
   }
-  *out = Event::from(*e);
+  *out = Event::copy(*e);
   return fine;
 }
 
