@@ -473,10 +473,9 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
       if (!storage_chosen) config.storage = "postgres";
       config.storage_options.host_defaults.emplace_back("url", url);
     } else if (!url.empty() && url.rfind("sqlite", 0) != 0) {
-      throw Error(
-          "KODO_EXECUTION_DATABASE '" + redacted_url(url) +
-              "' is neither a postgresql:// nor a sqlite URL",
-          KODO_ERR_INVALID_ARGUMENT);
+      throw Error("KODO_EXECUTION_DATABASE '" + redacted_url(url) +
+                      "' is neither a postgresql:// nor a sqlite URL",
+                  KODO_ERR_INVALID_ARGUMENT);
     }
   }
   config.exec_dir = str("exec-dir");

@@ -37,7 +37,7 @@ struct PluginMetric {
 // (a plugin's trouble must not take /metrics down).
 template <class Handle>
 std::vector<PluginMetric> collect_plugin_metrics(kodo_status (*fn)(Handle *, kodo_metric_page *,
-                                                                  kodo_error *),
+                                                                   kodo_error *),
                                                  Handle *handle) {
   std::vector<PluginMetric> out;
   if (!fn || !handle) return out;
@@ -50,8 +50,8 @@ std::vector<PluginMetric> collect_plugin_metrics(kodo_status (*fn)(Handle *, kod
   }
   for (size_t i = 0; i < page.count; ++i) {
     const kodo_metric &m = *page.metrics[i];
-    out.push_back(PluginMetric{m.name ? m.name : "", m.help ? m.help : "",
-                               m.labels ? m.labels : "", m.type, m.value});
+    out.push_back(PluginMetric{m.name ? m.name : "", m.help ? m.help : "", m.labels ? m.labels : "",
+                               m.type, m.value});
   }
   if (page.release) page.release(&page);
   return out;

@@ -723,7 +723,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     std::unordered_map<std::string_view, size_t> by_fid;
     for (size_t i = 0; i < count; ++i) {
       const kodo_event *e = events[i];
-      check_event(e, i);
+      kodo::sdk::check_event("append", e, i);
       auto [it, fresh] = by_fid.try_emplace(std::string_view(e->fid), groups.size());
       if (fresh) {
         groups.push_back(Group{e->username, e->fid, {}});
@@ -953,28 +953,6 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
   }
 
  private:
-  // Messages are only built on failure: this runs for every event of the hot path.
-  static void check_event(const kodo_event *e, size_t i) {
-    auto where = [&] { return "append: event #" + std::to_string(i); };
-    if (!e) throw Error(KODO_ERR_INVALID_ARGUMENT, where() + " is NULL");
-    if (e->struct_size < offsetof(kodo_event, payload_len) + sizeof(e->payload_len))
-      throw Error(KODO_ERR_INVALID_ARGUMENT,
-                  where() + ": struct_size " + std::to_string(e->struct_size) + " is too small");
-    check_name("fid", e->fid);
-    check_name("username", e->username);
-    auto which = [&] {
-      return where() + " (fid " + quote(e->fid) + ", seq " + std::to_string(e->seq) + ")";
-    };
-    if (e->seq < 0 || e->seq == INT64_MAX)
-      throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": seq is out of range");
-    if (!std::isfinite(e->timestamp))
-      throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": timestamp is not a finite number");
-    if (!e->kind || !*e->kind) throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": kind is empty");
-    if (!e->payload && e->payload_len > 0)
-      throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": payload is NULL but payload_len is " +
-                                                 std::to_string(e->payload_len));
-  }
-
   static void fill(kodo::sdk::OwnedExecution &x, const std::string &username,
                    const std::string &fid, const Summary &s) {
     x.fid = fid;

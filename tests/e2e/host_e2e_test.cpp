@@ -1,7 +1,9 @@
-// kodo-host end to end on the embedded default (sqlite + inproc + direct): launch over
-// HTTP, follow the SSE stream, read status and events, find every event in kodosumi's
-// layout, delete, and stop with SIGTERM without losing anything.
+// kodo-host end to end, on each storage backend (the embedded sqlite, and postgres against a
+// real server this test process starts): launch over HTTP, follow the SSE stream, read status
+// and events, find every event where kodosumi (or its PostgreSQL fork) looks for it, delete,
+// and stop with SIGTERM without losing anything.
 #include "host_process.hpp"
+#include "postgres_server.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
@@ -15,13 +17,36 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class HostE2E : public ::testing::Test {
+// One PostgreSQL per test process (ctest runs each case in a process of its own).
+kodo::testing::PostgresServer &postgres() {
+  static kodo::testing::PostgresServer server;
+  static bool started = (server.start(), true);
+  (void)started;
+  return server;
+}
+
+// Rows as stored: (seq, kind, message), in the order kodosumi's readers read them (by id).
+using StoredRows = std::vector<std::tuple<int64_t, std::string, std::string>>;
+
+class HostE2E : public ::testing::TestWithParam<std::string> {
  protected:
+  bool on_postgres() const { return GetParam() == "postgres"; }
+
   void SetUp() override {
     char pattern[] = "/tmp/kodo-e2e-XXXXXX";
     ASSERT_NE(mkdtemp(pattern), nullptr);
     dir_ = pattern;
     exec_dir_ = dir_ + "/execution";
+    if (on_postgres()) {
+      postgres().query("CREATE DATABASE e2e");
+      database_url_ = postgres().url();
+      database_url_ = database_url_.substr(0, database_url_.rfind('/') + 1) + "e2e";
+      // The user's path: KODO_EXECUTION_DATABASE, then `db create-tables`, then serve.
+      auto created =
+          run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "db", "create-tables"},
+                      {"KODO_EXECUTION_DATABASE=" + database_url_});
+      ASSERT_EQ(created.exit_code, 0) << created.output;
+    }
   }
   void TearDown() override {
     if (HasFailure()) std::cerr << "--- kodo-host log ---\n" << host_.log();
@@ -51,7 +76,9 @@ class HostE2E : public ::testing::Test {
         "--shutdown-grace",
         "2"};
     all.insert(all.end(), args.begin(), args.end());
-    ASSERT_TRUE(host_.start(all)) << host_.log();
+    std::vector<std::string> env;
+    if (on_postgres()) env.push_back("KODO_EXECUTION_DATABASE=" + database_url_);
+    ASSERT_TRUE(host_.start(all, env)) << host_.log();
   }
 
   std::string launch(const std::string &flow, const std::string &inputs = "{}") {
@@ -81,10 +108,15 @@ class HostE2E : public ::testing::Test {
     return r.body;
   }
 
-  // What kodosumi's reader sees: (id, kind, message) in id order.
-  std::vector<std::tuple<int64_t, std::string, std::string>> kodosumi_rows(
-      const std::string &fid, const std::string &file = "sqlite3.db") {
-    std::vector<std::tuple<int64_t, std::string, std::string>> rows;
+  // What kodosumi's reader sees. SQLite: the monitor table of the execution's database (or
+  // its archive), where id = seq + 1. PostgreSQL: execution_events of the fid, by id.
+  StoredRows stored_rows(const std::string &fid, bool archived = false) {
+    return on_postgres() ? postgres_rows(fid)
+                         : sqlite_rows(fid, archived ? "sqlite3.db.archive" : "sqlite3.db");
+  }
+
+  StoredRows sqlite_rows(const std::string &fid, const std::string &file) {
+    StoredRows rows;
     std::string path = exec_dir_ + "/admin/" + fid + "/" + file;
     sqlite3 *db = nullptr;
     EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK) << path;
@@ -96,7 +128,7 @@ class HostE2E : public ::testing::Test {
               SQLITE_OK)
         << sqlite3_errmsg(db);
     while (stmt && sqlite3_step(stmt) == SQLITE_ROW)
-      rows.emplace_back(sqlite3_column_int64(stmt, 0),
+      rows.emplace_back(sqlite3_column_int64(stmt, 0) - 1,
                         reinterpret_cast<const char *>(sqlite3_column_text(stmt, 2)),
                         reinterpret_cast<const char *>(sqlite3_column_text(stmt, 3)));
     sqlite3_finalize(stmt);
@@ -104,7 +136,39 @@ class HostE2E : public ::testing::Test {
     return rows;
   }
 
-  std::string dir_, exec_dir_;
+  StoredRows postgres_rows(const std::string &fid) {
+    StoredRows rows;
+    PGconn *conn = PQconnectdb(database_url_.c_str());
+    EXPECT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
+    const char *params[] = {fid.c_str()};
+    PGresult *r = PQexecParams(conn,
+                               "SELECT seq, kind, message FROM execution_events WHERE fid = $1 "
+                               "ORDER BY id",
+                               1, nullptr, params, nullptr, nullptr, 0);
+    EXPECT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(conn);
+    for (int i = 0; i < PQntuples(r); ++i)
+      rows.emplace_back(std::stoll(PQgetvalue(r, i, 0)), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+    PQclear(r);
+    PQfinish(conn);
+    return rows;
+  }
+
+  bool archived(const std::string &fid) {
+    if (!on_postgres())
+      return !fs::exists(exec_dir_ + "/admin/" + fid + "/sqlite3.db") &&
+             fs::exists(exec_dir_ + "/admin/" + fid + "/sqlite3.db.archive");
+    PGconn *conn = PQconnectdb(database_url_.c_str());
+    const char *params[] = {fid.c_str()};
+    PGresult *r =
+        PQexecParams(conn, "SELECT archived_at IS NOT NULL FROM kodo_executions WHERE fid = $1", 1,
+                     nullptr, params, nullptr, nullptr, 0);
+    const bool yes = PQntuples(r) == 1 && std::string(PQgetvalue(r, 0, 0)) == "t";
+    PQclear(r);
+    PQfinish(conn);
+    return yes;
+  }
+
+  std::string dir_, exec_dir_, database_url_;
   HostProcess host_;
 };
 
@@ -117,7 +181,7 @@ std::vector<std::string> frame_kinds(const std::string &sse) {
   return kinds;
 }
 
-TEST_F(HostE2E, LaunchStreamStatusEventsAndKodosumiLayout) {
+TEST_P(HostE2E, LaunchStreamStatusEventsAndKodosumiLayout) {
   start();
   auto health = get_json("/health");
   EXPECT_STREQ(health["status"].GetString(), "ok");
@@ -155,13 +219,16 @@ TEST_F(HostE2E, LaunchStreamStatusEventsAndKodosumiLayout) {
   EXPECT_STREQ(list["executions"][0]["fid"].GetString(), fid.c_str());
   EXPECT_STREQ(list["executions"][0]["status"].GetString(), "finished");
 
-  // kodosumi's layout: data/execution/<user>/<fid>/sqlite3.db, table monitor, ids from 1.
-  EXPECT_TRUE(fs::is_directory(exec_dir_ + "/admin/" + fid + "/in"));
-  EXPECT_TRUE(fs::is_directory(exec_dir_ + "/admin/" + fid + "/out"));
-  auto rows = kodosumi_rows(fid);
+  // kodosumi's layout: data/execution/<user>/<fid>/{in,out}, and its events where its reader
+  // looks (sqlite3.db's monitor table, or the fork's execution_events), in seq order.
+  if (!on_postgres()) {  // the folders belong to kodosumi's SQLite layout
+    EXPECT_TRUE(fs::is_directory(exec_dir_ + "/admin/" + fid + "/in"));
+    EXPECT_TRUE(fs::is_directory(exec_dir_ + "/admin/" + fid + "/out"));
+  }
+  auto rows = stored_rows(fid);
   ASSERT_EQ(rows.size(), expected.size() - 1);
   for (size_t i = 0; i < rows.size(); ++i) {
-    EXPECT_EQ(std::get<0>(rows[i]), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(std::get<0>(rows[i]), static_cast<int64_t>(i));
     EXPECT_EQ(std::get<1>(rows[i]), expected[i]);
   }
   EXPECT_EQ(std::get<2>(rows.front()), "starting");
@@ -173,7 +240,7 @@ TEST_F(HostE2E, LaunchStreamStatusEventsAndKodosumiLayout) {
   EXPECT_NE(metrics.body.find("kodo_running_executions 0"), std::string::npos) << metrics.body;
 }
 
-TEST_F(HostE2E, MainAndStdioStreamsFilterAndResumeFromLastEventId) {
+TEST_P(HostE2E, MainAndStdioStreamsFilterAndResumeFromLastEventId) {
   start();
   const std::string fid = launch("hello");
   stream(fid);
@@ -184,7 +251,7 @@ TEST_F(HostE2E, MainAndStdioStreamsFilterAndResumeFromLastEventId) {
             (std::vector<std::string>{"stdout", "stderr", "eof"}));
 }
 
-TEST_F(HostE2E, FailingFlowEndsInErrorThatSaysWhy) {
+TEST_P(HostE2E, FailingFlowEndsInErrorThatSaysWhy) {
   start();
   const std::string fid = launch("failing");
   const std::string sse = stream(fid);
@@ -196,7 +263,7 @@ TEST_F(HostE2E, FailingFlowEndsInErrorThatSaysWhy) {
   EXPECT_STREQ(get_json("/outputs/status/" + fid)["status"].GetString(), "error");
 }
 
-TEST_F(HostE2E, DeleteCancelsARunningFlowThenArchives) {
+TEST_P(HostE2E, DeleteCancelsARunningFlowThenArchives) {
   start();
   const std::string fid = launch("sleepy");
   // Wait until it runs.
@@ -208,8 +275,8 @@ TEST_F(HostE2E, DeleteCancelsARunningFlowThenArchives) {
   auto r = host_.request("DELETE", "/outputs/" + fid);
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_NE(r.body.find("\"cancelled\":true"), std::string::npos) << r.body;
-  EXPECT_FALSE(fs::exists(exec_dir_ + "/admin/" + fid + "/sqlite3.db"));
-  auto rows = kodosumi_rows(fid, "sqlite3.db.archive");
+  EXPECT_TRUE(archived(fid));
+  auto rows = stored_rows(fid, /*archived=*/true);
   ASSERT_GE(rows.size(), 2u);
   EXPECT_EQ(std::get<1>(rows.back()), "status");
   EXPECT_EQ(std::get<2>(rows.back()), "error");
@@ -218,7 +285,7 @@ TEST_F(HostE2E, DeleteCancelsARunningFlowThenArchives) {
   EXPECT_EQ(host_.request("DELETE", "/outputs/" + fid).status, 404);
 }
 
-TEST_F(HostE2E, BadRequestsGetClearJsonErrors) {
+TEST_P(HostE2E, BadRequestsGetClearJsonErrors) {
   start();
   auto expect_error = [&](const std::string &method, const std::string &target,
                           const std::string &body, int status, const std::string &words) {
@@ -241,7 +308,7 @@ TEST_F(HostE2E, BadRequestsGetClearJsonErrors) {
   expect_error("GET", "/no/such/thing", "", 404, "/no/such/thing");
 }
 
-TEST_F(HostE2E, SigtermEndsRunsAndStoresEverythingFirst) {
+TEST_P(HostE2E, SigtermEndsRunsAndStoresEverythingFirst) {
   start();
   std::vector<std::string> fids;
   for (int i = 0; i < 4; ++i) fids.push_back(launch("chatty"));
@@ -250,17 +317,17 @@ TEST_F(HostE2E, SigtermEndsRunsAndStoresEverythingFirst) {
   EXPECT_EQ(host_.stop(), 0) << host_.log();
   // Every run ended with a final status, and every stored seq is contiguous from 0.
   for (const auto &fid : fids) {
-    auto rows = kodosumi_rows(fid);
+    auto rows = stored_rows(fid);
     ASSERT_GE(rows.size(), 4u) << fid;
     for (size_t i = 0; i < rows.size(); ++i)
-      ASSERT_EQ(std::get<0>(rows[i]), static_cast<int64_t>(i + 1)) << fid;
+      ASSERT_EQ(std::get<0>(rows[i]), static_cast<int64_t>(i)) << fid;
     EXPECT_EQ(std::get<1>(rows.back()), "status") << fid;
     const std::string last = std::get<2>(rows.back());
     EXPECT_TRUE(last == "finished" || last == "error") << fid << ": " << last;
   }
 }
 
-TEST_F(HostE2E, AfterARestartEverythingIsServedFromStorage) {
+TEST_P(HostE2E, AfterARestartEverythingIsServedFromStorage) {
   start();
   const std::string fid = launch("hello");
   const std::string before = stream(fid);
@@ -270,6 +337,11 @@ TEST_F(HostE2E, AfterARestartEverythingIsServedFromStorage) {
   EXPECT_STREQ(get_json("/api/v1/executions")["executions"][0]["fid"].GetString(), fid.c_str());
   EXPECT_EQ(frame_kinds(stream(fid)), frame_kinds(before));
 }
+
+INSTANTIATE_TEST_SUITE_P(Storage, HostE2E, ::testing::Values("sqlite", "postgres"),
+                         [](const ::testing::TestParamInfo<std::string> &param) {
+                           return param.param;
+                         });
 
 TEST(HostCommandLine, ErrorsNameTheThingThatWasWrong) {
   auto r = run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "--storage", "nosuch",

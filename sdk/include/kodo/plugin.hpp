@@ -10,6 +10,8 @@
 
 #include <kodo/kodo_plugin.h>
 
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -124,6 +126,30 @@ inline void check_name(const char *what, const char *value) {
   if (!value) throw Error(KODO_ERR_INVALID_ARGUMENT, std::string(what) + " is missing (NULL)");
   std::string problem = name_problem(what, value);
   if (!problem.empty()) throw Error(KODO_ERR_INVALID_ARGUMENT, problem);
+}
+
+// Throws Error(KODO_ERR_INVALID_ARGUMENT) naming event #i of a batch handed to `call` (e.g.
+// "append") when it breaks kodo_event's contract. Messages are built only on failure: this
+// runs for every event of a hot path.
+inline void check_event(const char *call, const kodo_event *e, size_t i) {
+  auto where = [&] { return std::string(call) + ": event #" + std::to_string(i); };
+  if (!e) throw Error(KODO_ERR_INVALID_ARGUMENT, where() + " is NULL");
+  if (e->struct_size < offsetof(kodo_event, payload_len) + sizeof(e->payload_len))
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                where() + ": struct_size " + std::to_string(e->struct_size) + " is too small");
+  check_name("fid", e->fid);
+  check_name("username", e->username);
+  auto which = [&] {
+    return where() + " (fid '" + e->fid + "', seq " + std::to_string(e->seq) + ")";
+  };
+  if (e->seq < 0 || e->seq == INT64_MAX)
+    throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": seq is out of range");
+  if (!std::isfinite(e->timestamp))
+    throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": timestamp is not a finite number");
+  if (!e->kind || !*e->kind) throw Error(KODO_ERR_INVALID_ARGUMENT, which() + ": kind is empty");
+  if (!e->payload && e->payload_len > 0)
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                which() + ": payload is NULL but payload_len is " + std::to_string(e->payload_len));
 }
 
 // The validated options handed to open(), by name.

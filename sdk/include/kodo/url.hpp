@@ -20,9 +20,9 @@ struct Url {
   std::string user;
   std::string password;
   bool has_password = false;
-  std::string host;  // empty when the URL names none
-  int port = 0;      // 0 when the URL names none
-  std::string path;  // decoded, without the leading '/'
+  std::string host;                                        // empty when the URL names none
+  int port = 0;                                            // 0 when the URL names none
+  std::string path;                                        // decoded, without the leading '/'
   std::vector<std::pair<std::string, std::string>> query;  // decoded, in order
 
   // The URL with the password replaced by "***", safe for logs and error messages.
@@ -71,9 +71,9 @@ inline std::string percent_decode(const std::string &text, const char *what, boo
     const int high = i + 2 < text.size() ? hex_value(text[i + 1]) : -1;
     const int low = i + 2 < text.size() ? hex_value(text[i + 2]) : -1;
     if (high < 0 || low < 0)
-      throw Error(KODO_ERR_INVALID_ARGUMENT,
-                  std::string("URL ") + what + " has a '%' not followed by two hex digits" +
-                      (secret ? "" : " in '" + text + "'"));
+      throw Error(KODO_ERR_INVALID_ARGUMENT, std::string("URL ") + what +
+                                                 " has a '%' not followed by two hex digits" +
+                                                 (secret ? "" : " in '" + text + "'"));
     out += static_cast<char>(high * 16 + low);
     i += 2;
   }
@@ -94,8 +94,8 @@ inline Url parse_url(const std::string &text, const std::vector<std::string> &al
   for (size_t i = 0; i < colon; ++i) {
     char c = text[i];
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    bool ok = (c >= 'a' && c <= 'z') || (i > 0 && ((c >= '0' && c <= '9') || c == '+' ||
-                                                   c == '-' || c == '.'));
+    bool ok = (c >= 'a' && c <= 'z') ||
+              (i > 0 && ((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.'));
     if (!ok) fail("the scheme '" + text.substr(0, colon) + "' has a character not allowed");
     url.scheme += c;
   }
