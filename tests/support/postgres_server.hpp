@@ -26,7 +26,8 @@ inline std::string postgres_bin_dir() {
     }
     closedir(dir);
   }
-  if (best.empty()) throw std::runtime_error("PostgreSQL server binaries not found under /usr/lib/postgresql");
+  if (best.empty())
+    throw std::runtime_error("PostgreSQL server binaries not found under /usr/lib/postgresql");
   return best;
 }
 
@@ -49,21 +50,22 @@ class PostgresServer {
     std::string pwfile = dir_.path() + "/pw";
     std::ofstream(pwfile) << kPassword << "\n";
     chmod(pwfile.c_str(), 0644);
-    int rc = run_as({bin_ + "/initdb", "-D", data_, "-U", kUser, "--pwfile=" + pwfile,
-                     "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
-                     "--no-sync", "--no-instructions"},
-                    run_user_, log_);
-    if (rc != 0) throw std::runtime_error("initdb failed (" + std::to_string(rc) + "): " + slurp(log_));
+    int rc = run_as(
+        {bin_ + "/initdb", "-D", data_, "-U", kUser, "--pwfile=" + pwfile, "--auth-local=trust",
+         "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync", "--no-instructions"},
+        run_user_, log_);
+    if (rc != 0)
+      throw std::runtime_error("initdb failed (" + std::to_string(rc) + "): " + slurp(log_));
     port_ = free_loopback_port();
   }
 
   // Starts the server (again, on the same port and data) and waits until it accepts queries.
   void start() {
-    process_.start({bin_ + "/postgres", "-D", data_, "-p", std::to_string(port_), "-k",
-                    dir_.path(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                    "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                    "-c", "max_connections=200", "-c", "shared_buffers=128MB"},
-                   run_user_, log_);
+    process_.start(
+        {bin_ + "/postgres", "-D", data_, "-p", std::to_string(port_), "-k", dir_.path(), "-c",
+         "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c",
+         "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=128MB"},
+        run_user_, log_);
     for (int waited = 0; waited < 60000; waited += 50) {
       if (PQping(conninfo().c_str()) == PQPING_OK) return;
       if (!process_.running()) break;
@@ -82,8 +84,8 @@ class PostgresServer {
 
   int port() const { return port_; }
   std::string url() const {
-    return std::string("postgresql://") + kUser + ":" + kPassword + "@127.0.0.1:" +
-           std::to_string(port_) + "/" + kDatabase;
+    return std::string("postgresql://") + kUser + ":" + kPassword +
+           "@127.0.0.1:" + std::to_string(port_) + "/" + kDatabase;
   }
   std::string conninfo() const { return url() + "?connect_timeout=5"; }
   std::string log() const { return slurp(log_); }

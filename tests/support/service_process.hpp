@@ -1,6 +1,6 @@
 // service_process.hpp: runs a real server (PostgreSQL, Redis, ...) as a foreground child of the
-// test, on a loopback port of its own. The child gets PR_SET_PDEATHSIG, so a test that crashes or is
-// killed by ctest's timeout never leaves a server running.
+// test, on a loopback port of its own. The child gets PR_SET_PDEATHSIG, so a test that crashes or
+// is killed by ctest's timeout never leaves a server running.
 #pragma once
 
 #include <arpa/inet.h>
