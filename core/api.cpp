@@ -207,7 +207,10 @@ void Api::metrics(HttpResponder &response) {
   gauges.executions_launched = stats.launched;
   gauges.events_emitted = stats.events_emitted;
   gauges.events_rejected = stats.events_rejected;
-  response.send(200, "text/plain; version=0.0.4", ctx_.metrics.render(gauges));
+  std::string text = ctx_.metrics.render(gauges);
+  render_plugin_metrics(text, "storage", ctx_.storage.metrics());
+  if (ctx_.transport) render_plugin_metrics(text, "transport", ctx_.transport->metrics());
+  response.send(200, "text/plain; version=0.0.4", text);
 }
 
 void Api::list_flows(HttpResponder &response) {

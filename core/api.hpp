@@ -7,6 +7,7 @@
 #include "core/metrics.hpp"
 #include "core/spooler.hpp"
 #include "core/storage.hpp"
+#include "core/transport.hpp"
 
 #include <deque>
 #include <mutex>
@@ -25,6 +26,7 @@ struct ApiContext {
   double sse_poll_s = 0.25;   // how often an idle stream looks at storage again
   double delete_wait_s = 30;  // how long DELETE waits for a cancelled run's last event
   std::string transport_name;
+  const Transport *transport = nullptr;  // for the plugin's own figures on /metrics
 };
 
 // Thread-safe: handle() runs on many connection threads at once.

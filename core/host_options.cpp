@@ -2,6 +2,8 @@
 
 #include "core/error.hpp"
 
+#include <kodo/url.hpp>
+
 #include <unistd.h>
 #include <cctype>
 #include <cerrno>
@@ -96,6 +98,16 @@ po::options_description host_option_descriptions() {
   po::options_description all(kHelpWidth);
   all.add(general).add(backends).add(server).add(flows).add(spool);
   return all;
+}
+
+// A URL as it may be shown: any password replaced (see kodo/url.hpp); a URL that does not parse
+// is not shown at all, since where its password starts is unknown.
+static std::string redacted_url(const std::string &url) {
+  try {
+    return sdk::parse_url(url).redacted();
+  } catch (const sdk::Error &) {
+    return "(a URL that does not parse)";
+  }
 }
 
 static std::string env_name_for(const std::string &option) {
@@ -462,7 +474,8 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
       config.storage_options.host_defaults.emplace_back("url", url);
     } else if (!url.empty() && url.rfind("sqlite", 0) != 0) {
       throw Error(
-          "KODO_EXECUTION_DATABASE '" + url + "' is neither a postgresql:// nor a sqlite URL",
+          "KODO_EXECUTION_DATABASE '" + redacted_url(url) +
+              "' is neither a postgresql:// nor a sqlite URL",
           KODO_ERR_INVALID_ARGUMENT);
     }
   }

@@ -137,7 +137,8 @@ int serve(const HostConfig &config) {
                      config.sse_keepalive_s,
                      /*sse_poll_s=*/0.25,
                      /*delete_wait_s=*/config.shutdown_grace_s + 20,
-                     transport->plugin().name()};
+                     transport->plugin().name(),
+                     transport.get()};
   Api api(context);
   HttpServer::Options server_options;
   server_options.address = config.address;

@@ -1,5 +1,6 @@
 #include "core/metrics.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -82,6 +83,47 @@ std::string Metrics::render(const Gauges &g) const {
   stored_latency.render(out, "kodo_event_stored_latency_seconds",
                         "Time from an event's timestamp to its storage commit.");
   return out;
+}
+
+static bool metric_name_ok(const std::string &name) {
+  if (name.empty()) return false;
+  for (char c : name)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  return true;
+}
+
+// name="value" pairs separated by commas, with no newline or brace that could end the line.
+static bool metric_labels_ok(const std::string &labels) {
+  return labels.find_first_of("\n\r{}") == std::string::npos;
+}
+
+static std::string format_value(double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.17g", value);
+  return buffer;
+}
+
+void render_plugin_metrics(std::string &out, const std::string &kind,
+                           const std::vector<PluginMetric> &unsorted) {
+  // A metric family's samples must be adjacent, whatever order the plugin gave them in.
+  std::vector<PluginMetric> metrics = unsorted;
+  std::stable_sort(metrics.begin(), metrics.end(),
+                   [](const PluginMetric &a, const PluginMetric &b) { return a.name < b.name; });
+  std::vector<std::string> described;
+  for (const auto &m : metrics) {
+    if (!metric_name_ok(m.name) || !metric_labels_ok(m.labels)) continue;
+    std::string name = "kodo_" + kind + "_" + m.name;
+    if (std::find(described.begin(), described.end(), name) == described.end()) {
+      described.push_back(name);
+      std::string help = m.help;
+      std::replace(help.begin(), help.end(), '\n', ' ');
+      out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " +
+             (m.type == KODO_METRIC_COUNTER ? "counter" : "gauge") + "\n";
+    }
+    out += name;
+    if (!m.labels.empty()) out += "{" + m.labels + "}";
+    out += " " + format_value(m.value) + "\n";
+  }
 }
 
 }  // namespace kodo

@@ -2,6 +2,8 @@
 // Lock-free on the hot path: every update is a relaxed atomic add.
 #pragma once
 
+#include <kodo/kodo_plugin.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -23,6 +25,42 @@ class Histogram {
   std::atomic<uint64_t> count_{0};
   std::atomic<uint64_t> sum_micro_{0};  // sum in millionths, to stay an integer atomic
 };
+
+// A figure a plugin reported (kodo_metric), copied out of its page.
+struct PluginMetric {
+  std::string name, help, labels;
+  int32_t type = KODO_METRIC_GAUGE;
+  double value = 0;
+};
+
+// Calls a plugin's optional `metrics` function; an absent function or a failed call gives none
+// (a plugin's trouble must not take /metrics down).
+template <class Handle>
+std::vector<PluginMetric> collect_plugin_metrics(kodo_status (*fn)(Handle *, kodo_metric_page *,
+                                                                  kodo_error *),
+                                                 Handle *handle) {
+  std::vector<PluginMetric> out;
+  if (!fn || !handle) return out;
+  kodo_metric_page page{};
+  page.struct_size = sizeof page;
+  kodo_error error = KODO_ERROR_INIT;
+  if (fn(handle, &page, &error) != KODO_OK) {
+    kodo_error_release(&error);
+    return out;
+  }
+  for (size_t i = 0; i < page.count; ++i) {
+    const kodo_metric &m = *page.metrics[i];
+    out.push_back(PluginMetric{m.name ? m.name : "", m.help ? m.help : "",
+                               m.labels ? m.labels : "", m.type, m.value});
+  }
+  if (page.release) page.release(&page);
+  return out;
+}
+
+// Appends plugin figures as kodo_<kind>_<name>, one HELP/TYPE per name. Names or labels that
+// would break the exposition format are left out.
+void render_plugin_metrics(std::string &out, const std::string &kind,
+                           const std::vector<PluginMetric> &metrics);
 
 struct Metrics {
   Metrics();

@@ -126,4 +126,8 @@ int64_t Storage::purge(double older_than) {
   return purged;
 }
 
+std::vector<PluginMetric> Storage::metrics() const {
+  return collect_plugin_metrics(api_.metrics, handle_);
+}
+
 }  // namespace kodo

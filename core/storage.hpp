@@ -2,6 +2,8 @@
 // calls that throw kodo::Error and return owned results.
 #pragma once
 
+#include "core/metrics.hpp"
+
 #include "core/event.hpp"
 #include "core/plugin_loader.hpp"
 #include "core/plugin_options.hpp"
@@ -49,6 +51,8 @@ class Storage {
   // False when the execution is unknown.
   bool archive_execution(const std::string &fid, const std::string &username = "");
   int64_t purge(double older_than);
+  // The plugin's own figures for /metrics (none when it reports none).
+  std::vector<PluginMetric> metrics() const;
 
  private:
   std::shared_ptr<Plugin> plugin_;

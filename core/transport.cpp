@@ -70,4 +70,8 @@ void Consumer::ack(const uint64_t *ids, size_t count) {
                        status, error);
 }
 
+std::vector<PluginMetric> Transport::metrics() const {
+  return collect_plugin_metrics(api_.metrics, handle_);
+}
+
 }  // namespace kodo

@@ -1,6 +1,8 @@
 // transport.hpp: an open transport backend, as the host uses it.
 #pragma once
 
+#include "core/metrics.hpp"
+
 #include "core/event.hpp"
 #include "core/plugin_loader.hpp"
 #include "core/plugin_options.hpp"
@@ -76,6 +78,8 @@ class Transport {
   std::unique_ptr<Consumer> open_consumer(const std::string &group, const std::string &name);
   // Does nothing when the plugin does not claim KODO_TRANSPORT_CAP_FINISH.
   void finish_execution(const std::string &fid);
+  // The plugin's own figures for /metrics (none when it reports none).
+  std::vector<PluginMetric> metrics() const;
 
  private:
   std::shared_ptr<Plugin> plugin_;

@@ -326,6 +326,14 @@ class InprocTransport {
       invalid(std::string("finish_execution: invalid fid '") + (fid ? fid : "(null)") + "'");
   }
 
+  std::vector<kodo::sdk::Metric> metrics() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {{"held_events", "Events queued or delivered and not yet acknowledged.", "",
+             KODO_METRIC_GAUGE, static_cast<double>(held_)},
+            {"capacity_events", "Events the transport holds at most (option capacity).", "",
+             KODO_METRIC_GAUGE, static_cast<double>(capacity_)}};
+  }
+
   void read(Consumer &c, size_t max, int32_t block_ms, kodo_delivery_batch *out) {
     if (block_ms < 0) invalid("read: block_ms must be >= 0, got " + std::to_string(block_ms));
     auto batch = std::make_unique<DeliveryBatch>();
@@ -587,10 +595,14 @@ kodo_status transport_finish_execution(kodo_transport *t, const char *fid, kodo_
   return guard(error, [&] { self(t)->finish_execution(fid); });
 }
 
+kodo_status transport_metrics(kodo_transport *t, kodo_metric_page *out, kodo_error *error) {
+  return guard(error, [&] { kodo::sdk::finish_metric_page(self(t)->metrics(), out); });
+}
+
 const kodo_transport_api kTable = {
     sizeof(kodo_transport_api), transport_open,           transport_close, transport_publish,
     transport_consumer_open,    transport_consumer_close, transport_read,  transport_ack,
-    transport_finish_execution};
+    transport_finish_execution, transport_metrics};
 
 }  // namespace
 

@@ -91,6 +91,18 @@ TEST_F(HostOptionsTest, PostgresExecutionDatabaseSelectsPostgresStorage) {
   EXPECT_EQ(c.storage_options.host_defaults.front().first, "url");
 }
 
+TEST_F(HostOptionsTest, AnUnknownExecutionDatabaseIsNamedWithoutItsPassword) {
+  setenv("KODO_EXECUTION_DATABASE", "mysql://u:topsecret@127.0.0.1:3306/kodo", 1);
+  try {
+    parse({});
+    FAIL() << "a mysql URL was accepted";
+  } catch (const std::exception &e) {
+    std::string message = e.what();
+    EXPECT_NE(message.find("mysql://u:***@127.0.0.1:3306/kodo"), std::string::npos) << message;
+    EXPECT_EQ(message.find("topsecret"), std::string::npos) << message;
+  }
+}
+
 TEST_F(HostOptionsTest, FlowsFromEveryPlace) {
   std::string file = write_file(
       "[flow.filed]\ncommand = /bin/echo 'two words'\narg = more\nenv = A=1\ntimeout = 2m\n"

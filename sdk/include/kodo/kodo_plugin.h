@@ -179,6 +179,36 @@ typedef struct kodo_event {
 } kodo_event;
 
 /* ------------------------------------------------------------------------------------ */
+/* Metrics: figures a plugin reports, shown by the host on /metrics                     */
+/* ------------------------------------------------------------------------------------ */
+
+#define KODO_METRIC_GAUGE 1   /* a value that goes up and down (pending entries, up 0/1) */
+#define KODO_METRIC_COUNTER 2 /* a total that only grows (reconnects, claims) */
+
+/*
+ * One figure. `name` is [a-z0-9_]+ and the host shows it as kodo_<kind>_<name>, e.g.
+ * kodo_transport_pending. `labels` is NULL or Prometheus label pairs without braces
+ * (consumer="spooler-12"); a name may repeat with different labels. Strings owned by the page.
+ */
+typedef struct kodo_metric {
+  size_t struct_size;
+  const char *name;
+  const char *help;
+  const char *labels;
+  int32_t type; /* KODO_METRIC_* */
+  double value;
+} kodo_metric;
+
+/* Figures from a metrics call. Same ownership as kodo_event_page. */
+typedef struct kodo_metric_page {
+  size_t struct_size;
+  const kodo_metric *const *metrics;
+  size_t count;
+  void (*release)(struct kodo_metric_page *page);
+  void *private_data;
+} kodo_metric_page;
+
+/* ------------------------------------------------------------------------------------ */
 /* Storage                                                                              */
 /* ------------------------------------------------------------------------------------ */
 
@@ -295,6 +325,13 @@ typedef struct kodo_storage_api {
    */
   kodo_status (*purge)(kodo_storage *storage, double older_than, int64_t *purged_out,
                        kodo_error *error);
+
+  /*
+   * Optional (NULL: none): the plugin's current figures (connection up, reconnects, ...).
+   * Called from the host's /metrics handler, concurrently with everything but open/close;
+   * it must answer from memory, without a round trip to the server.
+   */
+  kodo_status (*metrics)(kodo_storage *storage, kodo_metric_page *out, kodo_error *error);
 } kodo_storage_api;
 
 /* ------------------------------------------------------------------------------------ */
@@ -382,6 +419,9 @@ typedef struct kodo_transport_api {
    * drop what it keeps for it (its stream), after its own grace period.
    */
   kodo_status (*finish_execution)(kodo_transport *transport, const char *fid, kodo_error *error);
+
+  /* Optional (NULL: none): figures, as for storage (pending, claims, lag, reconnects). */
+  kodo_status (*metrics)(kodo_transport *transport, kodo_metric_page *out, kodo_error *error);
 } kodo_transport_api;
 
 /* ------------------------------------------------------------------------------------ */

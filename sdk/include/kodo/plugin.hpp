@@ -313,6 +313,40 @@ class DeliveryBatchBuilder {
   std::unique_ptr<Data> data_ = std::make_unique<Data>();
 };
 
+// One figure for /metrics (see kodo_metric).
+struct Metric {
+  std::string name, help, labels;
+  int32_t type = KODO_METRIC_GAUGE;
+  double value = 0;
+};
+
+// Fills a kodo_metric_page; same ownership scheme as EventPageBuilder.
+inline void finish_metric_page(std::vector<Metric> metrics, kodo_metric_page *out) {
+  struct Data {
+    std::vector<Metric> items;
+    std::vector<kodo_metric> views;
+    std::vector<const kodo_metric *> pointers;
+  };
+  auto data = std::make_unique<Data>();
+  data->items = std::move(metrics);
+  data->views.reserve(data->items.size());
+  for (const auto &m : data->items)
+    data->views.push_back(kodo_metric{sizeof(kodo_metric), m.name.c_str(), m.help.c_str(),
+                                      m.labels.empty() ? nullptr : m.labels.c_str(), m.type,
+                                      m.value});
+  for (const auto &v : data->views) data->pointers.push_back(&v);
+  out->metrics = data->pointers.data();
+  out->count = data->pointers.size();
+  out->private_data = data.release();
+  out->release = [](kodo_metric_page *page) {
+    delete static_cast<Data *>(page->private_data);
+    page->private_data = nullptr;
+    page->metrics = nullptr;
+    page->count = 0;
+    page->release = nullptr;
+  };
+}
+
 // Base class of a storage backend. Methods for capabilities the plugin does not claim keep
 // their default, which reports KODO_ERR_NOT_SUPPORTED. Threading: see kodo_storage_api.
 class StorageBase {
@@ -328,6 +362,8 @@ class StorageBase {
   }
   virtual void archive_execution(const char *, const char *) { not_supported("archive_execution"); }
   virtual int64_t purge(double) { not_supported("purge"); }
+  // Figures for /metrics, answered from memory (no server round trip).
+  virtual std::vector<Metric> metrics() { return {}; }
 };
 
 class ConsumerBase {
@@ -345,6 +381,8 @@ class TransportBase {
   virtual std::unique_ptr<ConsumerBase> open_consumer(const std::string &group,
                                                       const std::string &name) = 0;
   virtual void finish_execution(const char *) { not_supported("finish_execution"); }
+  // Figures for /metrics, answered from memory (no server round trip).
+  virtual std::vector<Metric> metrics() { return {}; }
 };
 
 namespace detail {
@@ -406,6 +444,9 @@ struct StorageThunks {
       if (purged_out) *purged_out = n;
     });
   }
+  static kodo_status metrics(kodo_storage *s, kodo_metric_page *out, kodo_error *error) {
+    return guard(error, [&] { finish_metric_page(self(s)->metrics(), out); });
+  }
   static const kodo_storage_api *table() {
     static const kodo_storage_api api = {sizeof(kodo_storage_api),
                                          open,
@@ -416,7 +457,8 @@ struct StorageThunks {
                                          get_execution,
                                          list_executions,
                                          archive_execution,
-                                         purge};
+                                         purge,
+                                         metrics};
     return &api;
   }
 };
@@ -467,6 +509,9 @@ struct TransportThunks {
   static kodo_status finish_execution(kodo_transport *t, const char *fid, kodo_error *error) {
     return guard(error, [&] { self(t)->finish_execution(fid); });
   }
+  static kodo_status metrics(kodo_transport *t, kodo_metric_page *out, kodo_error *error) {
+    return guard(error, [&] { finish_metric_page(self(t)->metrics(), out); });
+  }
   static const kodo_transport_api *table() {
     static const kodo_transport_api api = {sizeof(kodo_transport_api),
                                            open,
@@ -476,7 +521,8 @@ struct TransportThunks {
                                            consumer_close,
                                            read,
                                            ack,
-                                           finish_execution};
+                                           finish_execution,
+                                           metrics};
     return &api;
   }
 };

@@ -39,16 +39,16 @@ static kodo_status get_execution(kodo_storage *storage, const char *fid, const c
   return KODO_ERR_NOT_SUPPORTED;
 }
 
-static const kodo_storage_api table = {sizeof(kodo_storage_api),
-                                       open_storage,
-                                       close_storage,
-                                       create_schema,
-                                       NULL /* append */,
-                                       read_events,
-                                       get_execution,
-                                       NULL,
-                                       NULL,
-                                       NULL};
+/* Designated initializers: the table grows at its end without touching this code. */
+static const kodo_storage_api table = {
+    .struct_size = sizeof(kodo_storage_api),
+    .open = open_storage,
+    .close = close_storage,
+    .create_schema = create_schema,
+    /* .append is missing on purpose: the loader must name it */
+    .read_events = read_events,
+    .get_execution = get_execution,
+};
 static const kodo_plugin descriptor = {sizeof(kodo_plugin),
                                        KODO_ABI_VERSION,
                                        KODO_KIND_STORAGE,

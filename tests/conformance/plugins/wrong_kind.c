@@ -56,15 +56,17 @@ static kodo_status ack(kodo_consumer *consumer, const uint64_t *delivery_ids, si
   return KODO_ERR_NOT_SUPPORTED;
 }
 
-static const kodo_transport_api table = {sizeof(kodo_transport_api),
-                                         open_transport,
-                                         close_transport,
-                                         publish,
-                                         consumer_open,
-                                         consumer_close,
-                                         read_deliveries,
-                                         ack,
-                                         NULL};
+/* Designated initializers: the table grows at its end without touching this code. */
+static const kodo_transport_api table = {
+    .struct_size = sizeof(kodo_transport_api),
+    .open = open_transport,
+    .close = close_transport,
+    .publish = publish,
+    .consumer_open = consumer_open,
+    .consumer_close = consumer_close,
+    .read = read_deliveries,
+    .ack = ack,
+};
 static const kodo_plugin descriptor = {sizeof(kodo_plugin),
                                        KODO_ABI_VERSION,
                                        KODO_KIND_TRANSPORT,
