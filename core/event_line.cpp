@@ -236,9 +236,16 @@ ParsedEventLine parse_event_line(std::string_view line) {
   } else if (!handler.has_payload()) {
     out.error = "missing \"payload\"";
   } else {
-    out.kind = handler.kind();
     // RapidJSON 1.1 decodes a lone \uDC00-style escape into bytes that are not UTF-8.
-    out.payload = to_valid_utf8(handler.payload());
+    std::string payload = to_valid_utf8(handler.payload());
+    // A string payload's \u0000 decodes to a NUL byte, which a NUL-terminated payload
+    // cannot carry: a plugin reading it as a C string would store it cut short.
+    if (const size_t nul = payload.find('\0'); nul != std::string::npos) {
+      out.error = "payload holds U+0000 (\\u0000) at offset " + std::to_string(nul);
+    } else {
+      out.kind = handler.kind();
+      out.payload = std::move(payload);
+    }
   }
   return out;
 }

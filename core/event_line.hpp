@@ -27,7 +27,8 @@ struct ParsedEventLine {
 };
 
 // Parses one line (without its newline). Safe for any bytes: the parse is iterative (no
-// recursion however deep the nesting), strings must be valid UTF-8, NUL bytes are refused.
+// recursion however deep the nesting), strings must be valid UTF-8, NUL bytes are refused
+// (raw, or as a string payload's \u0000).
 ParsedEventLine parse_event_line(std::string_view line);
 
 // True for a line of nothing but JSON whitespace; the executor skips such lines.

@@ -61,6 +61,11 @@ TEST(EventLine, ErrorsSayWhatWasWrong) {
   EXPECT_NE(error_of("").find("not JSON"), std::string::npos);
   EXPECT_EQ(error_of(R"({"kind":"final","payload":1})" + std::string(1, '\0') + " junk"),
             "NUL byte at offset 28");
+  // Found by fuzz/event_line_fuzzer (fuzz/corpus/event_line/escaped_nul): an escaped NUL
+  // in a string payload would have reached plugins inside a NUL-terminated payload.
+  EXPECT_EQ(error_of(R"({"kind":"final","payload":"ok\u0000cut"})"),
+            "payload holds U+0000 (\\u0000) at offset 2");
+  EXPECT_TRUE(parse_event_line(R"({"kind":"agent","payload":{"a":"\u0000"}})").ok());
   EXPECT_NE(error_of("{\"kind\":\"final\",\"payload\":\"\xFF\"}").find("not JSON"),
             std::string::npos);
   // The bad kind is shown escaped and cut short.

@@ -340,8 +340,7 @@ typedef struct kodo_storage_api {
 
 #define KODO_TRANSPORT_CAP_GROUPS (1ull << 0)        /* consumers of a group share the work */
 #define KODO_TRANSPORT_CAP_REDELIVERY (1ull << 1)    /* unacked deliveries move after idle */
-#define KODO_TRANSPORT_CAP_CROSS_PROCESS (1ull << 2) /* producer and consumers in other processes \
-                                                      */
+#define KODO_TRANSPORT_CAP_CROSS_PROCESS (1ull << 2) /* producers, consumers in other processes */
 #define KODO_TRANSPORT_CAP_FINISH (1ull << 3)        /* finish_execution cleans up */
 
 typedef struct kodo_transport kodo_transport; /* the plugin's opaque handle */

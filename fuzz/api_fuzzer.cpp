@@ -1,0 +1,194 @@
+// Fuzzes HTTP request handling end to end: the input is sent as it is over a loopback socket
+// to the real HttpServer serving the real Api (every endpoint: /health, /metrics,
+// /api/v1/flows, /api/v1/executions[/{fid}[/events]], /outputs/status|stream|main|stdio/{fid},
+// DELETE /outputs/{fid}), backed by an in-memory storage holding a few finished executions
+// and an executor whose one flow, "hello", is /bin/true. Each input gets a fresh storage and
+// Api, so what one input deletes or launches does not change what the next one sees.
+// Properties: every request gets an answer (a status line, then the connection closes once
+// the client has sent everything), and nothing a sanitizer notices happens on the way.
+#include "core/api.hpp"
+#include "core/executor.hpp"
+#include "core/http_server.hpp"
+#include "core/metrics.hpp"
+#include "core/storage.hpp"
+#include "fuzz/fuzz_check.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace kodo;
+
+constexpr int kAnswerTimeoutMs = 20000;
+
+// Where the executor's events go: whichever storage the current input uses.
+class CurrentStorageSink : public EventSink {
+ public:
+  void publish(const std::vector<Event> &events) override {
+    std::shared_ptr<Storage> storage;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      storage = storage_;
+    }
+    if (storage) storage->append(events);
+  }
+  void set(std::shared_ptr<Storage> storage) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    storage_ = std::move(storage);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::shared_ptr<Storage> storage_;
+};
+
+Event event(const std::string &fid, int64_t seq, const std::string &kind,
+            const std::string &payload) {
+  Event e;
+  e.fid = fid;
+  e.username = "admin";
+  e.seq = seq;
+  e.timestamp = 1700000000.0 + static_cast<double>(seq);
+  e.kind = kind;
+  e.payload = payload;
+  return e;
+}
+
+// Executions every input finds stored: a finished one with every kind of event, one that
+// ended in error, and one of another user.
+std::vector<Event> seed_events() {
+  const std::string ok = "65a0c0ffee00000000000001";
+  const std::string failed = "65a0c0ffee00000000000002";
+  std::vector<Event> events = {
+      event(ok, 0, "status", "starting"),
+      event(ok, 1, "inputs", "{\"name\":\"kodo\"}"),
+      event(ok, 2, "meta", "{\"summary\":\"hello\",\"tags\":[\"a\"],\"version\":\"1\"}"),
+      event(ok, 3, "status", "running"),
+      event(ok, 4, "stdout", "line one\nline two\r\n"),
+      event(ok, 5, "stderr", "warning"),
+      event(ok, 6, "agent", "{\"step\":1}"),
+      event(ok, 7, "final", "{\"result\":42}"),
+      event(ok, 8, "status", "finished"),
+      event(failed, 0, "status", "starting"),
+      event(failed, 1, "meta", "not json"),
+      event(failed, 2, "error", "exit code 3"),
+      event(failed, 3, "final", "not json either"),
+      event(failed, 4, "status", "error"),
+  };
+  Event other = event("65a0c0ffee00000000000003", 0, "status", "finished");
+  other.username = "someone-else";
+  events.push_back(other);
+  return events;
+}
+
+struct Service {
+  std::shared_ptr<Plugin> plugin = Plugin::load(KODO_FUZZ_MEMORY_STORAGE_PLUGIN, "", 0);
+  Metrics metrics;
+  CurrentStorageSink sink;
+  Executor executor{[] {
+                      ExecutorConfig config;
+                      config.max_running = 1;
+                      config.max_queued = 1;
+                      config.kill_grace_s = 0.5;
+                      return config;
+                    }(),
+                    {FlowSpec{"hello", {"/bin/true"}, {}, "", 0, "the fuzz flow"}},
+                    sink};
+  std::mutex api_mutex;
+  std::shared_ptr<Api> api;
+  HttpServer server{[] {
+                      HttpServer::Options options;
+                      options.address = "127.0.0.1:0";
+                      options.idle_timeout_ms = kAnswerTimeoutMs;
+                      return options;
+                    }(),
+                    [this](const HttpRequest &request, HttpResponder &response) {
+                      std::shared_ptr<Api> current;
+                      {
+                        std::lock_guard<std::mutex> lock(api_mutex);
+                        current = api;
+                      }
+                      current->handle(request, response);
+                    }};
+  Service() { server.start(); }
+
+  // A fresh storage with the seed executions, and an Api on it.
+  std::shared_ptr<Storage> renew() {
+    auto storage = std::make_shared<Storage>(plugin, OptionList{});
+    storage->append(seed_events());
+    sink.set(storage);
+    ApiContext context{*storage,
+                       executor,
+                       metrics,
+                       /*notifier=*/nullptr,
+                       "admin",
+                       /*sse_keepalive_s=*/0.05,
+                       /*sse_poll_s=*/0.005,
+                       /*delete_wait_s=*/5,
+                       "fuzz"};
+    std::lock_guard<std::mutex> lock(api_mutex);
+    api = std::make_shared<Api>(context);
+    return storage;
+  }
+};
+
+// Sends the request, closes the sending side, and reads until the server closes.
+std::string exchange(uint16_t port, const uint8_t *data, size_t size) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  FUZZ_CHECK(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  FUZZ_CHECK(connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) == 0);
+  size_t sent = 0;
+  while (sent < size) {
+    ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may answer 4xx and close before reading everything
+    sent += static_cast<size_t>(n);
+  }
+  shutdown(fd, SHUT_WR);
+  std::string answer;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kAnswerTimeoutMs);
+  char buffer[65536];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) {
+      std::fprintf(stderr, "no end of the answer within %d ms; got so far:\n%s\n", kAnswerTimeoutMs,
+                   answer.substr(0, 2000).c_str());
+      FUZZ_CHECK(!"the server neither finished its answer nor closed the connection");
+    }
+    ssize_t n = recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) break;
+    answer.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  return answer;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  static Service service;
+  auto storage = service.renew();
+  const std::string answer = exchange(service.server.port(), data, size);
+  // Something that is not a request at all (only blank lines) may be closed unanswered.
+  if (!answer.empty()) FUZZ_CHECK(answer.rfind("HTTP/1.", 0) == 0);
+  return 0;
+}

@@ -1,0 +1,29 @@
+// Fuzzes the line format flows write to their events descriptor (core/event_line.cpp): any
+// bytes a flow prints must give an event or a clear error, and an accepted event must hold
+// what readers rely on (a kind a flow may emit, a payload of valid UTF-8).
+#include "core/event.hpp"
+#include "core/event_line.hpp"
+#include "fuzz/fuzz_check.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  const std::string_view line(reinterpret_cast<const char *>(data), size);
+  const kodo::ParsedEventLine parsed = kodo::parse_event_line(line);
+  if (parsed.ok()) {
+    FUZZ_CHECK(kodo::is_known_kind(parsed.kind));
+    FUZZ_CHECK(!kodo::is_host_kind(parsed.kind));
+    FUZZ_CHECK(kodo::to_valid_utf8(parsed.payload) == parsed.payload);
+    FUZZ_CHECK(parsed.payload.find('\0') == std::string::npos);
+  }
+  kodo::is_blank_line(line);
+
+  const std::string text = kodo::to_valid_utf8(line);
+  FUZZ_CHECK(kodo::to_valid_utf8(text) == text);
+
+  const std::string excerpt = kodo::quote_excerpt(line, 40);
+  for (char c : excerpt) FUZZ_CHECK(c >= 0x20 && c < 0x7f);
+  return 0;
+}
