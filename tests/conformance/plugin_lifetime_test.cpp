@@ -289,8 +289,8 @@ TEST_P(PluginLifetime, LoadsOpensAndUnloadsRepeatedly) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryPlugin, PluginLifetime, ::testing::ValuesIn(every_plugin()),
-                         [](const ::testing::TestParamInfo<std::string> &info) {
-                           std::string name = fs::path(info.param).stem().string();
+                         [](const ::testing::TestParamInfo<std::string> &param) {
+                           std::string name = fs::path(param.param).stem().string();
                            for (char &c : name)
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            return name;
