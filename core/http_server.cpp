@@ -46,7 +46,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr size_t kReadSize = 64 * 1024;
+constexpr size_t kReadSize = size_t{64} * 1024;
 constexpr size_t kMaxReadSize = 1 << 20;     // when a large body is known to be coming
 constexpr size_t kMaxLingerBytes = 1 << 20;  // drained before closing after an error
 constexpr int kLingerMs = 2000;
@@ -375,7 +375,7 @@ void HttpResponder::send(int status, std::string_view content_type, std::string_
   state_ = State::Sent;
   if (bodyless || head_request_) {
     conn_.write_all(out);
-  } else if (body.size() <= 64 * 1024) {
+  } else if (body.size() <= size_t{64} * 1024) {
     out.append(body.data(), body.size());  // one send for the common small response
     conn_.write_all(out);
   } else if (conn_.write_all(out)) {
