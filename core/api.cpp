@@ -109,8 +109,11 @@ std::vector<std::string> split_path(const HttpRequest &request) {
 void append_frame(std::string &out, const std::string &kind, int64_t id, double timestamp,
                   const std::string &payload) {
   char stamp[40];
-  std::snprintf(stamp, sizeof stamp, "%.6f", timestamp);
-  out += "event: " + kind + "\nid: " + std::to_string(id) + "\ndata: " + stamp + ":";
+  const int n = std::snprintf(stamp, sizeof stamp, "%.6f", timestamp);
+  out.append("event: ").append(kind).append("\nid: ").append(std::to_string(id));
+  out.append("\ndata: ")
+      .append(stamp, n > 0 ? std::min(static_cast<size_t>(n), sizeof stamp - 1) : 0);
+  out += ':';
   for (char c : payload) {
     if (c == '\n')
       out += "\ndata: ";

@@ -169,7 +169,7 @@ int run(int argc, char **argv) {
                       resolve_plugin_options(*transport_plugin, config.transport_options));
 
   const size_t total = bench.executions * bench.events;
-  std::printf(
+  (void)std::printf(
       "kodo-bench: %s -> %s, %zu executions x %zu events of %zu bytes, %zu spooler(s), "
       "%zu producer(s), rate %s, batch %zu/%.3fs\n",
       transport_plugin->name().c_str(), storage_plugin->name().c_str(), bench.executions,
@@ -177,7 +177,7 @@ int run(int argc, char **argv) {
       bench.rate > 0 ? (std::to_string(static_cast<long long>(bench.rate)) + "/s").c_str()
                      : "unlimited",
       config.spooler.batch_size, config.spooler.batch_timeout_s);
-  std::fflush(stdout);
+  (void)std::fflush(stdout);  // progress lines; a lost one does not matter
 
   Metrics metrics;
   LatencyRecorder latency(total);
@@ -204,8 +204,8 @@ int run(int argc, char **argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (Clock::now() - last_report > std::chrono::seconds(1)) {
       last_report = Clock::now();
-      std::printf("  ... published %zu, stored %zu\n", published.load(), latency.stored());
-      std::fflush(stdout);
+      (void)std::printf("  ... published %zu, stored %zu\n", published.load(), latency.stored());
+      (void)std::fflush(stdout);  // progress lines; a lost one does not matter
     }
     if (published.load() == total && Clock::now() - latency.last_stored() >
                                          std::chrono::duration<double>(bench.settle_timeout_s))
@@ -245,7 +245,7 @@ int run(int argc, char **argv) {
   getrusage(RUSAGE_SELF, &usage);
   const double peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;
   const size_t stored = latency.stored();
-  std::printf(
+  (void)std::printf(
       "  stored %zu of %zu events in %.3f s, %llu batches (mean %.0f events), "
       "%llu redeliveries, %llu store retries\n",
       stored, total, elapsed, static_cast<unsigned long long>(metrics.batches_stored.load()),
@@ -254,7 +254,7 @@ int run(int argc, char **argv) {
           : 0.0,
       static_cast<unsigned long long>(metrics.redeliveries.load()),
       static_cast<unsigned long long>(metrics.store_failures.load()));
-  std::printf(
+  (void)std::printf(
       "kodo-bench: events_per_s=%.0f p50_ms=%.2f p99_ms=%.2f peak_rss_mb=%.1f lost=%zu "
       "duplicated=%zu\n",
       static_cast<double>(stored) / elapsed, latency.percentile_ms(0.50),
@@ -273,7 +273,7 @@ int main(int argc, char **argv) {
   try {
     return kodo::run(argc, argv);
   } catch (const std::exception &e) {
-    std::fprintf(stderr, "kodo-bench: %s\n", e.what());
+    (void)std::fprintf(stderr, "kodo-bench: %s\n", e.what());
     return 2;
   }
 }

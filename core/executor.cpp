@@ -46,8 +46,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 
-constexpr size_t kReadChunk = 64 * 1024;  // per descriptor per poll round: keeps rounds fair
-constexpr double kDrainGraceS = 1.0;      // how long an exited child's pipes may stay open
+constexpr size_t kReadChunk =
+    size_t{64} * 1024;                // per descriptor per poll round: keeps rounds fair
+constexpr double kDrainGraceS = 1.0;  // how long an exited child's pipes may stay open
 constexpr int kBackoffFirstMs = 50;
 constexpr int kBackoffMaxMs = 1000;
 constexpr int kChildEventsFd = 3;
@@ -69,8 +70,8 @@ std::string errno_text(int e) {
 
 std::string format_seconds(double s) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", s);
-  return buf;
+  const int n = std::snprintf(buf, sizeof buf, "%g", s);
+  return std::string(buf, n > 0 ? std::min(static_cast<size_t>(n), sizeof buf - 1) : 0);
 }
 
 void log_to_stderr(const std::string &message) {
@@ -215,6 +216,11 @@ struct Executor::Pipe {
 
 struct Executor::Run {
   enum class Phase { queued, running, ending };
+
+  Run() = default;
+  // Owns its pipes' descriptors (closed by the destructor) and is shared by pointer only.
+  Run(const Run &) = delete;
+  Run &operator=(const Run &) = delete;
 
   std::string fid;
   std::string username;
@@ -503,10 +509,12 @@ void Executor::start_run(Run &run) {
   set_env("KODO_FLOW=" + flow.name);
   set_env("KODO_EVENTS_FD=" + std::to_string(kChildEventsFd));
   std::vector<char *> envp;
+  envp.reserve(env.size() + 1);
   for (std::string &kv : env) envp.push_back(kv.data());
   envp.push_back(nullptr);
   std::vector<std::string> args = flow.argv;
   std::vector<char *> argv;
+  argv.reserve(args.size() + 1);
   for (std::string &a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 

@@ -334,8 +334,9 @@ static po::variables_map parse_config_file(const std::string &path,
       if (!flow_sections.count(name)) flow_order.push_back(name);
       flow_sections[name][rest.substr(rest.find('.') + 1)].push_back(value);
     } else {
-      throw Error("config file " + path + ": unknown setting '" + key + "'",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(
+          std::string("config file ").append(path).append(": unknown setting '").append(key) + "'",
+          KODO_ERR_INVALID_ARGUMENT);
     }
   }
   parsed.options = registered;
@@ -347,7 +348,8 @@ static po::variables_map parse_config_file(const std::string &path,
   }
   for (const auto &name : flow_order) {
     auto &settings = flow_sections[name];
-    const std::string where = "config file " + path + ", [flow." + name + "]";
+    const std::string where =
+        std::string("config file ").append(path).append(", [flow.").append(name).append("]");
     if (!settings.count("command"))
       throw Error(where + " has no command", KODO_ERR_INVALID_ARGUMENT);
     flows.add(name, settings["command"].front());
@@ -366,7 +368,8 @@ static po::variables_map parse_config_file(const std::string &path,
         else if (key == "timeout")
           flow.timeout_s = parse_duration(value, where + " timeout");
         else
-          throw Error(where + ": unknown setting '" + key + "'", KODO_ERR_INVALID_ARGUMENT);
+          throw Error(std::string(where).append(": unknown setting '").append(key) + "'",
+                      KODO_ERR_INVALID_ARGUMENT);
       }
     }
   }
@@ -378,7 +381,8 @@ std::string default_plugin_dir(const char *argv0) {
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (ec) exe = fs::absolute(argv0 ? argv0 : ".", ec);
   fs::path bin = exe.parent_path();
-  for (fs::path candidate : {bin / ".." / "plugins", bin / ".." / "lib" / "kodo" / "plugins"})
+  for (const fs::path &candidate :
+       {bin / ".." / "plugins", bin / ".." / "lib" / "kodo" / "plugins"})
     if (fs::is_directory(candidate, ec)) return fs::weakly_canonical(candidate, ec).string();
   return (bin / ".." / "plugins").lexically_normal().string();
 }

@@ -46,7 +46,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr size_t kReadSize = 64 * 1024;
+constexpr size_t kReadSize = size_t{64} * 1024;
 constexpr size_t kMaxReadSize = 1 << 20;     // when a large body is known to be coming
 constexpr size_t kMaxLingerBytes = 1 << 20;  // drained before closing after an error
 constexpr int kLingerMs = 2000;
@@ -139,9 +139,11 @@ std::string http_date() {
       tm.tm_mon > 11)
     return "Thu, 01 Jan 1970 00:00:00 GMT";
   char out[64];
-  std::snprintf(out, sizeof out, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
-                tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-  return out;
+  const int n = std::snprintf(out, sizeof out, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                              days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+                              tm.tm_hour, tm.tm_min, tm.tm_sec);
+  if (n <= 0 || static_cast<size_t>(n) >= sizeof out) return "Thu, 01 Jan 1970 00:00:00 GMT";
+  return std::string(out, static_cast<size_t>(n));
 }
 
 std::string json_error(std::string_view message) {
@@ -375,7 +377,7 @@ void HttpResponder::send(int status, std::string_view content_type, std::string_
   state_ = State::Sent;
   if (bodyless || head_request_) {
     conn_.write_all(out);
-  } else if (body.size() <= 64 * 1024) {
+  } else if (body.size() <= size_t{64} * 1024) {
     out.append(body.data(), body.size());  // one send for the common small response
     conn_.write_all(out);
   } else if (conn_.write_all(out)) {
@@ -804,7 +806,7 @@ void HttpServer::start() {
   }
   ::freeaddrinfo(found);
   if (fd < 0)
-    throw Error("cannot listen on '" + address + "': " + std::strerror(last_errno),
+    throw Error("cannot listen on '" + address + "': " + std::system_category().message(last_errno),
                 KODO_ERR_UNAVAILABLE);
 
   sockaddr_storage bound{};
@@ -820,7 +822,9 @@ void HttpServer::start() {
   if (::pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
     int e = errno;
     close_fd(fd);
-    throw Error("cannot listen on '" + address + "': wake pipe: " + std::strerror(e), KODO_ERR_IO);
+    throw Error(
+        "cannot listen on '" + address + "': wake pipe: " + std::system_category().message(e),
+        KODO_ERR_IO);
   }
   s.listen_fd = fd;
   s.wake_read = wake[0];

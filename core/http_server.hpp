@@ -37,6 +37,7 @@ class HttpResponder {
  public:
   HttpResponder(const HttpResponder &) = delete;
   HttpResponder &operator=(const HttpResponder &) = delete;
+  ~HttpResponder() = default;
 
   // A whole response with Content-Length. extra_headers must not set Content-Length or
   // Transfer-Encoding; "Connection: close" is honoured. Throws kodo::Error on misuse

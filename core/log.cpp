@@ -33,9 +33,10 @@ void log_line(int32_t level, const std::string &message) {
   std::tm tm{};
   gmtime_r(&now, &tm);
   char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) stamp[0] = '\0';
   std::lock_guard<std::mutex> lock(g_log_mutex);
-  std::fprintf(stderr, "%s kodo %s: %s\n", stamp, name, message.c_str());
+  // A log line that cannot be written has nowhere else to go.
+  (void)std::fprintf(stderr, "%s kodo %s: %s\n", stamp, name, message.c_str());
 }
 
 }  // namespace kodo

@@ -79,6 +79,8 @@ class RetentionTask {
     else if (retention_s_ > 0)
       log_warn(storage_.plugin().label() + " cannot purge: --retention is ignored");
   }
+  RetentionTask(const RetentionTask &) = delete;  // its thread holds `this`
+  RetentionTask &operator=(const RetentionTask &) = delete;
   ~RetentionTask() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -197,15 +199,15 @@ int plugins_list(const HostConfig &config) {
     throw Error("cannot read plugin directory " + config.plugin_dir + ": " + ec.message(),
                 KODO_ERR_IO);
   std::sort(files.begin(), files.end());
-  std::printf("plugins in %s:\n", config.plugin_dir.c_str());
+  (void)std::printf("plugins in %s:\n", config.plugin_dir.c_str());
   for (const auto &file : files) {
     try {
       auto plugin = Plugin::load(file.string(), config.plugin_dir, 0);
-      std::printf("  %-10s %-10s %-8s ABI %u  %s\n", plugin->name().c_str(),
-                  kind_name(plugin->kind()), plugin->version(), plugin->abi_version(),
-                  plugin->description());
+      (void)std::printf("  %-10s %-10s %-8s ABI %u  %s\n", plugin->name().c_str(),
+                        kind_name(plugin->kind()), plugin->version(), plugin->abi_version(),
+                        plugin->description());
     } catch (const Error &e) {
-      std::printf("  %s: cannot load: %s\n", file.filename().c_str(), e.what());
+      (void)std::printf("  %s: cannot load: %s\n", file.filename().c_str(), e.what());
     }
   }
   return 0;
@@ -236,7 +238,7 @@ int run(int argc, char **argv) {
   set_log_level(parse_log_level(config.log_level));
   const auto &words = parsed.positional;
   if (parsed.values.count("version")) {
-    std::printf("kodo-host %s (plugin ABI %u..%u)\n", KODO_VERSION, kHostAbiMin, kHostAbiMax);
+    (void)std::printf("kodo-host %s (plugin ABI %u..%u)\n", KODO_VERSION, kHostAbiMin, kHostAbiMax);
     return 0;
   }
   if (parsed.values.count("help") || words.empty()) {
@@ -270,7 +272,7 @@ int run(int argc, char **argv) {
     expect_words(2);
     auto storage = open_storage(config);
     storage->create_schema();
-    std::printf("schema ready in %s\n", storage->plugin().label().c_str());
+    (void)std::printf("schema ready in %s\n", storage->plugin().label().c_str());
     return 0;
   }
   if (command == "db" && words.size() >= 2 && words[1] == "purge") {
@@ -280,12 +282,24 @@ int run(int argc, char **argv) {
     double age = parse_duration(parsed.values["older-than"].as<std::string>(), "--older-than");
     auto storage = open_storage(config);
     int64_t purged = storage->purge(now_seconds() - age);
-    std::printf("purged %lld executions\n", static_cast<long long>(purged));
+    (void)std::printf("purged %lld executions\n", static_cast<long long>(purged));
     return 0;
   }
   throw Error("unknown command '" + command + (words.size() > 1 ? " " + words[1] : "") +
                   "'; see kodo-host --help",
               KODO_ERR_INVALID_ARGUMENT);
+}
+
+// The commands print their answers with printf and iostreams without checking each write:
+// a failed write leaves stdout's error flag set, and this checks it once at the end, so
+// `kodo-host plugins list >/dev/full` fails instead of reporting success. (A failed write
+// to stderr has nowhere to be reported.)
+int finish_output(int status) {
+  std::cout.flush();
+  const bool failed = !std::cout || std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
+  if (!failed || status != 0) return status;
+  (void)std::fputs("kodo-host: cannot write to standard output\n", stderr);
+  return 1;
 }
 
 }  // namespace
@@ -294,17 +308,21 @@ int run(int argc, char **argv) {
 int main(int argc, char **argv) {
   sigset_t set = kodo::shutdown_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
-  try {
-    return kodo::run(argc, argv);
-  } catch (const kodo::Error &e) {
-    std::fprintf(stderr, "kodo-host: %s\n", e.what());
-    return e.code() == KODO_ERR_INVALID_ARGUMENT || e.code() == KODO_ERR_NOT_FOUND ||
-                   e.code() == KODO_ERR_ABI_MISMATCH
-               ? 2
-               : 1;
-  } catch (const std::exception &e) {
-    std::fprintf(stderr, "kodo-host: %s\n", e.what());
+  if (std::signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+    (void)std::fputs("kodo-host: cannot ignore SIGPIPE\n", stderr);
     return 1;
   }
+  int status = 1;
+  try {
+    status = kodo::run(argc, argv);
+  } catch (const kodo::Error &e) {
+    (void)std::fprintf(stderr, "kodo-host: %s\n", e.what());
+    status = e.code() == KODO_ERR_INVALID_ARGUMENT || e.code() == KODO_ERR_NOT_FOUND ||
+                     e.code() == KODO_ERR_ABI_MISMATCH
+                 ? 2
+                 : 1;
+  } catch (const std::exception &e) {
+    (void)std::fprintf(stderr, "kodo-host: %s\n", e.what());
+  }
+  return kodo::finish_output(status);
 }

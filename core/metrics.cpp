@@ -19,22 +19,28 @@ void Histogram::observe(double value, uint64_t count) {
                          std::memory_order_relaxed);
 }
 
+// "%.17g" round-trips a double and needs at most 24 characters.
 static std::string number(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
+  char buf[32];
+  const int n = std::snprintf(buf, sizeof buf, "%.17g", v);
+  return std::string(buf, n > 0 ? std::min(static_cast<size_t>(n), sizeof buf - 1) : 0);
 }
 
 void Histogram::render(std::string &out, const std::string &name, const std::string &help) const {
-  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
+  out.append("# HELP ").append(name).append(" ").append(help);
+  out.append("\n# TYPE ").append(name).append(" histogram\n");
   uint64_t cumulative = 0;
   for (size_t i = 0; i < buckets_.size(); ++i) {
     cumulative += buckets_[i].load(std::memory_order_relaxed);
-    std::string le = i < bounds_.size() ? number(bounds_[i]) : "+Inf";
-    out += name + "_bucket{le=\"" + le + "\"} " + std::to_string(cumulative) + "\n";
+    const std::string le = i < bounds_.size() ? number(bounds_[i]) : "+Inf";
+    out.append(name).append("_bucket{le=\"").append(le).append("\"} ");
+    out.append(std::to_string(cumulative)).append("\n");
   }
-  out += name + "_sum " + number(sum_micro_.load(std::memory_order_relaxed) / 1e6) + "\n";
-  out += name + "_count " + std::to_string(count_.load(std::memory_order_relaxed)) + "\n";
+  // A double holds every sum below 2^53 microseconds (285 years) exactly.
+  const auto sum_micro = static_cast<double>(sum_micro_.load(std::memory_order_relaxed));
+  out.append(name).append("_sum ").append(number(sum_micro / 1e6)).append("\n");
+  out.append(name).append("_count ");
+  out.append(std::to_string(count_.load(std::memory_order_relaxed))).append("\n");
 }
 
 Metrics::Metrics()
@@ -97,12 +103,6 @@ static bool metric_labels_ok(const std::string &labels) {
   return labels.find_first_of("\n\r{}") == std::string::npos;
 }
 
-static std::string format_value(double value) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.17g", value);
-  return buffer;
-}
-
 void render_plugin_metrics(std::string &out, const std::string &kind,
                            const std::vector<PluginMetric> &unsorted) {
   // A metric family's samples must be adjacent, whatever order the plugin gave them in.
@@ -112,17 +112,19 @@ void render_plugin_metrics(std::string &out, const std::string &kind,
   std::vector<std::string> described;
   for (const auto &m : metrics) {
     if (!metric_name_ok(m.name) || !metric_labels_ok(m.labels)) continue;
-    std::string name = "kodo_" + kind + "_" + m.name;
+    std::string name = "kodo_";
+    name.append(kind).append("_").append(m.name);
     if (std::find(described.begin(), described.end(), name) == described.end()) {
       described.push_back(name);
       std::string help = m.help;
       std::replace(help.begin(), help.end(), '\n', ' ');
-      out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " +
-             (m.type == KODO_METRIC_COUNTER ? "counter" : "gauge") + "\n";
+      out.append("# HELP ").append(name).append(" ").append(help);
+      out.append("\n# TYPE ").append(name).append(" ");
+      out.append(m.type == KODO_METRIC_COUNTER ? "counter" : "gauge").append("\n");
     }
     out += name;
-    if (!m.labels.empty()) out += "{" + m.labels + "}";
-    out += " " + format_value(m.value) + "\n";
+    if (!m.labels.empty()) out.append("{").append(m.labels).append("}");
+    out.append(" ").append(number(m.value)).append("\n");
   }
 }
 

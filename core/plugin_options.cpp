@@ -29,7 +29,7 @@ std::string option_value_problem(const kodo_option_spec &spec, const std::string
       if (value.empty()) return "must be an integer";
       errno = 0;
       char *end = nullptr;
-      std::strtoll(value.c_str(), &end, 10);
+      (void)std::strtoll(value.c_str(), &end, 10);  // only whether it parses matters here
       if (errno != 0 || *end != '\0') return "must be an integer";
       return "";
     }
@@ -37,7 +37,7 @@ std::string option_value_problem(const kodo_option_spec &spec, const std::string
       if (value.empty()) return "must be a number";
       errno = 0;
       char *end = nullptr;
-      std::strtod(value.c_str(), &end);
+      (void)std::strtod(value.c_str(), &end);
       if (errno != 0 || *end != '\0') return "must be a number";
       return "";
     }

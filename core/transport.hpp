@@ -20,9 +20,15 @@ class DeliveryBatch {
   ~DeliveryBatch() { reset(); }
   DeliveryBatch(const DeliveryBatch &) = delete;
   DeliveryBatch &operator=(const DeliveryBatch &) = delete;
-  DeliveryBatch(DeliveryBatch &&other) noexcept : raw_(other.raw_) {
-    other.raw_ = kodo_delivery_batch{};
-    other.raw_.struct_size = sizeof other.raw_;
+  DeliveryBatch(DeliveryBatch &&other) noexcept : raw_(other.raw_) { other.forget(); }
+  // Releases what this batch held, then takes over other's deliveries.
+  DeliveryBatch &operator=(DeliveryBatch &&other) noexcept {
+    if (this != &other) {
+      reset();
+      raw_ = other.raw_;
+      other.forget();
+    }
+    return *this;
   }
 
   size_t size() const { return raw_.count; }
@@ -30,12 +36,17 @@ class DeliveryBatch {
   const kodo_delivery &operator[](size_t i) const { return *raw_.deliveries[i]; }
   void reset() {
     if (raw_.release) raw_.release(&raw_);
-    raw_ = kodo_delivery_batch{};
-    raw_.struct_size = sizeof raw_;
+    forget();
   }
   kodo_delivery_batch *raw() { return &raw_; }
 
  private:
+  // Empties this batch without releasing: its deliveries now belong to another.
+  void forget() {
+    raw_ = kodo_delivery_batch{};
+    raw_.struct_size = sizeof raw_;
+  }
+
   kodo_delivery_batch raw_{};
 };
 

@@ -2,8 +2,9 @@
 // to the real HttpServer serving the real Api (every endpoint: /health, /metrics,
 // /api/v1/flows, /api/v1/executions[/{fid}[/events]], /outputs/status|stream|main|stdio/{fid},
 // DELETE /outputs/{fid}), backed by an in-memory storage holding a few finished executions
-// and an executor whose one flow, "hello", is /bin/true. Each input gets a fresh storage and
-// Api, so what one input deletes or launches does not change what the next one sees.
+// and an executor whose one flow, "hello", is /bin/true. Each input gets a fresh server,
+// executor, storage and Api (see Service), so what one input deletes or launches does not
+// change what the next one sees, and none of its threads outlives it.
 // Properties: every request gets an answer (a status line, then the connection closes once
 // the client has sent everything), and nothing a sanitizer notices happens on the way.
 #include "core/api.hpp"
@@ -22,8 +23,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -31,27 +32,17 @@ namespace {
 
 using namespace kodo;
 
-constexpr int kAnswerTimeoutMs = 20000;
+// Generous: a 2-core CI machine running other gates can stall a healthy server for seconds.
+constexpr int kAnswerTimeoutMs = 60000;
 
-// Where the executor's events go: whichever storage the current input uses.
-class CurrentStorageSink : public EventSink {
+// Where the executor's events go: the input's storage.
+class StorageSink : public EventSink {
  public:
-  void publish(const std::vector<Event> &events) override {
-    std::shared_ptr<Storage> storage;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      storage = storage_;
-    }
-    if (storage) storage->append(events);
-  }
-  void set(std::shared_ptr<Storage> storage) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    storage_ = std::move(storage);
-  }
+  explicit StorageSink(Storage &storage) : storage_(storage) {}
+  void publish(const std::vector<Event> &events) override { storage_.append(events); }
 
  private:
-  std::mutex mutex_;
-  std::shared_ptr<Storage> storage_;
+  Storage &storage_;
 };
 
 Event event(const std::string &fid, int64_t seq, const std::string &kind,
@@ -93,10 +84,19 @@ std::vector<Event> seed_events() {
   return events;
 }
 
+// Everything one input talks to, made afresh for it and torn down before the next one:
+// the server's destructor joins its connection threads, the executor's waits for its runs.
+// So no thread of an earlier input still works (allocating, or using a storage that is
+// gone) while the next runs or while libFuzzer checks for leaks after an input.
 struct Service {
-  std::shared_ptr<Plugin> plugin = Plugin::load(KODO_FUZZ_MEMORY_STORAGE_PLUGIN, "", 0);
+  explicit Service(std::shared_ptr<Plugin> plugin) : storage(std::move(plugin), OptionList{}) {
+    storage.append(seed_events());
+    server.start();
+  }
+
+  Storage storage;
+  StorageSink sink{storage};
   Metrics metrics;
-  CurrentStorageSink sink;
   Executor executor{[] {
                       ExecutorConfig config;
                       config.max_running = 1;
@@ -106,42 +106,21 @@ struct Service {
                     }(),
                     {FlowSpec{"hello", {"/bin/true"}, {}, "", 0, "the fuzz flow"}},
                     sink};
-  std::mutex api_mutex;
-  std::shared_ptr<Api> api;
+  Api api{ApiContext{storage, executor, metrics,
+                     /*notifier=*/nullptr, "admin",
+                     /*sse_keepalive_s=*/0.05,
+                     /*sse_poll_s=*/0.005,
+                     /*delete_wait_s=*/5, "fuzz"}};
   HttpServer server{[] {
                       HttpServer::Options options;
                       options.address = "127.0.0.1:0";
-                      options.idle_timeout_ms = kAnswerTimeoutMs;
+                      options.idle_timeout_ms =
+                          10000;  // well inside kAnswerTimeoutMs: a 408 is an answer
                       return options;
                     }(),
                     [this](const HttpRequest &request, HttpResponder &response) {
-                      std::shared_ptr<Api> current;
-                      {
-                        std::lock_guard<std::mutex> lock(api_mutex);
-                        current = api;
-                      }
-                      current->handle(request, response);
+                      api.handle(request, response);
                     }};
-  Service() { server.start(); }
-
-  // A fresh storage with the seed executions, and an Api on it.
-  std::shared_ptr<Storage> renew() {
-    auto storage = std::make_shared<Storage>(plugin, OptionList{});
-    storage->append(seed_events());
-    sink.set(storage);
-    ApiContext context{*storage,
-                       executor,
-                       metrics,
-                       /*notifier=*/nullptr,
-                       "admin",
-                       /*sse_keepalive_s=*/0.05,
-                       /*sse_poll_s=*/0.005,
-                       /*delete_wait_s=*/5,
-                       "fuzz"};
-    std::lock_guard<std::mutex> lock(api_mutex);
-    api = std::make_shared<Api>(context);
-    return storage;
-  }
 };
 
 // Sends the request, closes the sending side, and reads until the server closes.
@@ -170,8 +149,8 @@ std::string exchange(uint16_t port, const uint8_t *data, size_t size) {
                           .count();
     pollfd p{fd, POLLIN, 0};
     if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) {
-      std::fprintf(stderr, "no end of the answer within %d ms; got so far:\n%s\n", kAnswerTimeoutMs,
-                   answer.substr(0, 2000).c_str());
+      (void)std::fprintf(stderr, "no end of the answer within %d ms; got so far:\n%s\n",
+                         kAnswerTimeoutMs, answer.substr(0, 2000).c_str());
       FUZZ_CHECK(!"the server neither finished its answer nor closed the connection");
     }
     ssize_t n = recv(fd, buffer, sizeof buffer, 0);
@@ -185,8 +164,9 @@ std::string exchange(uint16_t port, const uint8_t *data, size_t size) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  static Service service;
-  auto storage = service.renew();
+  static const std::shared_ptr<Plugin> plugin =
+      Plugin::load(KODO_FUZZ_MEMORY_STORAGE_PLUGIN, "", 0);
+  Service service(plugin);
   const std::string answer = exchange(service.server.port(), data, size);
   // Something that is not a request at all (only blank lines) may be closed unanswered.
   if (!answer.empty()) FUZZ_CHECK(answer.rfind("HTTP/1.", 0) == 0);

@@ -95,7 +95,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(*e.what() != '\0');
   } catch (const std::exception &e) {
     environ = saved;
-    std::fprintf(stderr, "escaped as %s: %s\n", typeid(e).name(), e.what());
+    (void)std::fprintf(stderr, "escaped as %s: %s\n", typeid(e).name(), e.what());
     FUZZ_CHECK(!"only kodo::Error may escape parse_command_line");
   }
   environ = saved;

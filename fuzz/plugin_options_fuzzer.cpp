@@ -28,7 +28,7 @@ std::shared_ptr<kodo::Plugin> load(const char *path) {
   try {
     return kodo::Plugin::load(path, "", 0);
   } catch (const kodo::Error &e) {
-    std::fprintf(stderr, "cannot load %s: %s\n", path, e.what());
+    (void)std::fprintf(stderr, "cannot load %s: %s\n", path, e.what());
     std::abort();
   }
 }
@@ -101,7 +101,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     else
       kodo::Transport opened(inproc, values);
   } catch (const kodo::Error &e) {
-    if (e.code() == KODO_ERR_INTERNAL) std::fprintf(stderr, "%s\n", e.what());
+    if (e.code() == KODO_ERR_INTERNAL) (void)std::fprintf(stderr, "%s\n", e.what());
     FUZZ_CHECK(e.code() != KODO_ERR_INTERNAL);
   }
   return 0;

@@ -64,7 +64,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
     }
   } catch (const std::exception &e) {
-    std::fprintf(stderr, "escaped: %s\n", e.what());
+    (void)std::fprintf(stderr, "escaped: %s\n", e.what());
     FUZZ_CHECK(!"only kodo::sdk::Error may escape parse_url");
   }
   return 0;

@@ -226,9 +226,9 @@ void append_copy_text(std::string &out, const std::string &value) {
 }
 
 std::string format_double(double value) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%.17g", value);
-  return buffer;
+  char buffer[32];  // "%.17g" needs at most 24
+  const int n = std::snprintf(buffer, sizeof buffer, "%.17g", value);
+  return std::string(buffer, n > 0 ? std::min(static_cast<size_t>(n), sizeof buffer - 1) : 0);
 }
 
 // A failed statement, with the server's SQLSTATE ("" when the connection failed).
@@ -904,8 +904,12 @@ class PostgresStorage : public kodo::sdk::StorageBase {
       if (!parsed) {
         std::string message = problem ? one_line(problem) : "not a libpq parameter";
         PQfreemem(problem);
-        throw Error(KODO_ERR_INVALID_ARGUMENT,
-                    "option url " + s.shown + ": parameter '" + key + "': " + message);
+        throw Error(KODO_ERR_INVALID_ARGUMENT, std::string("option url ")
+                                                   .append(s.shown)
+                                                   .append(": parameter '")
+                                                   .append(key)
+                                                   .append("': ")
+                                                   .append(message));
       }
       PQconninfoFree(parsed);
     }

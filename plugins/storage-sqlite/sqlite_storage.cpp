@@ -32,6 +32,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -394,7 +395,9 @@ void create_execution(const fs::path &dir, bool sync) {
   const std::string &bytes = empty_database();
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0)
-    throw Error(KODO_ERR_IO, "cannot create " + tmp.string() + ": " + std::strerror(errno), true);
+    throw Error(KODO_ERR_IO,
+                "cannot create " + tmp.string() + ": " + std::system_category().message(errno),
+                true);
   size_t written = 0;
   while (written < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
@@ -408,7 +411,8 @@ void create_execution(const fs::path &dir, bool sync) {
   if (ok && ::link(tmp.c_str(), db.c_str()) != 0 && errno != EEXIST) ok = false, err = errno;
   ::unlink(tmp.c_str());
   if (!ok)
-    throw Error(KODO_ERR_IO, "cannot create " + db.string() + ": " + std::strerror(err), true);
+    throw Error(KODO_ERR_IO,
+                "cannot create " + db.string() + ": " + std::system_category().message(err), true);
 }
 
 struct Writer {
@@ -643,6 +647,8 @@ class WorkerPool {
 
 class SqliteStorage final : public kodo::sdk::StorageBase {
  public:
+  SqliteStorage(const SqliteStorage &) = delete;  // owns its connections and threads
+  SqliteStorage &operator=(const SqliteStorage &) = delete;
   SqliteStorage(const kodo::sdk::Options &options, const kodo_host_api *host) : log_(host) {
     std::string dir = options.get("exec_dir", "./data/execution");
     if (dir.empty()) throw Error(KODO_ERR_INVALID_ARGUMENT, "option exec_dir is empty");
@@ -998,6 +1004,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     }
     if (!victims.empty()) {
       std::vector<std::string> keys;
+      keys.reserve(victims.size());
       for (auto &v : victims) keys.push_back(v->key);
       victims.clear();  // closes their connections, outside the cache mutex
       std::lock_guard lock(cache_mu_);
@@ -1103,7 +1110,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
       std::scoped_lock lock(e->write_mu, e->read_mu);
       if (e->gone) continue;
       bool any = false;
-      double newest = -INFINITY;
+      double newest = -std::numeric_limits<double>::infinity();
       auto consider = [&](const Summary &s) {
         any = true;
         if (s.event_count > 0) newest = std::max(newest, s.last_ts);

@@ -231,6 +231,8 @@ struct DeliveryBatch {
 
 class InprocTransport {
  public:
+  InprocTransport(const InprocTransport &) = delete;  // owns its threads and queues
+  InprocTransport &operator=(const InprocTransport &) = delete;
   InprocTransport(const kodo::sdk::Options &options, const kodo_host_api *host)
       : log_(host),
         capacity_(static_cast<size_t>(

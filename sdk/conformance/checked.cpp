@@ -150,6 +150,7 @@ Outcome CheckedStorage::append(const std::vector<Event> &events) {
   views.reserve(events.size());
   for (const auto &e : events) views.push_back(e.view());
   std::vector<const kodo_event *> pointers;
+  pointers.reserve(views.size());
   for (const auto &v : views) pointers.push_back(&v);
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status = api_.append(handle_, pointers.data(), pointers.size(), &error);
@@ -271,6 +272,7 @@ Outcome CheckedTransport::publish(const std::vector<Event> &events, int32_t time
   views.reserve(events.size());
   for (const auto &e : events) views.push_back(e.view());
   std::vector<const kodo_event *> pointers;
+  pointers.reserve(views.size());
   for (const auto &v : views) pointers.push_back(&v);
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status = api_.publish(handle_, pointers.data(), pointers.size(), timeout_ms, &error);

@@ -26,10 +26,11 @@ std::string object_id(uint32_t seconds) {
   // Like a bson ObjectId: time, a per-process random part, a counter.
   static const uint64_t process_part = random_bits() & 0xffffffffffull;
   static std::atomic<uint32_t> counter{static_cast<uint32_t>(random_bits())};
-  char text[25];
-  std::snprintf(text, sizeof text, "%08x%010llx%06x", seconds,
-                static_cast<unsigned long long>(process_part), counter.fetch_add(1) & 0xffffffu);
-  return text;
+  char text[25];  // every field is masked to its width: always 24 characters
+  const int n = std::snprintf(text, sizeof text, "%08x%010llx%06x", seconds,
+                              static_cast<unsigned long long>(process_part),
+                              counter.fetch_add(1) & 0xffffffu);
+  return std::string(text, n == 24 ? 24 : 0);
 }
 
 double now_seconds() {
@@ -42,8 +43,8 @@ std::string fresh_fid() {
 
 std::string fresh_name(const std::string &prefix) {
   char suffix[9];
-  std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(random_bits()));
-  return prefix + "-" + suffix;
+  const int n = std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(random_bits()));
+  return prefix + "-" + std::string(suffix, n == 8 ? 8 : 0);
 }
 
 std::vector<Event> make_events(const std::string &fid, const std::string &username, int64_t first,

@@ -20,7 +20,9 @@ using std::chrono::milliseconds;
 
 // A claim time long enough that nothing is redelivered while a case runs: cases that count
 // deliveries exactly use it (when the plugin declares claim_idle_ms).
-const OptionList kNoRedelivery = {{"claim_idle_ms", "600000"}};
+OptionList no_redelivery() {
+  return {{"claim_idle_ms", "600000"}};
+}
 // How long a case waits for events that should arrive; generous, because a loaded machine
 // (sanitizers, CI) is slow, and the wait ends as soon as they are there.
 constexpr milliseconds kArrivalWait{30000};
@@ -29,12 +31,14 @@ constexpr size_t kBackpressureBound = 1000000;
 
 std::vector<Event> events_of(const std::vector<Delivery> &deliveries) {
   std::vector<Event> events;
+  events.reserve(deliveries.size());
   for (const auto &d : deliveries) events.push_back(d.event);
   return events;
 }
 
 std::vector<uint64_t> ids_of(const std::vector<Delivery> &deliveries) {
   std::vector<uint64_t> ids;
+  ids.reserve(deliveries.size());
   for (const auto &d : deliveries) ids.push_back(d.id);
   return ids;
 }
@@ -145,14 +149,14 @@ class TransportFinish : public TransportWhen<KODO_TRANSPORT_CAP_FINISH, true> {}
 TEST_F(TransportDelivery, PublishReadAckKeepsPerExecutionOrder) {
   const char *contract =
       "transport contract: events of one execution are delivered in seq order, each once";
-  ASSERT_NO_FATAL_FAILURE(open_transport(kNoRedelivery));
+  ASSERT_NO_FATAL_FAILURE(open_transport(no_redelivery()));
   std::unique_ptr<CheckedConsumer> consumer;
   ASSERT_NO_FATAL_FAILURE(open_consumer("a", &consumer));
   const std::vector<std::string> fids = {fresh_fid(), fresh_fid(), fresh_fid()};
   std::vector<Event> all;
   for (int round = 0; round < 4; ++round)  // the executions' batches interleave
     for (const auto &fid : fids) {
-      const auto batch = make_events(fid, user_, round * 5, 5);
+      const auto batch = make_events(fid, user_, int64_t{round} * 5, 5);
       ASSERT_NO_FATAL_FAILURE(publish(batch));
       all.insert(all.end(), batch.begin(), batch.end());
     }
@@ -183,7 +187,7 @@ TEST_F(TransportDelivery, ReadTimesOutWithNothing) {
 
 TEST_F(TransportDelivery, LargeAndUtf8PayloadsArriveIntact) {
   const char *contract = "transport contract: 1 MiB and UTF-8 payloads arrive byte-exact";
-  ASSERT_NO_FATAL_FAILURE(open_transport(kNoRedelivery));
+  ASSERT_NO_FATAL_FAILURE(open_transport(no_redelivery()));
   std::unique_ptr<CheckedConsumer> consumer;
   ASSERT_NO_FATAL_FAILURE(open_consumer("a", &consumer));
   auto events = make_events(fresh_fid(), user_, 0, 4);
@@ -199,7 +203,7 @@ TEST_F(TransportDelivery, LargeAndUtf8PayloadsArriveIntact) {
 
 TEST_F(TransportAck, RepeatedAndUnknownAcksAreFine) {
   const char *contract = "transport contract: ack ignores unknown ids, so it may be repeated";
-  ASSERT_NO_FATAL_FAILURE(open_transport(kNoRedelivery));
+  ASSERT_NO_FATAL_FAILURE(open_transport(no_redelivery()));
   std::unique_ptr<CheckedConsumer> consumer;
   ASSERT_NO_FATAL_FAILURE(open_consumer("a", &consumer));
   const auto events = make_events(fresh_fid(), user_, 0, 5);
@@ -304,7 +308,7 @@ TEST_F(TransportGroups, ConsumersShareWithoutInterleavingAnExecution) {
   const char *contract =
       "transport contract: while one consumer holds unacked deliveries of an execution, no "
       "other consumer is given its later events";
-  ASSERT_NO_FATAL_FAILURE(open_transport(kNoRedelivery));
+  ASSERT_NO_FATAL_FAILURE(open_transport(no_redelivery()));
   std::unique_ptr<CheckedConsumer> a, b;
   ASSERT_NO_FATAL_FAILURE(open_consumer("a", &a));
   ASSERT_NO_FATAL_FAILURE(open_consumer("b", &b));
@@ -367,7 +371,7 @@ TEST_F(TransportWithoutGroups, SecondConsumerOfAGroupIsRefused) {
 // ---- Finish --------------------------------------------------------------------------------
 
 TEST_F(TransportFinish, FinishAfterAckThenNewExecutionsWork) {
-  ASSERT_NO_FATAL_FAILURE(open_transport(kNoRedelivery));
+  ASSERT_NO_FATAL_FAILURE(open_transport(no_redelivery()));
   std::unique_ptr<CheckedConsumer> consumer;
   ASSERT_NO_FATAL_FAILURE(open_consumer("a", &consumer));
   const std::string finished = fresh_fid();
@@ -411,7 +415,7 @@ TEST_F(TransportBackpressure, FullTransportTimesOutAndTakesAllOrNothing) {
   const char *contract =
       "transport contract: a full transport fails publish with a retryable KODO_ERR_TIMEOUT "
       "and takes none of the batch";
-  ASSERT_NO_FATAL_FAILURE(open_transport(kNoRedelivery));
+  ASSERT_NO_FATAL_FAILURE(open_transport(no_redelivery()));
   std::unique_ptr<CheckedConsumer> consumer;
   ASSERT_NO_FATAL_FAILURE(open_consumer("a", &consumer));
 
@@ -518,7 +522,7 @@ TEST_F(TransportConcurrency, ProducersAndConsumersDeliverEveryEventOnce) {
   const char *contract =
       "transport contract: with concurrent producers and consumers every event is delivered "
       "once, in seq order per execution";
-  ASSERT_NO_FATAL_FAILURE(open_transport(kNoRedelivery));
+  ASSERT_NO_FATAL_FAILURE(open_transport(no_redelivery()));
   // Without GROUPS a group has one consumer.
   const int consumer_count = claims(KODO_TRANSPORT_CAP_GROUPS) ? 2 : 1;
   std::vector<std::unique_ptr<CheckedConsumer>> consumers(consumer_count);
@@ -540,6 +544,7 @@ TEST_F(TransportConcurrency, ProducersAndConsumersDeliverEveryEventOnce) {
   HolderBook book(contract);
   std::atomic<size_t> delivered{0};
   std::vector<std::thread> threads;
+  threads.reserve(kProducers + static_cast<size_t>(consumer_count));
   for (int p = 0; p < kProducers; ++p)
     threads.emplace_back([&, p] {
       for (int64_t first = 0; first < kEventsEach; first += kBatch)

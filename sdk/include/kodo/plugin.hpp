@@ -573,7 +573,7 @@ inline kodo_status negotiate(uint32_t host_min, uint32_t host_max, const kodo_pl
 // Convenience for declaring an option table entry.
 constexpr kodo_option_spec option(const char *name, int32_t type, const char *default_value,
                                   const char *description, int32_t flags = 0,
-                                  const char *env_name = nullptr) {
+                                  const char *env_name = nullptr) noexcept {
   return kodo_option_spec{
       sizeof(kodo_option_spec), name, type, flags, default_value, env_name, description};
 }
