@@ -50,7 +50,7 @@ class StoreNotifier : public StoredObserver {
 
 struct SpoolerConfig {
   std::string group = "kodo-spooler";
-  std::string consumer_name;       // threads add "-<n>"; default spooler-<pid>
+  std::string consumer_name;       // threads add "-<n>"; default spooler-<host>-<pid>
   size_t consumers = 1;            // threads in this process
   size_t batch_size = 1000;        // most events per storage append
   double batch_timeout_s = 0.005;  // how long to wait for a batch to fill after its first event
