@@ -197,18 +197,14 @@ class Producer {
       invalid("publish: timeout_ms must be >= 0, got " + std::to_string(timeout_ms));
     validate(events, count);
     Chunk chunk = format(events, count);
-    if (count > settings_.buffer_events || chunk.resp.size() > settings_.buffer_bytes)
-      invalid(
-          "publish: a batch of " + std::to_string(count) + " events (" +
-          std::to_string(chunk.resp.size()) + " bytes) can never fit the producer's buffer of " +
-          std::to_string(settings_.buffer_events) + " events / " +
-          std::to_string(settings_.buffer_bytes) + " bytes (options buffer_events, buffer_bytes)");
     const size_t bytes = chunk.resp.size();
     std::unique_lock<std::mutex> lock(mutex_);
     const auto deadline = Clock::now() + milliseconds(timeout_ms);
+    // A batch larger than the whole buffer is let in once the buffer is empty, so any batch
+    // can be published.
     const bool room = space_.wait_until(lock, deadline, [&] {
-      return buffered_events_ + count <= settings_.buffer_events &&
-             buffered_bytes_ + bytes <= settings_.buffer_bytes;
+      return buffered_events_ == 0 || (buffered_events_ + count <= settings_.buffer_events &&
+                                       buffered_bytes_ + bytes <= settings_.buffer_bytes);
     });
     if (!room) {
       refused_.fetch_add(count, std::memory_order_relaxed);
@@ -450,6 +446,7 @@ class RedisConsumer : public kodo::sdk::ConsumerBase {
 
   void join();
   void upkeep();
+  void recover();
   void fetch(int32_t block_ms);
   void adopt(const std::vector<std::pair<std::string, std::string>> &taken, bool from_others);
   void drop(const std::string &fid, const char *why);
@@ -896,6 +893,46 @@ void RedisConsumer::upkeep() {
   pending_.store(static_cast<int64_t>(unacked_.size() + buffer_.size()));
 }
 
+// After a lost connection: a read whose reply was lost still delivered its entries to this
+// consumer (they are in its pending list, and `>` will not return them again), so its own
+// pending entries of each owned stream are read back by id, and those it does not hold already
+// (buffered, handed out, or acked but not yet sent) are delivered again.
+void RedisConsumer::recover() {
+  std::unordered_set<std::string> known;  // "<fid> <entry id>"
+  for (const Buffered &b : buffer_) known.insert(b.fid + " " + b.id);
+  for (const auto &item : unacked_) known.insert(item.second.fid + " " + item.second.id);
+  for (const auto &[fid, ids] : acks_)
+    for (const auto &id : ids) known.insert(fid + " " + id);
+  size_t recovered = 0;
+  for (const auto &[fid, owned] : owned_) {
+    for (std::string after = "0";;) {
+      auto reply = connection_.command(
+          {"XREADGROUP", "GROUP", group_, name_, "COUNT", "1000", "STREAMS", owned.key, after},
+          "reading back the pending entries of " + owned.key);
+      if (!is_array(reply.get()) || reply->elements == 0) break;
+      const redisReply *entries = reply->element[0]->element[1];
+      if (!is_array(entries) || entries->elements == 0) break;
+      for (size_t i = 0; i < entries->elements; ++i) {
+        const redisReply *entry = entries->element[i];
+        after = std::string(text(entry->element[0]));
+        if (!is_array(entry->element[1]) || known.count(fid + " " + after)) continue;
+        Buffered b;
+        b.fid = fid;
+        b.id = after;
+        b.count = 2;
+        b.event.fid = fid;
+        parse_event(entry->element[1], b.event);
+        buffer_.push_back(std::move(b));
+        ++recovered;
+      }
+      if (entries->elements < 1000) break;
+    }
+  }
+  if (recovered > 0)
+    log_(KODO_LOG_INFO, "consumer " + name_ + ": " + std::to_string(recovered) +
+                            " entries delivered while the connection was lost are read again");
+}
+
 // An XACK or XREADGROUP naming a stream that is gone answers NOGROUP naming its key.
 void RedisConsumer::check_nogroup(const redisReply *reply) {
   if (!is_error(reply)) return;
@@ -1006,12 +1043,15 @@ void RedisConsumer::read(size_t max, int32_t block_ms, kodo::sdk::DeliveryBatchB
   if (block_ms < 0) invalid("read: block_ms must be >= 0, got " + std::to_string(block_ms));
   const auto deadline = Clock::now() + milliseconds(block_ms);
   try {
+    bool reconnected = false;
     if (!connection_.connected()) {
       connection_.ensure(milliseconds(block_ms));
       next_upkeep_ = Clock::time_point{};  // learn what changed while away
+      reconnected = true;
     }
     if (!joined_) join();
     if (Clock::now() >= next_upkeep_) upkeep();
+    if (reconnected) recover();
     if (max > 0 && buffer_.size() < max) {
       const size_t owned = owned_.size();
       fetch(0);
