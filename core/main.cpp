@@ -173,7 +173,9 @@ int spool(const HostConfig &config) {
                     "needs a cross-process transport (such as redis)",
                 KODO_ERR_INVALID_ARGUMENT);
   Metrics metrics;
-  Spooler spooler(config.spooler, *transport, *storage, metrics, {});
+  SpoolerConfig spooler_config = config.spooler;
+  spooler_config.stop_at_once = true;
+  Spooler spooler(spooler_config, *transport, *storage, metrics, {});
   spooler.start();
   log_info("kodo-host spool: group " + config.spooler.group + ", storage " +
            storage->plugin().name() + ", transport " + transport->plugin().name());

@@ -149,6 +149,7 @@ void Spooler::run(Consumer &consumer) {
   for (;;) {
     if (abandon_) break;
     const bool draining = draining_;
+    if (draining && config_.stop_at_once) break;
     batches.clear();
     events.clear();
     ids.clear();
