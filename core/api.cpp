@@ -210,10 +210,16 @@ void Api::metrics(HttpResponder &response) {
   gauges.executions_launched = stats.launched;
   gauges.events_emitted = stats.events_emitted;
   gauges.events_rejected = stats.events_rejected;
-  std::string text = ctx_.metrics.render(gauges);
-  render_plugin_metrics(text, "storage", ctx_.storage.metrics());
-  if (ctx_.transport) render_plugin_metrics(text, "transport", ctx_.transport->metrics());
-  response.send(200, "text/plain; version=0.0.4", text);
+  response.send(200, "text/plain; version=0.0.4",
+                metrics_text(ctx_.metrics, gauges, ctx_.storage, ctx_.transport));
+}
+
+std::string metrics_text(const Metrics &metrics, const Metrics::Gauges &gauges,
+                         const Storage &storage, const Transport *transport) {
+  std::string text = metrics.render(gauges);
+  render_plugin_metrics(text, "storage", storage.metrics());
+  if (transport) render_plugin_metrics(text, "transport", transport->metrics());
+  return text;
 }
 
 void Api::list_flows(HttpResponder &response) {

@@ -29,6 +29,10 @@ struct ApiContext {
   const Transport *transport = nullptr;  // for the plugin's own figures on /metrics
 };
 
+// The /metrics page: the host's figures, then the storage's and the transport's own.
+std::string metrics_text(const Metrics &metrics, const Metrics::Gauges &gauges,
+                         const Storage &storage, const Transport *transport);
+
 // Thread-safe: handle() runs on many connection threads at once.
 class Api {
  public:

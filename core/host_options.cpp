@@ -48,10 +48,11 @@ po::options_description host_option_descriptions() {
       "where executions are kept (storages that declare exec_dir)");
 
   po::options_description server("HTTP API", kHelpWidth);
-  server.add_options()("address", po::value<std::string>()->default_value("127.0.0.1:3370"),
-                       "listen address: host:port or http://host:port")(
-      "default-user", po::value<std::string>()->default_value("admin"),
-      "the user requests act as until authentication exists")(
+  server.add_options()(
+      "address", po::value<std::string>()->default_value("127.0.0.1:3370"),
+      "listen address: host:port or http://host:port (spool: /health and /metrics, only when "
+      "given)")("default-user", po::value<std::string>()->default_value("admin"),
+                "the user requests act as until authentication exists")(
       "sse-keepalive", po::value<double>()->default_value(3), "seconds between SSE `alive` events");
 
   po::options_description flows("Flows", kHelpWidth);
@@ -82,9 +83,10 @@ po::options_description host_option_descriptions() {
       "seconds a batch may wait to fill after its first event")(
       "spooler-interval", po::value<double>()->default_value(0.25), "seconds one idle read blocks")(
       "spoolers", po::value<size_t>()->default_value(1), "consumer threads in this process")(
-      "spooler-group", po::value<std::string>()->default_value("kodo-spooler"), "consumer group")(
+      "spooler-group", po::value<std::string>()->default_value("kodo-spooler"),
+      "consumer group (also KODO_REDIS_CONSUMER_GROUP)")(
       "spooler-name", po::value<std::string>()->default_value(""),
-      "consumer name (default spooler-<pid>)")(
+      "consumer name (default spooler-<host>-<pid>)")(
       "no-spooler", po::bool_switch(), "serve without spooling (run `kodo-host spool` too)")(
       "publish-timeout", po::value<double>()->default_value(5),
       "seconds a producer waits on a full transport before the run fails")(
@@ -253,8 +255,10 @@ static void apply_flow_settings(const po::variables_map &values, FlowTable &flow
 // Each KODO_* variable that names an option is parsed as if given on the command line, one
 // variable at a time so an error can name it. A repeatable option takes one value a line.
 static po::variables_map parse_environment(const po::options_description &desc) {
-  static const std::map<std::string, std::string> aliases = {{"KODO_EVENT_TRANSPORT", "transport"},
-                                                             {"KODO_CONFIG", "config"}};
+  static const std::map<std::string, std::string> aliases = {
+      {"KODO_EVENT_TRANSPORT", "transport"},
+      {"KODO_CONFIG", "config"},
+      {"KODO_REDIS_CONSUMER_GROUP", "spooler-group"}};
   std::map<std::string, std::string> by_env;
   for (const auto &option : desc.options()) {
     const std::string &name = option->long_name();
@@ -485,6 +489,7 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.exec_dir = str("exec-dir");
   config.storage_options.host_defaults.emplace_back("exec_dir", config.exec_dir);
   config.address = str("address");
+  config.address_given = !values["address"].defaulted();
   config.default_user = str("default-user");
   config.log_level = str("log-level");
   config.sse_keepalive_s = values["sse-keepalive"].as<double>();

@@ -26,6 +26,7 @@ struct HostConfig {
   PluginOptionSources transport_options;
   std::string exec_dir = "./data/execution";
   std::string address = "127.0.0.1:3370";
+  bool address_given = false;  // spool serves /health and /metrics only when asked to
   std::string default_user = "admin";
   std::string log_level = "info";
   std::vector<FlowSpec> flows;

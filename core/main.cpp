@@ -175,12 +175,42 @@ int spool(const HostConfig &config) {
                     "needs a cross-process transport (such as redis)",
                 KODO_ERR_INVALID_ARGUMENT);
   Metrics metrics;
-  Spooler spooler(config.spooler, *transport, *storage, metrics, {});
+  SpoolerConfig spooler_config = config.spooler;
+  spooler_config.stop_at_once = true;
+  Spooler spooler(spooler_config, *transport, *storage, metrics, {});
   spooler.start();
   log_info("kodo-host spool: group " + config.spooler.group + ", storage " +
            storage->plugin().name() + ", transport " + transport->plugin().name());
+  // Only /health and /metrics, so each spooler of a fleet can be watched on its own.
+  std::unique_ptr<HttpServer> server;
+  if (config.address_given) {
+    HttpServer::Options options;
+    options.address = config.address;
+    server = std::make_unique<HttpServer>(
+        options, [&](const HttpRequest &request, HttpResponder &response) {
+          if (request.method != "GET") {
+            response.send(405, "text/plain", "only GET\n");
+          } else if (request.path == "/metrics") {
+            response.send(200, "text/plain; version=0.0.4",
+                          metrics_text(metrics, {}, *storage, transport.get()));
+          } else if (request.path == "/health") {
+            const bool up = metrics.storage_up.load() != 0;
+            response.send(up ? 200 : 503, "application/json",
+                          std::string("{\"status\":\"") + (up ? "ok" : "degraded") +
+                              "\",\"storage\":\"" + (up ? "up" : "down") + "\"}");
+          } else {
+            response.send(404, "text/plain", "spool serves only /health and /metrics\n");
+          }
+        });
+    server->start();
+    const ListenAddress bound = parse_listen_address(config.address);
+    log_info("kodo-host spool: metrics on http://" +
+             (bound.host.empty() ? std::string("0.0.0.0") : bound.host) + ":" +
+             std::to_string(server->port()) + "/metrics");
+  }
   wait_for_shutdown_signal();
   log_info("stopping: draining what was read");
+  if (server) server->stop();
   spooler.stop_and_drain();
   log_info("stopped: " + std::to_string(metrics.events_stored.load()) + " events stored");
   return 0;

@@ -71,8 +71,13 @@ Spooler::Spooler(SpoolerConfig config, Transport &transport, Storage &storage, M
       storage_(storage),
       metrics_(metrics),
       observers_(std::move(observers)) {
-  if (config_.consumer_name.empty())
-    config_.consumer_name = "spooler-" + std::to_string(::getpid());
+  // Unique across machines too: a cross-process transport tells spoolers apart by name.
+  if (config_.consumer_name.empty()) {
+    char host[256] = "";
+    ::gethostname(host, sizeof host - 1);
+    config_.consumer_name =
+        "spooler-" + std::string(*host ? host : "host") + "-" + std::to_string(::getpid());
+  }
   config_.consumers = std::max<size_t>(1, config_.consumers);
   config_.batch_size = std::max<size_t>(1, config_.batch_size);
 }
@@ -139,10 +144,12 @@ void Spooler::run(Consumer &consumer) {
   std::vector<const kodo_event *> events;
   std::vector<uint64_t> ids;
   std::vector<std::string> finished;
+  bool read_failing = false;
   const int32_t idle_block_ms = static_cast<int32_t>(config_.interval_s * 1000);
   for (;;) {
     if (abandon_) break;
     const bool draining = draining_;
+    if (draining && config_.stop_at_once) break;
     batches.clear();
     events.clear();
     ids.clear();
@@ -175,8 +182,12 @@ void Spooler::run(Consumer &consumer) {
         }
         batches.push_back(std::move(batch));
       }
+      if (read_failing) log_info("spooler: consumer '" + consumer.name() + "' reads again");
+      read_failing = false;
     } catch (const Error &e) {
-      log_error("spooler: " + std::string(e.what()));
+      // Logged when it starts failing, not on every retry while a server is away.
+      if (!read_failing) log_error("spooler: " + std::string(e.what()) + " (retrying)");
+      read_failing = true;
       std::unique_lock<std::mutex> lock(wake_mutex_);
       wake_.wait_for(lock, std::chrono::milliseconds(200), [this] { return abandon_.load(); });
     }

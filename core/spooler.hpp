@@ -50,13 +50,17 @@ class StoreNotifier : public StoredObserver {
 
 struct SpoolerConfig {
   std::string group = "kodo-spooler";
-  std::string consumer_name;       // threads add "-<n>"; default spooler-<pid>
+  std::string consumer_name;       // threads add "-<n>"; default spooler-<host>-<pid>
   size_t consumers = 1;            // threads in this process
   size_t batch_size = 1000;        // most events per storage append
   double batch_timeout_s = 0.005;  // how long to wait for a batch to fill after its first event
   double interval_s = 0.25;     // how long one read blocks when idle (kodosumi's SPOOLER_INTERVAL)
   double max_backoff_s = 5;     // retry ceiling while storage fails
   double drain_timeout_s = 60;  // on stop, how long to keep draining the transport
+  // On stop, end after the batch in hand instead of draining: a standalone spooler beside
+  // others, whose producers keep running, would otherwise take new work until the timeout;
+  // closing its consumers hands what it leaves to the others.
+  bool stop_at_once = false;
 };
 
 class Spooler {
@@ -68,8 +72,8 @@ class Spooler {
   Spooler &operator=(const Spooler &) = delete;
 
   void start();
-  // Stops reading new work once the transport is empty (or drain_timeout_s passed), stores
-  // and acks everything read, and joins the threads.
+  // Stops reading new work once the transport is empty (or drain_timeout_s passed; with
+  // stop_at_once, at once), stores and acks everything read, and joins the threads.
   void stop_and_drain();
 
  private:

@@ -67,19 +67,6 @@ constexpr kodo_option_spec kClaimIdleMs = kodo::sdk::option(
     "a delivery left unacked this long goes to whichever consumer of its group reads next");
 const kodo_option_spec *const kOptions[] = {&kCapacity, &kClaimIdleMs};
 
-// An INT option's value, or its declared default when the host did not pass it.
-int64_t int_option(const kodo::sdk::Options &options, const kodo_option_spec &spec, int64_t min,
-                   int64_t max) {
-  const std::string text = options.get(spec.name, spec.default_value);
-  errno = 0;
-  char *end = nullptr;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno == ERANGE || value < min || value > max)
-    invalid(std::string("option ") + spec.name + " must be an integer from " + std::to_string(min) +
-            " to " + std::to_string(max) + ", got '" + text + "'");
-  return value;
-}
-
 [[noreturn]] void fail(size_t i, const std::string &what) {
   invalid("publish: event " + std::to_string(i) + " of the batch " + what);
 }
@@ -236,8 +223,9 @@ class InprocTransport {
   InprocTransport(const kodo::sdk::Options &options, const kodo_host_api *host)
       : log_(host),
         capacity_(static_cast<size_t>(
-            int_option(options, kCapacity, 1, std::numeric_limits<uint32_t>::max()))),
-        claim_idle_(int_option(options, kClaimIdleMs, 1, std::numeric_limits<int32_t>::max())) {
+            kodo::sdk::int_option(options, kCapacity, 1, std::numeric_limits<uint32_t>::max()))),
+        claim_idle_(
+            kodo::sdk::int_option(options, kClaimIdleMs, 1, std::numeric_limits<int32_t>::max())) {
     log_(KODO_LOG_DEBUG, "capacity " + std::to_string(capacity_) + " events, claim_idle_ms " +
                              std::to_string(claim_idle_.count()));
   }

@@ -3,6 +3,9 @@
 // Consumers join before anything is published, as the host's spooler does.
 #include "sdk/conformance/conformance.hpp"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -10,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 namespace kodo::conformance {
@@ -143,6 +147,7 @@ class TransportRedelivery : public TransportWhen<KODO_TRANSPORT_CAP_REDELIVERY, 
 class TransportGroups : public TransportWhen<KODO_TRANSPORT_CAP_GROUPS, true> {};
 class TransportWithoutGroups : public TransportWhen<KODO_TRANSPORT_CAP_GROUPS, false> {};
 class TransportFinish : public TransportWhen<KODO_TRANSPORT_CAP_FINISH, true> {};
+class TransportCrossProcess : public TransportWhen<KODO_TRANSPORT_CAP_CROSS_PROCESS, true> {};
 
 // ---- Delivery ------------------------------------------------------------------------------
 
@@ -387,6 +392,65 @@ TEST_F(TransportFinish, FinishAfterAckThenNewExecutionsWork) {
   expect_same_events("transport contract: after finish_execution, new executions still flow",
                      "delivered", events_of(receive(*consumer, later.size(), kArrivalWait, true)),
                      later);
+  expect_nothing_more(*consumer, "transport contract: an acked delivery is not delivered again");
+}
+
+// ---- Cross process -------------------------------------------------------------------------
+
+TEST_F(TransportCrossProcess, EventsPublishedByAnotherProcessArrive) {
+  const char *contract =
+      "transport contract: CROSS_PROCESS: a consumer gets every event a producer in another "
+      "process published, once and in order, and closing that producer's handle loses none";
+  ASSERT_NO_FATAL_FAILURE(open_transport(kNoRedelivery));
+  std::unique_ptr<CheckedConsumer> consumer;
+  ASSERT_NO_FATAL_FAILURE(open_consumer("a", &consumer));
+  std::vector<Event> all;
+  for (int i = 0; i < 3; ++i) {
+    const auto events = make_events(fresh_fid(), user_, 0, 100);
+    all.insert(all.end(), events.begin(), events.end());
+  }
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  std::fflush(nullptr);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0) << "fork failed";
+  if (child == 0) {
+    // Another process: its own handle, opened as that process would, closed before it exits.
+    close(report[0]);
+    std::string problem;
+    {
+      CheckedTransport producer(transport().options());
+      if (!producer.open_outcome().ok()) {
+        std::ostringstream out;
+        out << "open in the child process: " << producer.open_outcome();
+        problem = out.str();
+      } else {
+        for (size_t first = 0; first < all.size() && problem.empty(); first += 50) {
+          const Outcome outcome = producer.publish(
+              std::vector<Event>(all.begin() + first, all.begin() + first + 50), 30000);
+          if (!outcome.ok()) {
+            std::ostringstream out;
+            out << "publish in the child process: " << outcome;
+            problem = out.str();
+          }
+        }
+      }
+    }
+    if (!problem.empty()) (void)!write(report[1], problem.data(), problem.size());
+    _exit(problem.empty() ? 0 : 1);
+  }
+  close(report[1]);
+  std::string problem;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(report[0], buffer, sizeof buffer)) > 0;) problem.append(buffer, n);
+  close(report[0]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << contract << ": the producing child process failed: "
+      << (problem.empty() ? "it died (status " + std::to_string(status) + ")" : problem);
+  expect_same_events(contract, "delivered",
+                     events_of(receive(*consumer, all.size(), kArrivalWait, true)), all);
   expect_nothing_more(*consumer, "transport contract: an acked delivery is not delivered again");
 }
 

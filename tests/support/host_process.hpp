@@ -66,8 +66,12 @@ inline CommandResult run_command(const std::vector<std::string> &args,
 
 class HostProcess {
  public:
-  // Starts `kodo-host ARGS... serve` with --address 127.0.0.1:0 and waits until it serves.
-  bool start(const std::vector<std::string> &args, const std::vector<std::string> &env = {}) {
+  // Starts `kodo-host ARGS... COMMAND` with --address 127.0.0.1:0 and waits until it serves
+  // (`spool` serves only /health and /metrics).
+  bool start(const std::vector<std::string> &args, const std::vector<std::string> &env = {},
+             const std::string &command = "serve") {
+    const std::string ready =
+        command == "spool" ? "metrics on http://127.0.0.1:" : "serving on http://127.0.0.1:";
     if (!log_path_.empty()) unlink(log_path_.c_str());  // a restart: the old log goes
     char log_path[] = "/tmp/kodo-host-log-XXXXXX";
     int fd = mkstemp(log_path);
@@ -79,7 +83,7 @@ class HostProcess {
       for (const auto &kv : env) putenv(const_cast<char *>(kv.c_str()));
       std::vector<std::string> all = {KODO_HOST_BINARY, "--address", "127.0.0.1:0"};
       all.insert(all.end(), args.begin(), args.end());
-      all.push_back("serve");
+      all.push_back(command);
       std::vector<char *> argv;
       for (const auto &a : all) argv.push_back(const_cast<char *>(a.c_str()));
       argv.push_back(nullptr);
@@ -89,9 +93,9 @@ class HostProcess {
     close(fd);
     for (int i = 0; i < 1000; ++i) {  // up to 20 s on a loaded machine
       std::string log = read_file(log_path_);
-      auto at = log.find("serving on http://127.0.0.1:");
+      auto at = log.find(ready);
       if (at != std::string::npos) {
-        port_ = std::stoi(log.substr(at + std::string("serving on http://127.0.0.1:").size()));
+        port_ = std::stoi(log.substr(at + ready.size()));
         return true;
       }
       int status = 0;
@@ -120,6 +124,14 @@ class HostProcess {
     waitpid(pid_, nullptr, 0);
     pid_ = -1;
     return -1;
+  }
+
+  // Ends it at once with `signal` (SIGKILL: no drain, no goodbye), as a crash would.
+  void kill_now(int signal = SIGKILL) {
+    if (pid_ <= 0) return;
+    kill(pid_, signal);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
   }
 
   ~HostProcess() {

@@ -113,6 +113,17 @@ class ServiceProcess {
     return false;
   }
 
+  // Polls `ready` until it holds (true) or the server exited or timed out (false).
+  template <class Ready>
+  bool wait_until(Ready &&ready, int timeout_ms = 30000) {
+    for (int waited = 0; waited < timeout_ms; waited += 50) {
+      if (ready()) return true;
+      if (!running()) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
   bool running() {
     if (pid_ <= 0) return false;
     int status = 0;

@@ -10,6 +10,7 @@
 
 #include <kodo/kodo_plugin.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -576,6 +577,21 @@ constexpr kodo_option_spec option(const char *name, int32_t type, const char *de
                                   const char *env_name = nullptr) noexcept {
   return kodo_option_spec{
       sizeof(kodo_option_spec), name, type, flags, default_value, env_name, description};
+}
+
+// An INT option's value, or its declared default when the host did not pass it; throws
+// Error(KODO_ERR_INVALID_ARGUMENT) naming the option when it is not an integer in [min, max].
+inline int64_t int_option(const Options &options, const kodo_option_spec &spec, int64_t min,
+                          int64_t max) {
+  const std::string text = options.get(spec.name, spec.default_value ? spec.default_value : "");
+  errno = 0;
+  char *end = nullptr;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno == ERANGE || value < min || value > max)
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                std::string("option ") + spec.name + " must be an integer from " +
+                    std::to_string(min) + " to " + std::to_string(max) + ", got '" + text + "'");
+  return value;
 }
 
 }  // namespace kodo::sdk
