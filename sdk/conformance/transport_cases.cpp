@@ -401,7 +401,7 @@ TEST_F(TransportCrossProcess, EventsPublishedByAnotherProcessArrive) {
   const char *contract =
       "transport contract: CROSS_PROCESS: a consumer gets every event a producer in another "
       "process published, once and in order, and closing that producer's handle loses none";
-  ASSERT_NO_FATAL_FAILURE(open_transport(kNoRedelivery));
+  ASSERT_NO_FATAL_FAILURE(open_transport(no_redelivery()));
   std::unique_ptr<CheckedConsumer> consumer;
   ASSERT_NO_FATAL_FAILURE(open_consumer("a", &consumer));
   std::vector<Event> all;

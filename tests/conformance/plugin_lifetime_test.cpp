@@ -9,6 +9,8 @@
 #include "core/error.hpp"
 #include "core/plugin_loader.hpp"
 #include "core/plugin_options.hpp"
+#include "postgres_server.hpp"
+#include "redis_server.hpp"
 
 #include <dlfcn.h>
 
@@ -87,9 +89,35 @@ class Round {
     }
   }
 
+  // A plugin that talks to a server gets a real one of its own, started once per process;
+  // "" for one we have no server for, which is then only loaded and unloaded. Never its
+  // default URL: that could be somebody's server on this machine.
+  std::string server_url() const {
+    bool has_url = false;
+    for (const auto &spec : plugin_.options())
+      has_url = has_url || std::strcmp(spec.name, "url") == 0;
+    if (!has_url) return "-";
+    if (plugin_.name() == "postgres") {
+      static kodo::testing::PostgresServer server;
+      static bool started = (server.start(), true);
+      (void)started;
+      return server.url();
+    }
+    if (plugin_.name() == "redis") {
+      static kodo::testing::RedisServer server;
+      static bool started = (server.start(), true);
+      (void)started;
+      return server.url();
+    }
+    return "";
+  }
+
   void run() {
     kodo::PluginOptionSources sources;
     sources.host_defaults = {{"exec_dir", data_dir_}, {"dir", data_dir_}};
+    const std::string url = server_url();
+    if (url.empty()) return;
+    if (url != "-") sources.command_line = {{"url", url}};
     kodo::OptionList values;
     try {
       values = kodo::resolve_plugin_options(plugin_, sources);

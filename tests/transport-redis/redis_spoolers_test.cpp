@@ -1,8 +1,10 @@
 // kodo-host with the Redis transport, end to end, against a real redis-server: spoolers in their
 // own processes share the executions, one killed with SIGKILL mid-run loses nothing; a Redis
 // restart mid-run loses nothing; a run whose events Redis cannot take ends in a visible error.
-// Each case checks, per execution, that every seq is stored exactly once and in order.
+// Each case checks, per execution, that every seq is stored exactly once and in order. The
+// seed's "PostgreSQL + Redis combined" scenario runs the spoolers into a real PostgreSQL.
 #include "host_process.hpp"
+#include "postgres_server.hpp"
 #include "redis_server.hpp"
 
 #include <gtest/gtest.h>
@@ -52,6 +54,7 @@ class RedisHostE2E : public ::testing::Test {
     std::vector<std::string> out = {"KODO_EVENT_TRANSPORT=redis", "KODO_REDIS_URL=" + redis_.url(),
                                     "KODO_REDIS_CLAIM_IDLE_MS=2000",
                                     "KODO_REDIS_STREAM_GRACE_MS=500"};
+    out.insert(out.end(), extra_env_.begin(), extra_env_.end());
     out.insert(out.end(), more.begin(), more.end());
     return out;
   }
@@ -164,6 +167,7 @@ class RedisHostE2E : public ::testing::Test {
   kodo::testing::TempDir dir_{"kodo-redis-e2e"};
   std::string exec_dir_;
   std::vector<std::string> common_;
+  std::vector<std::string> extra_env_;  // for every process of the case
   HostProcess host_;
   std::vector<std::unique_ptr<HostProcess>> spoolers_;
 };
@@ -244,6 +248,51 @@ TEST_F(RedisHostE2E, RunWhoseEventsRedisCannotTakeEndsInAVisibleError) {
   EXPECT_NE(r.body.find("transport refused"), std::string::npos) << r.body;
   EXPECT_NE(host_.log().find("unreachable"), std::string::npos)
       << "the log does not say that Redis is unreachable";
+}
+
+// The seed's combined scenario: PostgreSQL storage behind Redis transport, a serving host and
+// two standalone spoolers, one killed mid-run. Checked in the database itself: per execution,
+// rows in id order carry seq 0, 1, 2, ... once each, with every stdout line in order.
+TEST_F(RedisHostE2E, PostgresAndRedisCombinedSpoolerKilledMidRun) {
+  kodo::testing::PostgresServer postgres;
+  postgres.start();
+  extra_env_ = {"KODO_EXECUTION_DATABASE=" + postgres.url()};
+  auto created = run_command(
+      {KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "db", "create-tables"}, extra_env_);
+  ASSERT_EQ(created.exit_code, 0) << created.output;
+  ASSERT_NO_FATAL_FAILURE(start_host({"--no-spooler"}, env()));
+  ASSERT_NO_FATAL_FAILURE(start_spoolers(2));
+  std::vector<std::string> fids;
+  for (int i = 0; i < 20; ++i) fids.push_back(launch("steady"));
+  HostProcess &victim = *spoolers_[0];
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (metric(victim, "kodo_events_stored_total") <= 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_GT(metric(victim, "kodo_events_stored_total"), 0) << "the first spooler stored nothing";
+  victim.kill_now(SIGKILL);
+  ASSERT_NO_FATAL_FAILURE(wait_for_end(fids));
+
+  PGconn *conn = PQconnectdb(postgres.url().c_str());
+  ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
+  for (const auto &fid : fids) {
+    EXPECT_EQ(status(fid), "finished") << fid;
+    const char *params[] = {fid.c_str()};
+    PGresult *r = PQexecParams(conn,
+                               "SELECT seq, kind, message FROM execution_events WHERE fid = $1 "
+                               "ORDER BY id",
+                               1, nullptr, params, nullptr, nullptr, 0);
+    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(conn);
+    int next_line = 1;
+    for (int i = 0; i < PQntuples(r); ++i) {
+      ASSERT_EQ(std::stoll(PQgetvalue(r, i, 0)), i) << fid << ": a seq missing, twice or late";
+      if (std::string(PQgetvalue(r, i, 1)) != "stdout") continue;
+      ASSERT_EQ(std::string(PQgetvalue(r, i, 2)), "line " + std::to_string(next_line)) << fid;
+      ++next_line;
+    }
+    EXPECT_EQ(next_line, kLines + 1) << fid << ": stdout lines missing";
+    PQclear(r);
+  }
+  PQfinish(conn);
 }
 
 }  // namespace
