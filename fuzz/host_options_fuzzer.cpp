@@ -64,7 +64,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::vector<std::string> env_entries;
   for (auto &entry : split(sections[1], "\n")) {
     if (entry.empty() || entry.find('\0') != std::string::npos) continue;
-    if (entry.rfind("KODO_", 0) != 0) entry = "KODO_" + entry;
+    if (entry.rfind("KODO_", 0) != 0) entry.insert(0, "KODO_");
     if (entry.rfind("KODO_CONFIG=", 0) == 0) continue;
     env_entries.push_back(entry);
   }
@@ -75,9 +75,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
 
   std::vector<const char *> argv;
+  argv.reserve(words.size() + 1);
   for (const auto &w : words) argv.push_back(w.c_str());
   argv.push_back(nullptr);
   std::vector<char *> env;
+  env.reserve(env_entries.size() + 1);
   for (auto &e : env_entries) env.push_back(e.data());
   env.push_back(nullptr);
 

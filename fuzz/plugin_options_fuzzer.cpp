@@ -63,13 +63,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           variables.push_back("KODO_FUZZ_EVERY_URL=" + value);
         } else {
           for (char &c : key) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-          variables.push_back((storage ? "KODO_STORAGE_" : "KODO_TRANSPORT_") + key + "=" + value);
+          std::string variable = storage ? "KODO_STORAGE_" : "KODO_TRANSPORT_";
+          variable += key;
+          variable += '=';
+          variable += value;
+          variables.push_back(std::move(variable));
         }
         break;
       default: break;
     }
   }
   std::vector<char *> env;
+  env.reserve(variables.size() + 1);
   for (auto &v : variables) env.push_back(v.data());
   env.push_back(nullptr);
 

@@ -52,7 +52,7 @@ struct Endpoint {
         throw Error(KODO_ERR_INVALID_ARGUMENT, "option url " + e.shown +
                                                    ": the path must be a database number, got '/" +
                                                    url.path + "'");
-      e.db = std::atoi(url.path.c_str());
+      e.db = std::stoi(url.path);  // checked above: 1 to 5 digits
     }
     return e;
   }
@@ -223,7 +223,8 @@ class Connection {
 
  private:
   void connect() {
-    timeval tv{connect_timeout_ms_ / 1000, (connect_timeout_ms_ % 1000) * 1000};
+    timeval tv{connect_timeout_ms_ / 1000,
+               static_cast<suseconds_t>(connect_timeout_ms_ % 1000) * 1000};
     redisContext *c = redisConnectWithTimeout(endpoint_.host.c_str(), endpoint_.port, tv);
     if (!c || c->err) {
       std::string message = c ? c->errstr : "cannot allocate a connection";

@@ -152,7 +152,7 @@ void validate(const kodo_event *const *events, size_t count) {
     std::string problem = kodo::sdk::name_problem("fid", e->fid ? e->fid : "");
     if (problem.empty())
       problem = kodo::sdk::name_problem("username", e->username ? e->username : "");
-    if (!problem.empty()) invalid(where + "has an " + problem);
+    if (!problem.empty()) invalid(where + "has an " += problem);
     if (!e->kind || !*e->kind) invalid(where + "has no kind");
     if (!e->payload && e->payload_len > 0) invalid(where + "has a NULL payload of length > 0");
   }
@@ -169,6 +169,8 @@ struct Chunk {
 
 class Producer {
  public:
+  Producer(const Producer &) = delete;  // owns a thread and a connection
+  Producer &operator=(const Producer &) = delete;
   Producer(const Settings &settings, kodo::sdk::HostLog log)
       : settings_(settings),
         log_(log),
@@ -248,8 +250,8 @@ class Producer {
  private:
   static std::string seconds_since(Clock::time_point t) {
     char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%.1f",
-                  std::chrono::duration<double>(Clock::now() - t).count());
+    (void)std::snprintf(buffer, sizeof buffer, "%.1f",
+                        std::chrono::duration<double>(Clock::now() - t).count());
     return buffer;
   }
 
@@ -422,13 +424,15 @@ class RedisTransport;
 // An entry read from an owned stream and not yet handed to the host.
 struct Buffered {
   std::string fid, id;
-  uint32_t count;
+  uint32_t count = 0;
   kodo::sdk::OwnedEvent event;
 };
 
 class RedisConsumer : public kodo::sdk::ConsumerBase {
  public:
   RedisConsumer(RedisTransport &transport, std::string group, std::string name);
+  RedisConsumer(const RedisConsumer &) = delete;
+  RedisConsumer &operator=(const RedisConsumer &) = delete;
   ~RedisConsumer() override;
   void read(size_t max, int32_t block_ms, kodo::sdk::DeliveryBatchBuilder &out) override;
   void ack(const uint64_t *ids, size_t count) override;
@@ -479,6 +483,8 @@ class RedisConsumer : public kodo::sdk::ConsumerBase {
 
 class RedisTransport : public kodo::sdk::TransportBase {
  public:
+  RedisTransport(const RedisTransport &) = delete;
+  RedisTransport &operator=(const RedisTransport &) = delete;
   RedisTransport(const kodo::sdk::Options &options, const kodo_host_api *host)
       : settings_(options), log_(host), producer_(settings_, log_) {
     log_(KODO_LOG_INFO, "redis at " + settings_.endpoint.shown + ", streams " + settings_.prefix +
@@ -507,7 +513,7 @@ class RedisTransport : public kodo::sdk::TransportBase {
       std::lock_guard<std::mutex> lock(mutex_);
       for (const RedisConsumer *c : consumers_)
         if (c->name() == name)
-          invalid("consumer_open: consumer '" + name + "' of group '" + group +
+          invalid(("consumer_open: consumer '" + name + "' of group '" += group) +=
                   "' is already open");
     }
     auto consumer = std::make_unique<RedisConsumer>(*this, group, name);
@@ -899,10 +905,10 @@ void RedisConsumer::upkeep() {
 // (buffered, handed out, or acked but not yet sent) are delivered again.
 void RedisConsumer::recover() {
   std::unordered_set<std::string> known;  // "<fid> <entry id>"
-  for (const Buffered &b : buffer_) known.insert(b.fid + " " + b.id);
-  for (const auto &item : unacked_) known.insert(item.second.fid + " " + item.second.id);
+  for (const Buffered &b : buffer_) known.insert(b.fid + " " += b.id);
+  for (const auto &item : unacked_) known.insert(item.second.fid + " " += item.second.id);
   for (const auto &[fid, ids] : acks_)
-    for (const auto &id : ids) known.insert(fid + " " + id);
+    for (const auto &id : ids) known.insert(fid + " " += id);
   size_t recovered = 0;
   for (const auto &[fid, owned] : owned_) {
     for (std::string after = "0";;) {
@@ -915,7 +921,7 @@ void RedisConsumer::recover() {
       for (size_t i = 0; i < entries->elements; ++i) {
         const redisReply *entry = entries->element[i];
         after = std::string(text(entry->element[0]));
-        if (!is_array(entry->element[1]) || known.count(fid + " " + after)) continue;
+        if (!is_array(entry->element[1]) || known.count(fid + " " += after)) continue;
         Buffered b;
         b.fid = fid;
         b.id = after;

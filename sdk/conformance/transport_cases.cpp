@@ -411,7 +411,7 @@ TEST_F(TransportCrossProcess, EventsPublishedByAnotherProcessArrive) {
   }
   int report[2];
   ASSERT_EQ(pipe(report), 0);
-  std::fflush(nullptr);
+  (void)std::fflush(nullptr);  // nothing buffered may be written twice, by both processes
   const pid_t child = fork();
   ASSERT_GE(child, 0) << "fork failed";
   if (child == 0) {
@@ -425,7 +425,8 @@ TEST_F(TransportCrossProcess, EventsPublishedByAnotherProcessArrive) {
         out << "open in the child process: " << producer.open_outcome();
         problem = out.str();
       } else {
-        for (size_t first = 0; first < all.size() && problem.empty(); first += 50) {
+        for (std::ptrdiff_t first = 0;
+             first < static_cast<std::ptrdiff_t>(all.size()) && problem.empty(); first += 50) {
           const Outcome outcome = producer.publish(
               std::vector<Event>(all.begin() + first, all.begin() + first + 50), 30000);
           if (!outcome.ok()) {
