@@ -3,8 +3,8 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 
-#include <boost/dll/shared_library_load_mode.hpp>
 #include <dlfcn.h>
+#include <boost/dll/shared_library_load_mode.hpp>
 
 #include <algorithm>
 #include <cstring>
