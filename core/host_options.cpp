@@ -13,6 +13,8 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
+#include <string_view>
 
 extern char **environ;
 
@@ -110,6 +112,25 @@ static std::string redacted_url(const std::string &url) {
   } catch (const sdk::Error &) {
     return "(a URL that does not parse)";
   }
+}
+
+// Boost.Program_options 1.74 loops forever in error::what() when an option name or value it
+// quotes holds one of its own placeholders ("%value%", "%canonical_option%", ...): it replaces
+// each placeholder until none is left. Input holding such a sequence gets our own message.
+static bool has_placeholder(std::string_view text) {
+  for (size_t at = text.find('%'); at != std::string_view::npos; at = text.find('%', at + 1)) {
+    size_t end = at + 1;
+    while (end < text.size() && ((text[end] >= 'a' && text[end] <= 'z') || text[end] == '_')) ++end;
+    if (end > at + 1 && end < text.size() && text[end] == '%') return true;
+  }
+  return false;
+}
+
+static std::string option_error(const po::error &e, bool input_has_placeholder) {
+  if (input_has_placeholder)
+    return "an option name or value holds a '%word%' sequence, which cannot be quoted here; "
+           "remove the '%' signs";
+  return e.what();
 }
 
 static std::string env_name_for(const std::string &option) {
@@ -296,7 +317,9 @@ static po::variables_map parse_environment(const po::options_description &desc) 
     try {
       po::store(po::command_line_parser(args).options(desc).run(), values);
     } catch (const po::error &e) {
-      throw Error("environment variable " + it->first + ": " + e.what(), KODO_ERR_INVALID_ARGUMENT);
+      throw Error(
+          "environment variable " + it->first + ": " + option_error(e, has_placeholder(value)),
+          KODO_ERR_INVALID_ARGUMENT);
     }
   }
   return values;
@@ -308,13 +331,17 @@ static po::variables_map parse_environment(const po::options_description &desc) 
 static po::variables_map parse_config_file(const std::string &path,
                                            const po::options_description &desc, HostConfig &config,
                                            FlowTable &flows) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot read config file " + path, KODO_ERR_IO);
+  std::ifstream file(path);
+  if (!file) throw Error("cannot read config file " + path, KODO_ERR_IO);
+  std::stringstream in;
+  in << file.rdbuf();
+  const bool placeholder = has_placeholder(in.str());
   po::parsed_options parsed(&desc);
   try {
     parsed = po::parse_config_file(in, desc, true);
   } catch (const po::error &e) {
-    throw Error("config file " + path + ": " + e.what(), KODO_ERR_INVALID_ARGUMENT);
+    throw Error("config file " + path + ": " + option_error(e, placeholder),
+                KODO_ERR_INVALID_ARGUMENT);
   }
   std::vector<po::option> registered;
   std::map<std::string, std::map<std::string, std::vector<std::string>>> flow_sections;
@@ -348,7 +375,8 @@ static po::variables_map parse_config_file(const std::string &path,
   try {
     po::store(parsed, values);
   } catch (const po::error &e) {
-    throw Error("config file " + path + ": " + e.what(), KODO_ERR_INVALID_ARGUMENT);
+    throw Error("config file " + path + ": " + option_error(e, placeholder),
+                KODO_ERR_INVALID_ARGUMENT);
   }
   for (const auto &name : flow_order) {
     auto &settings = flow_sections[name];
@@ -407,7 +435,10 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
         po::command_line_parser(argc, argv).options(with_positional).positional(positional).run(),
         sources.cli);
   } catch (const po::error &e) {
-    throw Error(std::string("command line: ") + e.what(), KODO_ERR_INVALID_ARGUMENT);
+    bool placeholder = false;
+    for (int i = 0; i < argc; ++i) placeholder = placeholder || has_placeholder(argv[i]);
+    throw Error(std::string("command line: ") + option_error(e, placeholder),
+                KODO_ERR_INVALID_ARGUMENT);
   }
   sources.env = parse_environment(desc);
 
