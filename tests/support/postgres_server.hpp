@@ -66,12 +66,8 @@ class PostgresServer {
          "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c",
          "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=128MB"},
         run_user_, log_);
-    for (int waited = 0; waited < 60000; waited += 50) {
-      if (PQping(conninfo().c_str()) == PQPING_OK) return;
-      if (!process_.running()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    throw std::runtime_error("PostgreSQL did not come up: " + slurp(log_));
+    if (!process_.wait_until([&] { return PQping(conninfo().c_str()) == PQPING_OK; }, 60000))
+      throw std::runtime_error("PostgreSQL did not come up: " + slurp(log_));
   }
 
   // A fast shutdown (SIGINT): sessions are cut, as in a real restart.
