@@ -10,12 +10,19 @@
 #include <kodo/url.hpp>
 
 #include <hiredis/hiredis.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -58,23 +65,154 @@ struct Endpoint {
   }
 };
 
-struct ReplyDeleter {
-  void operator()(redisReply *r) const {
-    if (r) freeReplyObject(r);
-  }
+// A reply, read by this file's own RESP reader rather than hiredis's: one read buffer holds a
+// whole pipeline's replies and every node points into it, strings NUL-terminated in place (the
+// '\r' after each is overwritten), so reading 1,000 stream entries costs no allocation per
+// entry and an entry's strings can be handed to the host as they lie. Same shape as
+// redisReply, and REDIS_REPLY_* types.
+struct Value {
+  int type = REDIS_REPLY_NIL;
+  long long integer = 0;
+  size_t len = 0;
+  char *str = nullptr;
+  size_t elements = 0;
+  Value **element = nullptr;
 };
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
 
-inline std::string_view text(const redisReply *r) {
+// The memory of one pipeline's replies: the bytes read, and the nodes built over them.
+class Frame {
+  static constexpr size_t kPointerSize = sizeof(void *);
+
+ public:
+  std::vector<char> bytes;  // bytes[0, filled) came from the server
+  size_t filled = 0;
+
+  Value *make_values(size_t n) { return static_cast<Value *>(allocate(n * sizeof(Value))); }
+  // Arrays of pointers to values (what Value::element points to).
+  Value **make_pointers(size_t n) { return static_cast<Value **>(allocate(n * kPointerSize)); }
+
+ private:
+  void *allocate(size_t size) {
+    size = (size + 15) & ~size_t{15};
+    if (blocks_.empty() || used_ + size > block_size_) {
+      block_size_ = std::max(size, size_t{64} << 10);
+      blocks_.emplace_back(new std::max_align_t[block_size_ / sizeof(std::max_align_t) + 1]);
+      used_ = 0;
+    }
+    void *p = reinterpret_cast<char *>(blocks_.back().get()) + used_;
+    used_ += size;
+    return p;
+  }
+  std::vector<std::unique_ptr<std::max_align_t[]>> blocks_;
+  size_t used_ = 0, block_size_ = 0;
+};
+
+// One reply of a pipeline; keeps the pipeline's frame alive.
+class Reply {
+ public:
+  Reply() = default;
+  Reply(std::shared_ptr<Frame> frame, Value *value) : frame_(std::move(frame)), value_(value) {}
+  const Value *get() const { return value_; }
+  const Value *operator->() const { return value_; }
+  const std::shared_ptr<Frame> &frame() const { return frame_; }
+
+ private:
+  std::shared_ptr<Frame> frame_;
+  Value *value_ = nullptr;
+};
+
+namespace resp {
+
+// Where the reply starting at `from` ends, or 0 when `bytes` does not hold all of it yet. Walks
+// headers only (a bulk string is skipped by its length), so it is cheap to repeat as more bytes
+// arrive. Throws on bytes that are not RESP.
+inline size_t complete(const char *bytes, size_t size, size_t from) {
+  size_t pos = from;
+  long long remaining = 1;  // values still to pass
+  while (remaining > 0) {
+    const void *nl = pos < size ? std::memchr(bytes + pos, '\n', size - pos) : nullptr;
+    if (!nl) return 0;
+    const size_t line_end = static_cast<size_t>(static_cast<const char *>(nl) - bytes) + 1;
+    const char type = bytes[pos];
+    long long n = 0;
+    if (type == '*' || type == '$') {
+      const char *first = bytes + pos + 1, *last = bytes + line_end - 2;
+      if (std::from_chars(first, last, n).ptr != last)
+        throw std::runtime_error("a malformed RESP length");
+    } else if (type != '+' && type != '-' && type != ':') {
+      throw std::runtime_error(std::string("an unknown RESP type byte '") + type + "'");
+    }
+    pos = line_end;
+    --remaining;
+    if (type == '*' && n > 0) remaining += n;
+    if (type == '$' && n >= 0) {
+      if (pos + static_cast<size_t>(n) + 2 > size) return 0;
+      pos += static_cast<size_t>(n) + 2;
+    }
+  }
+  return pos;
+}
+
+// Builds the nodes of a complete reply at `pos`, advancing it.
+inline void build(Frame &frame, size_t &pos, Value &v) {
+  char *bytes = frame.bytes.data();
+  char *line = bytes + pos;
+  char *cr = static_cast<char *>(std::memchr(line, '\r', frame.bytes.size() - pos));
+  pos = static_cast<size_t>(cr - bytes) + 2;
+  long long n = 0;
+  switch (line[0]) {
+    case '+':
+    case '-':
+      v.type = line[0] == '+' ? REDIS_REPLY_STATUS : REDIS_REPLY_ERROR;
+      v.str = line + 1;
+      v.len = static_cast<size_t>(cr - line - 1);
+      *cr = '\0';
+      return;
+    case ':':
+      v.type = REDIS_REPLY_INTEGER;
+      std::from_chars(line + 1, cr, v.integer);
+      return;
+    case '$':
+      std::from_chars(line + 1, cr, n);
+      if (n < 0) return;  // nil
+      v.type = REDIS_REPLY_STRING;
+      v.str = bytes + pos;
+      v.len = static_cast<size_t>(n);
+      v.str[n] = '\0';
+      pos += static_cast<size_t>(n) + 2;
+      return;
+    default:  // '*'; complete() refused anything else
+      std::from_chars(line + 1, cr, n);
+      if (n < 0) return;  // nil
+      v.type = REDIS_REPLY_ARRAY;
+      v.elements = static_cast<size_t>(n);
+      v.element = frame.make_pointers(v.elements);
+      Value *children = frame.make_values(v.elements);
+      for (size_t i = 0; i < v.elements; ++i) {
+        v.element[i] = new (&children[i]) Value();
+        build(frame, pos, children[i]);
+      }
+  }
+}
+
+}  // namespace resp
+
+// strerror, thread-safe (the GNU strerror_r, which returns the text).
+inline std::string system_error_text(int code) {
+  char buffer[128];
+  return ::strerror_r(code, buffer, sizeof buffer);
+}
+
+inline std::string_view text(const Value *r) {
   return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
                r->type == REDIS_REPLY_ERROR)
              ? std::string_view(r->str, r->len)
              : std::string_view();
 }
-inline bool is_error(const redisReply *r) {
+inline bool is_error(const Value *r) {
   return r && r->type == REDIS_REPLY_ERROR;
 }
-inline bool is_array(const redisReply *r) {
+inline bool is_array(const Value *r) {
   return r && r->type == REDIS_REPLY_ARRAY;
 }
 inline bool starts_with(std::string_view s, std::string_view prefix) {
@@ -167,32 +305,54 @@ class Connection {
   // returned, not thrown; a broken connection throws, and then no reply is returned at all.
   std::vector<Reply> pipeline(const std::string &resp, size_t count) {
     ensure();
+    write_all(resp.data(), resp.size());
+    auto frame = std::make_shared<Frame>();
+    std::vector<size_t> starts;
+    starts.reserve(count);
+    size_t end = 0;
+    for (size_t i = 0; i < count; ++i) {
+      starts.push_back(end);
+      end = read_reply(*frame, end);
+    }
+    // Every reply is in: the buffer no longer moves, so nodes may point into it.
     std::vector<Reply> replies;
     replies.reserve(count);
-    if (redisAppendFormattedCommand(context_, resp.data(), resp.size()) != REDIS_OK) fail();
-    for (size_t i = 0; i < count; ++i) {
-      void *raw = nullptr;
-      if (redisGetReply(context_, &raw) != REDIS_OK || !raw) fail();
-      replies.emplace_back(static_cast<redisReply *>(raw));
+    for (size_t start : starts) {
+      Value *v = new (frame->make_values(1)) Value();
+      resp::build(*frame, start, *v);
+      replies.emplace_back(frame, v);
     }
     return replies;
   }
 
-  // Writes `resp` and hands each reply to `on_reply` as it is read; stops at the first reply it
-  // returns false for. Returns how many replies were read. A broken connection throws after
-  // the replies read so far were handed over (so the caller knows what was confirmed).
+  // Writes `data` and hands each reply to `on_reply` as it is read (valid during the call only);
+  // stops at the first reply it returns false for. Returns how many replies were read. A broken
+  // connection throws after the replies read so far were handed over (so the caller knows what
+  // was confirmed).
   template <class OnReply>
   size_t stream(const char *data, size_t size, size_t count, OnReply &&on_reply) {
     ensure();
-    if (redisAppendFormattedCommand(context_, data, size) != REDIS_OK) fail();
+    write_all(data, size);
+    Frame frame;
+    size_t start = 0;
     for (size_t i = 0; i < count; ++i) {
-      void *raw = nullptr;
-      if (redisGetReply(context_, &raw) != REDIS_OK || !raw) fail();
-      Reply reply(static_cast<redisReply *>(raw));
-      if (!on_reply(reply.get())) {
+      const size_t end = read_reply(frame, start);
+      Value v;
+      size_t pos = start;
+      resp::build(frame, pos, v);
+      if (!on_reply(static_cast<const Value *>(&v))) {
         // The rest of the replies still come; drop the connection rather than read them.
         close_after_failure("pipeline abandoned after an error reply");
         return i + 1;
+      }
+      // Drop what was handled once it is most of the buffer, so it does not grow with the
+      // whole pipeline.
+      if (end > (1u << 20) && end * 2 > frame.bytes.size()) {
+        frame.bytes.erase(frame.bytes.begin(), frame.bytes.begin() + static_cast<long>(end));
+        frame.filled -= end;
+        start = 0;
+      } else {
+        start = end;
       }
     }
     return count;
@@ -259,15 +419,70 @@ class Connection {
   void login(const std::vector<std::string> &args, const char *what) {
     std::string resp;
     append_command(resp, args);
-    if (redisAppendFormattedCommand(context_, resp.data(), resp.size()) != REDIS_OK) fail();
-    void *raw = nullptr;
-    if (redisGetReply(context_, &raw) != REDIS_OK || !raw) fail();
-    Reply reply(static_cast<redisReply *>(raw));
+    auto replies = pipeline_connected(resp);
+    const Reply &reply = replies[0];
     if (is_error(reply.get())) {
       std::string message = std::string(what) + " refused: " + std::string(text(reply.get()));
       note_failure(message);
       throw unavailable(message);
     }
+  }
+
+  std::vector<Reply> pipeline_connected(const std::string &resp) {
+    write_all(resp.data(), resp.size());
+    auto frame = std::make_shared<Frame>();
+    read_reply(*frame, 0);
+    Value *v = new (frame->make_values(1)) Value();
+    size_t pos = 0;
+    resp::build(*frame, pos, *v);
+    std::vector<Reply> out;
+    out.emplace_back(frame, v);
+    return out;
+  }
+
+  // Sends all of `data` on the blocking socket (its timeout is the reply timeout).
+  void write_all(const char *data, size_t size) {
+    while (size > 0) {
+      const ssize_t n = ::send(context_->fd, data, size, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0)
+        fail(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+                 ? std::string("timed out writing")
+                 : std::string("writing: ") +
+                       (n < 0 ? system_error_text(errno) : "connection closed"));
+      data += n;
+      size -= static_cast<size_t>(n);
+    }
+  }
+
+  // Reads until the frame holds the whole reply starting at `start`; returns where it ends.
+  size_t read_reply(Frame &frame, size_t start) {
+    std::vector<char> &bytes = frame.bytes;
+    for (;;) {
+      size_t end = 0;
+      try {
+        end = resp::complete(bytes.data(), frame.filled, start);
+      } catch (const std::exception &e) {
+        fail(std::string("the server sent ") + e.what());
+      }
+      if (end > 0) return end;
+      if (bytes.size() - frame.filled < 16384)
+        bytes.resize(std::max<size_t>(bytes.size() * 2, 65536));
+      const ssize_t n =
+          ::recv(context_->fd, bytes.data() + frame.filled, bytes.size() - frame.filled, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0) fail("connection closed by the server");
+      if (n < 0)
+        fail(errno == EAGAIN || errno == EWOULDBLOCK
+                 ? std::string("timed out waiting for a reply")
+                 : std::string("reading: ") + system_error_text(errno));
+      frame.filled += static_cast<size_t>(n);
+    }
+  }
+
+  [[noreturn]] void fail(const std::string &why) {
+    close_after_failure(why);
+    throw unavailable(why);
   }
 
   [[noreturn]] void fail() {

@@ -17,7 +17,13 @@ namespace kodo::redis::scripts {
   "  return am < bm or (am == bm and as < bs)\n"                                      \
   "end\n"                                                                             \
   "local function now_ms() local t = redis.call('TIME') "                             \
-  "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"
+  "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"            \
+  "local function stored_bound(prefix, key, fid, g)\n"                                \
+  "  local pos = redis.call('HGET', prefix .. '#stored:' .. g['name'], fid)\n"        \
+  "  if pos then return pos end\n"                                                    \
+  "  if g['pending'] > 0 then return redis.call('XPENDING', key, g['name'])[2] end\n" \
+  "  return g['last-delivered-id']\n"                                                 \
+  "end\n"
 
 // Announces an execution once: KEYS registry stream, executions hash; ARGV fid, username.
 // The hash remembers the registry entry's id, so a repeated announcement (a producer that
@@ -64,11 +70,28 @@ inline constexpr const char *kFinish = KODO_REDIS_LUA_HELPERS
     "redis.call('ZADD', KEYS[1], 'NX', now_ms() + tonumber(ARGV[2]), ARGV[1])\n"
     "return 1\n";
 
+// Makes a consumer the reader of an execution's stream: KEYS stream, stored-positions hash of
+// the group; ARGV group, fid. Creates the group if new and sets it to the position recorded as
+// stored (recording 0-0 when there is none), so reading goes on right after it. Returns
+// {position, the group's previous last delivered id}, or nil when the stream is gone.
+inline constexpr const char *kAdopt = KODO_REDIS_LUA_HELPERS
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return false end\n"
+    "local delivered, found = '0-0', false\n"
+    "for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
+    "  local f = fields(g)\n"
+    "  if f['name'] == ARGV[1] then found = true; delivered = f['last-delivered-id'] end\n"
+    "end\n"
+    "local pos = redis.call('HGET', KEYS[2], ARGV[2])\n"
+    "if not pos then pos = '0-0'; redis.call('HSET', KEYS[2], ARGV[2], pos) end\n"
+    "if found then redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], pos)\n"
+    "else redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], pos) end\n"
+    "return {pos, delivered}\n";
+
 // The owner's upkeep of its executions: KEYS finished, executions, registry; ARGV prefix,
 // group, fid... For each fid: adds its group's lag to the total, and deletes its stream when
 // it is finished, its grace has passed and it is consumed (every group on the stream has
-// nothing pending and has been delivered its last entry, and every group of the registry has
-// read the announcement), then acknowledges and deletes the announcement. A stream that no
+// stored its last entry, see stored_bound, and every group of the registry has read the
+// announcement), then acknowledges and deletes the announcement. A stream that no
 // longer exists is forgotten the same way. Returns {deleted fids, lag}.
 inline constexpr const char *kReap = KODO_REDIS_LUA_HELPERS
     "local now, deleted, lag = now_ms(), {}, 0\n"
@@ -81,15 +104,15 @@ inline constexpr const char *kReap = KODO_REDIS_LUA_HELPERS
     "  local fid = ARGV[i]\n"
     "  local key = ARGV[1] .. fid\n"
     "  local exists = redis.call('EXISTS', key) == 1\n"
-    "  local consumed = true\n"
+    "  local consumed, groups = true, {}\n"
     "  if exists then\n"
     "    local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)\n"
     "    for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do\n"
     "      local f = fields(g)\n"
+    "      groups[#groups + 1] = f['name']\n"
     "      if f['name'] == ARGV[2] and type(f['lag']) == 'number' then lag = lag + f['lag'] end\n"
-    "      if f['pending'] > 0 then consumed = false end\n"
-    "      if #last > 0 and id_less(f['last-delivered-id'], last[1][1]) then consumed = false "
-    "end\n"
+    "      local bound = stored_bound(ARGV[1], key, fid, f)\n"
+    "      if #last > 0 and id_less(bound, last[1][1]) then consumed = false end\n"
     "    end\n"
     "  end\n"
     "  local rid = redis.call('HGET', KEYS[2], fid)\n"
@@ -101,6 +124,8 @@ inline constexpr const char *kReap = KODO_REDIS_LUA_HELPERS
     "  local due = redis.call('ZSCORE', KEYS[1], fid)\n"
     "  if (not exists) or (due and tonumber(due) <= now and consumed) then\n"
     "    redis.call('DEL', key)\n"
+    "    for _, g in ipairs(groups) do redis.call('HDEL', ARGV[1] .. '#stored:' .. g, fid) end\n"
+    "    redis.call('HDEL', ARGV[1] .. '#stored:' .. ARGV[2], fid)\n"
     "    if rid and rid ~= '' then\n"
     "      for _, g in ipairs(registry_groups) do redis.call('XACK', KEYS[3], g['name'], rid) "
     "end\n"
@@ -114,16 +139,15 @@ inline constexpr const char *kReap = KODO_REDIS_LUA_HELPERS
     "return {deleted, lag}\n";
 
 // Trims a stream that grew past its maximum length, but only below the oldest entry some
-// group still needs: KEYS stream; ARGV max length. For each group the bound is its oldest
-// pending entry, or, with none pending, the last entry delivered to it; everything older has
-// been acknowledged, i.e. stored. Returns how many entries went.
+// group still needs: KEYS stream; ARGV max length, prefix, fid. A group's bound is the position
+// its spoolers recorded as stored (<prefix>#stored:<group>); for a group that records none
+// (not kodo's), its oldest pending entry, or with none pending the last entry delivered to it.
+// Returns how many entries went.
 inline constexpr const char *kTrim = KODO_REDIS_LUA_HELPERS
     "if redis.call('XLEN', KEYS[1]) <= tonumber(ARGV[1]) then return 0 end\n"
     "local safe = nil\n"
     "for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
-    "  local f = fields(g)\n"
-    "  local bound = f['last-delivered-id']\n"
-    "  if f['pending'] > 0 then bound = redis.call('XPENDING', KEYS[1], f['name'])[2] end\n"
+    "  local bound = stored_bound(ARGV[2], KEYS[1], ARGV[3], fields(g))\n"
     "  if safe == nil or id_less(bound, safe) then safe = bound end\n"
     "end\n"
     "if safe == nil then return 0 end\n"

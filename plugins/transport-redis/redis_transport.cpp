@@ -7,6 +7,7 @@
 //   <prefix>#registry     a stream of announcements, one entry {fid, username} per execution
 //   <prefix>#executions   hash fid -> id of its announcement (makes announcing idempotent)
 //   <prefix>#finished     sorted set fid -> when its stream may be deleted (ms, server time)
+//   <prefix>#stored:<group>  hash fid -> id of the entry up to which the group has stored it
 //
 // Producer. publish() formats the batch as RESP (one XADD per event, plus the announcement
 // script after an execution's seq 0) in the caller's thread and queues it; one writer thread
@@ -18,18 +19,23 @@
 //
 // Discovery and ownership. Spoolers join the consumer group on the registry. An announcement
 // delivered to a consumer makes it the execution's owner for as long as the entry stays in
-// its pending list: only the owner reads that execution's stream (XREADGROUP >), so its events
-// reach storage in order. The owner keeps the entries fresh (a heartbeat script re-claims them
-// for itself); when it dies they go idle, and after claim_idle_ms another consumer takes them
-// with XAUTOCLAIM, then claims everything the dead owner had read and not acknowledged from
-// the execution's stream, and carries on. A consumer that closes cleanly hands its executions
-// over at once (it marks their announcements idle). Each read takes at most one new execution,
-// so a busy spooler takes fewer and the work spreads over all live spoolers.
+// its pending list: only the owner reads that execution's stream, so its events reach storage
+// in order. The owner keeps the entries fresh (a heartbeat script re-claims them for itself);
+// when it dies they go idle, and after claim_idle_ms another consumer takes them with
+// XAUTOCLAIM. A consumer that closes cleanly hands its executions over at once (it marks their
+// announcements idle). Each read takes at most one new execution, so a busy spooler takes
+// fewer and the work spreads over all live spoolers.
+//
+// Reading. The owner reads its streams with XREADGROUP ... NOACK and records, as the host
+// acknowledges, the entry up to which each stream is stored (#stored:<group>). Ownership makes
+// a per-entry pending list unnecessary, and keeping one is most of what a read costs Redis.
+// A new owner sets the stream's group back to the recorded position (XGROUP SETID) and reads
+// on: whatever the old owner read and did not record comes again, as a redelivery.
 //
 // Cleanup. finish_execution records the execution in #finished with a grace period; the owner
-// deletes the stream once the grace has passed and every group has consumed it. A stream that
-// grows past max_stream_len is trimmed by its owner below the oldest entry a group still needs
-// (XTRIM MINID), never by the producer (XADD MAXLEN would drop entries not yet stored).
+// deletes the stream once the grace has passed and every group has stored it. A stream that
+// grows past max_stream_len is trimmed by its owner below the oldest entry a group has not
+// stored (XTRIM MINID), never by the producer (XADD MAXLEN would drop entries not yet stored).
 #include "redis_connection.hpp"
 #include "redis_scripts.hpp"
 
@@ -126,6 +132,7 @@ struct Settings {
   std::string registry() const { return prefix + "#registry"; }
   std::string executions() const { return prefix + "#executions"; }
   std::string finished() const { return prefix + "#finished"; }
+  std::string stored(const std::string &group) const { return prefix + "#stored:" + group; }
   // How often a consumer renews its executions and looks for dead owners' ones: well inside
   // claim_idle, so a live consumer never looks idle.
   milliseconds upkeep_interval() const {
@@ -306,7 +313,7 @@ class Producer {
       // Chunks are only pushed at the back, so references to the front ones stay valid
       // while the lock is released.
       size_t take = 0, bytes = 0;
-      while (take < queue_.size() && bytes < (8u << 20)) bytes += queue_[take++].resp.size();
+      while (take < queue_.size() && bytes < (256u << 10)) bytes += queue_[take++].resp.size();
       std::vector<Chunk *> batch;
       for (size_t i = 0; i < take; ++i) batch.push_back(&queue_[i]);
       lock.unlock();
@@ -324,7 +331,7 @@ class Producer {
           commands += c->ends.size() - c->first;
         }
         size_t ci = 0;
-        connection_.stream(resp.data(), resp.size(), commands, [&](const redisReply *reply) {
+        connection_.stream(resp.data(), resp.size(), commands, [&](const Value *reply) {
           Chunk &c = *batch[ci];
           const bool event = c.is_event[c.first] != 0;
           if (is_error(reply)) {
@@ -390,28 +397,48 @@ class Producer {
   std::thread writer_;  // last: starts once everything above exists
 };
 
-// Reads an entry's fields into `event` (whose fid the caller set). Unknown fields are ignored;
-// seq stays -1 when the entry has none (not written by kodo).
-void parse_event(const redisReply *fields, kodo::sdk::OwnedEvent &event) {
-  event.seq = -1;
-  for (size_t k = 0; is_array(fields) && k + 1 < fields->elements; k += 2) {
-    const std::string_view name = text(fields->element[k]), value = text(fields->element[k + 1]);
-    const char *first = value.data(), *last = value.data() + value.size();
-    if (name == "timestamp")
-      std::from_chars(first, last, event.timestamp);
-    else if (name == "kind")
-      event.kind = value;
-    else if (name == "payload")
-      event.payload = value;
-    else if (name == "seq")
-      std::from_chars(first, last, event.seq);
-    else if (name == "username")
-      event.username = value;
+// An entry id, "<ms>-<seq>".
+struct EntryId {
+  uint64_t ms = 0, seq = 0;
+
+  static bool parse(std::string_view text, EntryId &out) {
+    const size_t dash = text.find('-');
+    if (dash == std::string_view::npos) return false;
+    const char *end = text.data() + text.size();
+    return std::from_chars(text.data(), text.data() + dash, out.ms).ptr == text.data() + dash &&
+           std::from_chars(text.data() + dash + 1, end, out.seq).ptr == end;
   }
+  std::string str() const { return std::to_string(ms) + "-" + std::to_string(seq); }
+  bool operator<(const EntryId &o) const { return ms < o.ms || (ms == o.ms && seq < o.seq); }
+};
+
+// Points `e` at an entry's fields where they lie in the reply (strings NUL-terminated there).
+// Unknown fields are ignored; returns false when the entry lacks what kodo writes.
+bool entry_event(const Value *fields, const char *fid, kodo_event &e) {
+  e = kodo_event{sizeof(kodo_event), fid, nullptr, -1, 0.0, nullptr, "", 0};
+  for (size_t k = 0; is_array(fields) && k + 1 < fields->elements; k += 2) {
+    const std::string_view name = text(fields->element[k]);
+    const Value *value = fields->element[k + 1];
+    if (value->type != REDIS_REPLY_STRING) continue;
+    const char *first = value->str, *last = value->str + value->len;
+    if (name == "timestamp") {
+      std::from_chars(first, last, e.timestamp);
+    } else if (name == "kind") {
+      e.kind = value->str;
+    } else if (name == "payload") {
+      e.payload = value->str;
+      e.payload_len = value->len;
+    } else if (name == "seq") {
+      if (std::from_chars(first, last, e.seq).ptr != last) e.seq = -1;
+    } else if (name == "username") {
+      e.username = value->str;
+    }
+  }
+  return e.seq >= 0 && e.kind && *e.kind && e.username && *e.username;
 }
 
 // The value of field `name` of an entry, or "".
-std::string field(const redisReply *fields, std::string_view name) {
+std::string field(const Value *fields, std::string_view name) {
   for (size_t k = 0; is_array(fields) && k + 1 < fields->elements; k += 2)
     if (text(fields->element[k]) == name) return std::string(text(fields->element[k + 1]));
   return {};
@@ -421,11 +448,35 @@ std::string field(const redisReply *fields, std::string_view name) {
 
 class RedisTransport;
 
-// An entry read from an owned stream and not yet handed to the host.
+// One owned execution's stream, shared with the entries read from it.
+struct OwnedStream {
+  std::string fid, key, registry_id;
+  EntryId read_to;       // the group's position as this consumer knows it (the last entry read)
+  EntryId stored;        // every entry up to here is stored (acknowledged by the host)
+  EntryId recorded;      // the position last written to Redis
+  EntryId redeliver_to;  // entries up to here were read before (by a consumer that went silent)
+  bool owned = true;     // false once dropped: its late acks are not recorded
+  bool dirty = false;    // acknowledged entries not yet recorded
+  std::vector<EntryId> pel_acked;  // acknowledged entries that are pending in Redis
+  size_t acked_since_trim = 0;
+  // Entries read, in order, from the first one not yet acknowledged; `base` numbers the front.
+  struct Inflight {
+    EntryId id;
+    bool acked = false, pel = false;  // pel: read by a blocking read, which keeps a pending entry
+  };
+  std::deque<Inflight> inflight;
+  uint64_t base = 0;
+};
+using StreamRef = std::shared_ptr<OwnedStream>;
+
+// An entry read from an owned stream and not yet handed to the host; its strings lie in the
+// frame it was read into.
 struct Buffered {
-  std::string fid, id;
+  std::shared_ptr<Frame> frame;
+  StreamRef stream;
+  uint64_t index = 0;  // in stream->inflight, counted from its base
   uint32_t count = 0;
-  kodo::sdk::OwnedEvent event;
+  kodo_event event{};
 };
 
 class RedisConsumer : public kodo::sdk::ConsumerBase {
@@ -440,36 +491,38 @@ class RedisConsumer : public kodo::sdk::ConsumerBase {
   const std::string &name() const { return name_; }
 
  private:
-  struct Owned {
-    std::string key, registry_id;
-    size_t acked_since_trim = 0;
-  };
   struct Unacked {
-    std::string fid, id;
+    StreamRef stream;
+    uint64_t index;
+  };
+  struct Taken {
+    std::string fid, registry_id;
   };
 
   void join();
   void upkeep();
   void recover();
   void fetch(int32_t block_ms);
-  void adopt(const std::vector<std::pair<std::string, std::string>> &taken, bool from_others);
+  void adopt(const std::vector<Taken> &taken, bool from_others);
   void drop(const std::string &fid, const char *why);
-  void take_entries(const redisReply *streams);
-  void add_acks(std::string &resp, size_t &commands);
-  void check_nogroup(const redisReply *reply);
+  void take_entries(const Reply &reply, bool pel);
+  void add_acks(std::string &resp, size_t &commands, std::vector<StreamRef> &sent);
+  void acks_sent(const std::vector<StreamRef> &sent);
+  void check_nogroup(const Value *reply);
+  void mark_acked(OwnedStream &s, uint64_t index);
 
   RedisTransport &transport_;
   const Settings &settings_;
   kodo::sdk::HostLog log_;
-  const std::string group_, name_;
+  const std::string group_, name_, stored_key_;
   Connection connection_;
   bool joined_ = false;
-  std::map<std::string, Owned> owned_;                        // fid -> its announcement
+  std::map<std::string, StreamRef, std::less<>> owned_;       // fid -> its stream
   std::unordered_map<std::string, std::string> by_registry_;  // announcement id -> fid
   std::deque<Buffered> buffer_;
   std::unordered_map<uint64_t, Unacked> unacked_;
   uint64_t next_delivery_ = 1;
-  std::map<std::string, std::vector<std::string>> acks_;  // fid -> entry ids to XACK
+  std::vector<StreamRef> dirty_;  // streams whose acks are not yet sent
   Clock::time_point next_upkeep_{};
   Clock::time_point next_forget_{};
   std::string autoclaim_cursor_ = "0-0";
@@ -602,6 +655,7 @@ RedisConsumer::RedisConsumer(RedisTransport &transport, std::string group, std::
       log_(transport.log()),
       group_(std::move(group)),
       name_(std::move(name)),
+      stored_key_(settings_.stored(group_)),
       connection_(settings_.endpoint, "consumer " + name_, settings_.connect_timeout_ms) {
   // Joining now fixes where a new group starts; if Redis is away, the first read joins.
   try {
@@ -612,19 +666,21 @@ RedisConsumer::RedisConsumer(RedisTransport &transport, std::string group, std::
   }
 }
 
-// Hands over at once every execution with nothing handed out and unacknowledged; the rest go
-// to another consumer when idle, as the contract says.
+// Records how far each stream is stored and hands over at once every execution with nothing
+// handed out and unacknowledged; the rest go to another consumer when idle, as the contract
+// says. Whatever this consumer had read beyond the recorded position, the next owner reads again.
 RedisConsumer::~RedisConsumer() {
   transport_.forget(this);
   try {
     std::set<std::string> holding;
-    for (const auto &item : unacked_) holding.insert(item.second.fid);
+    for (const auto &item : unacked_) holding.insert(item.second.stream->fid);
     std::string resp;
     size_t commands = 0;
-    add_acks(resp, commands);
-    for (const auto &[fid, owned] : owned_) {
+    std::vector<StreamRef> sent;
+    add_acks(resp, commands, sent);
+    for (const auto &[fid, s] : owned_) {
       if (holding.count(fid)) continue;
-      append_command(resp, {"XCLAIM", settings_.registry(), group_, name_, "0", owned.registry_id,
+      append_command(resp, {"XCLAIM", settings_.registry(), group_, name_, "0", s->registry_id,
                             "IDLE", "100000000000", "JUSTID"});
       ++commands;
     }
@@ -651,41 +707,77 @@ std::vector<Metric> RedisConsumer::metrics() const {
           {"claims_total", "Executions taken over from consumers that went silent.", labels,
            KODO_METRIC_COUNTER, static_cast<double>(claims_.load())},
           {"claimed_entries_total",
-           "Entries other consumers read and never acknowledged, claimed by this one.", labels,
-           KODO_METRIC_COUNTER, static_cast<double>(claimed_entries_.load())},
+           "Entries another consumer had read without recording them stored, read again by "
+           "this one.",
+           labels, KODO_METRIC_COUNTER, static_cast<double>(claimed_entries_.load())},
           {"reconnects_total", "Times this consumer's connection was made again.", labels,
            KODO_METRIC_COUNTER, static_cast<double>(reconnects_.load())},
           {"up", "1 while this consumer's connection to Redis works.", labels, KODO_METRIC_GAUGE,
            static_cast<double>(up_.load())}};
 }
 
-void RedisConsumer::add_acks(std::string &resp, size_t &commands) {
-  for (auto &[fid, ids] : acks_) {
-    if (ids.empty()) continue;
-    std::vector<std::string> args = {"XACK", settings_.stream(fid), group_};
-    args.insert(args.end(), ids.begin(), ids.end());
-    append_command(resp, args);
+// The commands that record what the host acknowledged: one HSET of the new positions, and an
+// XACK for entries a blocking read left pending. `sent` gets the streams they cover.
+void RedisConsumer::add_acks(std::string &resp, size_t &commands, std::vector<StreamRef> &sent) {
+  std::vector<std::string> positions = {"HSET", stored_key_};
+  for (const StreamRef &s : dirty_) {
+    if (!s->owned) continue;  // another consumer owns it now and records its own position
+    if (s->recorded < s->stored) {
+      positions.push_back(s->fid);
+      positions.push_back(s->stored.str());
+    }
+    if (!s->pel_acked.empty()) {
+      std::vector<std::string> xack = {"XACK", s->key, group_};
+      for (const EntryId &id : s->pel_acked) xack.push_back(id.str());
+      append_command(resp, xack);
+      ++commands;
+    }
+    sent.push_back(s);
+  }
+  if (positions.size() > 2) {
+    append_command(resp, positions);
     ++commands;
   }
 }
 
-// Acks were sent and confirmed: count them towards trimming.
-static void note_acks_sent(std::map<std::string, std::vector<std::string>> &acks,
-                           std::map<std::string, size_t> &sent) {
-  for (auto &[fid, ids] : acks) sent[fid] += ids.size();
-  acks.clear();
+void RedisConsumer::acks_sent(const std::vector<StreamRef> &sent) {
+  for (const StreamRef &s : sent) {
+    s->recorded = s->stored;
+    s->pel_acked.clear();
+  }
+  for (const StreamRef &s : dirty_) s->dirty = false;
+  dirty_.clear();
+}
+
+void RedisConsumer::mark_acked(OwnedStream &s, uint64_t index) {
+  if (index < s.base || index - s.base >= s.inflight.size()) return;
+  OwnedStream::Inflight &f = s.inflight[index - s.base];
+  if (f.acked) return;
+  f.acked = true;
+  if (f.pel) s.pel_acked.push_back(f.id);
+  ++s.acked_since_trim;
+  while (!s.inflight.empty() && s.inflight.front().acked) {
+    s.stored = s.inflight.front().id;
+    s.inflight.pop_front();
+    ++s.base;
+  }
 }
 
 void RedisConsumer::ack(const uint64_t *ids, size_t count) {
   if (count == 0) return;
   if (!ids) invalid("ack: delivery_ids is NULL with count " + std::to_string(count));
-  // Sent with the next read's pipeline (or on close), saving a round trip per batch. The
-  // entries stay pending in Redis until then, which only matters if this process dies, and
-  // then idempotent storage absorbs the redelivery.
+  // Recorded with the next read's pipeline (or on close), saving a round trip per batch. Until
+  // then the position in Redis is behind, which only matters if this process dies, and then
+  // idempotent storage absorbs what is read again.
   for (size_t i = 0; i < count; ++i) {
     auto it = unacked_.find(ids[i]);
     if (it == unacked_.end()) continue;
-    acks_[it->second.fid].push_back(std::move(it->second.id));
+    const StreamRef &s = it->second.stream;
+    mark_acked(*s, it->second.index);
+    if (!s->dirty) {
+      s->dirty = true;
+      dirty_.push_back(s);
+    }
     unacked_.erase(it);
   }
   pending_.store(static_cast<int64_t>(unacked_.size() + buffer_.size()));
@@ -694,87 +786,66 @@ void RedisConsumer::ack(const uint64_t *ids, size_t count) {
 void RedisConsumer::drop(const std::string &fid, const char *why) {
   auto it = owned_.find(fid);
   if (it == owned_.end()) return;
-  by_registry_.erase(it->second.registry_id);
+  const StreamRef s = it->second;
+  s->owned = false;
+  by_registry_.erase(s->registry_id);
   owned_.erase(it);
   buffer_.erase(std::remove_if(buffer_.begin(), buffer_.end(),
-                               [&](const Buffered &b) { return b.fid == fid; }),
+                               [&](const Buffered &b) { return b.stream == s; }),
                 buffer_.end());
   log_(KODO_LOG_DEBUG, "consumer " + name_ + ": no longer reads execution " + fid + ": " + why);
 }
 
-// An execution this consumer now owns: (fid, announcement id). Its group is made if new; with
-// `from_others`, everything pending for other consumers in its stream is claimed, in order,
-// before anything new is read from it.
-void RedisConsumer::adopt(const std::vector<std::pair<std::string, std::string>> &taken,
-                          bool from_others) {
+// Executions this consumer now owns. Each stream's group is made if new and set back to the
+// position recorded as stored, so reading goes on from there; with `from_others` (taken from a
+// consumer that went silent) what that one had read beyond it comes again, as redeliveries.
+void RedisConsumer::adopt(const std::vector<Taken> &taken, bool from_others) {
   if (taken.empty()) return;
   std::string resp;
-  size_t commands = 0;
-  for (const auto &[fid, rid] : taken) {
-    append_command(resp, {"XGROUP", "CREATE", settings_.stream(fid), group_, "0"});
-    ++commands;
-  }
-  auto replies = connection_.pipeline(resp, commands);
-  std::vector<std::string> adopted;
+  for (const Taken &t : taken)
+    append_command(
+        resp, {"EVAL", scripts::kAdopt, "2", settings_.stream(t.fid), stored_key_, group_, t.fid});
+  auto replies = connection_.pipeline(resp, taken.size());
+  std::string forget;
+  size_t forgets = 0;
   for (size_t i = 0; i < taken.size(); ++i) {
-    const auto &[fid, rid] = taken[i];
-    const std::string_view error = is_error(replies[i].get()) ? text(replies[i].get()) : "";
-    if (!error.empty() && !starts_with(error, "BUSYGROUP")) {
+    const Taken &t = taken[i];
+    const Value *r = replies[i].get();
+    EntryId position, delivered;
+    if (!is_array(r) || r->elements != 2 || !EntryId::parse(text(r->element[0]), position) ||
+        !EntryId::parse(text(r->element[1]), delivered)) {
+      if (is_error(r)) {
+        log_(KODO_LOG_WARN, "consumer " + name_ + ": cannot take execution " + t.fid + ": " +
+                                std::string(text(r)));
+        continue;
+      }
       // The stream is gone (finished and deleted, or removed by hand): forget the announcement.
-      std::string forget;
-      append_command(forget, {"XACK", settings_.registry(), group_, rid});
-      append_command(forget, {"HDEL", settings_.executions(), fid});
-      connection_.pipeline(forget, 2);
-      log_(KODO_LOG_DEBUG, "consumer " + name_ + ": execution " + fid +
-                               " has no stream any more: " + std::string(error));
+      append_command(forget, {"XACK", settings_.registry(), group_, t.registry_id});
+      append_command(forget, {"HDEL", settings_.executions(), t.fid});
+      append_command(forget, {"HDEL", stored_key_, t.fid});
+      forgets += 3;
+      log_(KODO_LOG_DEBUG,
+           "consumer " + name_ + ": execution " + t.fid + " has no stream any more");
       continue;
     }
-    owned_[fid] = Owned{settings_.stream(fid), rid, 0};
-    by_registry_[rid] = fid;
-    adopted.push_back(fid);
+    auto s = std::make_shared<OwnedStream>();
+    s->fid = t.fid;
+    s->key = settings_.stream(t.fid);
+    s->registry_id = t.registry_id;
+    s->read_to = s->stored = s->recorded = position;
+    if (position < delivered) {
+      s->redeliver_to = delivered;
+      if (from_others)
+        log_(KODO_LOG_INFO, "consumer " + name_ + ": took over execution " + t.fid +
+                                "; reads again from " + position.str() +
+                                ", the last entry recorded stored (it had been read up to " +
+                                delivered.str() + ")");
+    }
+    by_registry_[t.registry_id] = t.fid;
+    owned_[t.fid] = std::move(s);
   }
+  if (forgets > 0) connection_.pipeline(forget, forgets);
   owned_count_.store(static_cast<int64_t>(owned_.size()));
-  if (!from_others) return;
-  for (const std::string &fid : adopted) {
-    const std::string key = settings_.stream(fid);
-    std::string start = "-";
-    size_t claimed = 0;
-    for (;;) {
-      auto pending =
-          connection_.command({"XPENDING", key, group_, start, "+", "1000"}, "XPENDING of " + key);
-      if (!is_array(pending.get()) || pending->elements == 0) break;
-      std::vector<std::string> args = {"XCLAIM", key, group_, name_, "0"};
-      std::unordered_map<std::string, uint32_t> counts;
-      for (size_t i = 0; i < pending->elements; ++i) {
-        const redisReply *e = pending->element[i];
-        std::string id(text(e->element[0]));
-        counts[id] = static_cast<uint32_t>(e->element[3]->integer) + 1;
-        args.push_back(id);
-      }
-      start = "(" + args.back();
-      auto entries = connection_.command(args, "XCLAIM on " + key);
-      for (size_t i = 0; is_array(entries.get()) && i < entries->elements; ++i) {
-        const redisReply *entry = entries->element[i];
-        if (!is_array(entry) || entry->elements < 2 || !is_array(entry->element[1])) continue;
-        Buffered b;
-        b.fid = fid;
-        b.id = std::string(text(entry->element[0]));
-        b.count = counts.count(b.id) ? counts[b.id] : 2;
-        b.event.fid = fid;
-        parse_event(entry->element[1], b.event);
-        buffer_.push_back(std::move(b));
-        ++claimed;
-      }
-      if (pending->elements < 1000) break;
-    }
-    if (claimed > 0) {
-      claimed_entries_.fetch_add(claimed);
-      log_(KODO_LOG_INFO, "consumer " + name_ + ": took over execution " + fid + " with " +
-                              std::to_string(claimed) +
-                              " entries read and never acknowledged by "
-                              "a consumer that went silent");
-    }
-  }
 }
 
 void RedisConsumer::upkeep() {
@@ -783,7 +854,8 @@ void RedisConsumer::upkeep() {
   std::vector<std::string> finishes = transport_.take_finishes();
   std::string resp;
   size_t commands = 0;
-  add_acks(resp, commands);
+  std::vector<StreamRef> sent;
+  add_acks(resp, commands, sent);
   const size_t ack_commands = commands;
   for (const auto &fid : finishes) {
     append_command(resp, {"EVAL", scripts::kFinish, "1", settings_.finished(), fid,
@@ -807,14 +879,14 @@ void RedisConsumer::upkeep() {
   for (const auto &item : owned_) reap.push_back(item.first);
   append_command(resp, reap);
   const size_t reaped = commands++;
-  std::vector<std::string> trimmed;
+  std::vector<StreamRef> trimmed;
   if (settings_.max_stream_len > 0)
-    for (auto &[fid, owned] : owned_)
-      if (owned.acked_since_trim * 4 >= static_cast<size_t>(settings_.max_stream_len)) {
-        append_command(resp, {"EVAL", scripts::kTrim, "1", owned.key,
-                              std::to_string(settings_.max_stream_len)});
+    for (auto &[fid, s] : owned_)
+      if (s->acked_since_trim * 4 >= static_cast<size_t>(settings_.max_stream_len)) {
+        append_command(resp, {"EVAL", scripts::kTrim, "1", s->key,
+                              std::to_string(settings_.max_stream_len), settings_.prefix, fid});
         ++commands;
-        trimmed.push_back(fid);
+        trimmed.push_back(s);
       }
   const bool forget_dead = now >= next_forget_;
   if (forget_dead) {
@@ -831,15 +903,11 @@ void RedisConsumer::upkeep() {
     transport_.return_finishes(finishes);
     throw;
   }
-  std::map<std::string, size_t> sent;
-  note_acks_sent(acks_, sent);
+  acks_sent(sent);
   for (size_t i = 0; i < ack_commands; ++i) check_nogroup(replies[i].get());
-  for (auto &[fid, n] : sent)
-    if (auto it = owned_.find(fid); it != owned_.end()) it->second.acked_since_trim += n;
-  for (const auto &fid : trimmed)
-    if (auto it = owned_.find(fid); it != owned_.end()) it->second.acked_since_trim = 0;
+  for (const StreamRef &s : trimmed) s->acked_since_trim = 0;
 
-  const redisReply *beat = replies[heartbeat].get();
+  const Value *beat = replies[heartbeat].get();
   if (is_error(beat) && starts_with(text(beat), "NOGROUP")) {
     joined_ = false;  // the registry or its group is gone (Redis lost its data): join again
     join();
@@ -849,11 +917,10 @@ void RedisConsumer::upkeep() {
     throw Error(KODO_ERR_IO, "redis at " + settings_.endpoint.shown + ": heartbeat of consumer " +
                                  name_ + " failed: " + std::string(text(beat)));
   std::unordered_set<std::string> held;
-  std::vector<std::pair<std::string, std::string>> unknown;
   for (size_t i = 0; i < beat->elements; ++i) held.insert(std::string(text(beat->element[i])));
   std::vector<std::string> lost;
-  for (const auto &[fid, owned] : owned_)
-    if (!held.count(owned.registry_id)) lost.push_back(fid);
+  for (const auto &[fid, s] : owned_)
+    if (!held.count(s->registry_id)) lost.push_back(fid);
   for (const auto &fid : lost) drop(fid, "another consumer took it over, or it was deleted");
 
   // Announcements this consumer holds but does not know (a restart under the same name).
@@ -861,23 +928,23 @@ void RedisConsumer::upkeep() {
   for (const auto &id : held)
     if (!by_registry_.count(id)) strange.push_back(id);
 
-  std::vector<std::pair<std::string, std::string>> taken;
-  const redisReply *claim = replies[autoclaim].get();
+  std::vector<Taken> taken;
+  const Value *claim = replies[autoclaim].get();
   if (is_array(claim) && claim->elements >= 2) {
     autoclaim_cursor_ = std::string(text(claim->element[0]));
-    const redisReply *entries = claim->element[1];
+    const Value *entries = claim->element[1];
     for (size_t i = 0; is_array(entries) && i < entries->elements; ++i) {
-      const redisReply *e = entries->element[i];
+      const Value *e = entries->element[i];
       if (!is_array(e) || e->elements < 2 || !is_array(e->element[1])) continue;
       const std::string fid = field(e->element[1], "fid");
-      if (!fid.empty()) taken.emplace_back(fid, std::string(text(e->element[0])));
+      if (!fid.empty()) taken.push_back(Taken{fid, std::string(text(e->element[0]))});
     }
   }
   for (const auto &id : strange) {
     auto entry = connection_.command({"XRANGE", settings_.registry(), id, id}, "XRANGE registry");
     if (!is_array(entry.get()) || entry->elements == 0) continue;
     const std::string fid = field(entry->element[0]->element[1], "fid");
-    if (!fid.empty()) taken.emplace_back(fid, id);
+    if (!fid.empty()) taken.push_back(Taken{fid, id});
   }
   if (!taken.empty()) {
     const size_t before = owned_.size();
@@ -885,9 +952,9 @@ void RedisConsumer::upkeep() {
     claims_.fetch_add(owned_.size() - before);
   }
 
-  const redisReply *reap_reply = replies[reaped].get();
+  const Value *reap_reply = replies[reaped].get();
   if (is_array(reap_reply) && reap_reply->elements == 2) {
-    const redisReply *deleted = reap_reply->element[0];
+    const Value *deleted = reap_reply->element[0];
     for (size_t i = 0; is_array(deleted) && i < deleted->elements; ++i)
       drop(std::string(text(deleted->element[i])), "its stream was deleted");
     lag_.store(reap_reply->element[1]->integer);
@@ -899,98 +966,92 @@ void RedisConsumer::upkeep() {
   pending_.store(static_cast<int64_t>(unacked_.size() + buffer_.size()));
 }
 
-// After a lost connection: a read whose reply was lost still delivered its entries to this
-// consumer (they are in its pending list, and `>` will not return them again), so its own
-// pending entries of each owned stream are read back by id, and those it does not hold already
-// (buffered, handed out, or acked but not yet sent) are delivered again.
+// After a lost connection: a read whose reply was lost still moved the group's position past
+// its entries, so every owned stream's group is set back to the last entry this consumer
+// actually got; reading on delivers the lost ones again.
 void RedisConsumer::recover() {
-  std::unordered_set<std::string> known;  // "<fid> <entry id>"
-  for (const Buffered &b : buffer_) known.insert(b.fid + " " += b.id);
-  for (const auto &item : unacked_) known.insert(item.second.fid + " " += item.second.id);
-  for (const auto &[fid, ids] : acks_)
-    for (const auto &id : ids) known.insert(fid + " " += id);
-  size_t recovered = 0;
-  for (const auto &[fid, owned] : owned_) {
-    for (std::string after = "0";;) {
-      auto reply = connection_.command(
-          {"XREADGROUP", "GROUP", group_, name_, "COUNT", "1000", "STREAMS", owned.key, after},
-          "reading back the pending entries of " + owned.key);
-      if (!is_array(reply.get()) || reply->elements == 0) break;
-      const redisReply *entries = reply->element[0]->element[1];
-      if (!is_array(entries) || entries->elements == 0) break;
-      for (size_t i = 0; i < entries->elements; ++i) {
-        const redisReply *entry = entries->element[i];
-        after = std::string(text(entry->element[0]));
-        if (!is_array(entry->element[1]) || known.count(fid + " " += after)) continue;
-        Buffered b;
-        b.fid = fid;
-        b.id = after;
-        b.count = 2;
-        b.event.fid = fid;
-        parse_event(entry->element[1], b.event);
-        buffer_.push_back(std::move(b));
-        ++recovered;
-      }
-      if (entries->elements < 1000) break;
-    }
+  if (owned_.empty()) return;
+  std::string resp;
+  std::vector<std::string> fids;
+  for (const auto &[fid, s] : owned_) {
+    append_command(resp, {"XGROUP", "SETID", s->key, group_, s->read_to.str()});
+    fids.push_back(fid);
   }
-  if (recovered > 0)
-    log_(KODO_LOG_INFO, "consumer " + name_ + ": " + std::to_string(recovered) +
-                            " entries delivered while the connection was lost are read again");
+  auto replies = connection_.pipeline(resp, fids.size());
+  for (const Reply &r : replies) check_nogroup(r.get());
 }
 
-// An XACK or XREADGROUP naming a stream that is gone answers NOGROUP naming its key.
-void RedisConsumer::check_nogroup(const redisReply *reply) {
+// An XACK, XGROUP or XREADGROUP naming a stream that is gone answers NOGROUP naming its key.
+void RedisConsumer::check_nogroup(const Value *reply) {
   if (!is_error(reply)) return;
   const std::string_view message = text(reply);
   if (!starts_with(message, "NOGROUP")) {
     log_(KODO_LOG_WARN, "consumer " + name_ + ": " + std::string(message));
     return;
   }
-  for (const auto &[fid, owned] : owned_)
-    if (message.find("'" + owned.key + "'") != std::string_view::npos) {
+  for (const auto &[fid, s] : owned_)
+    if (message.find("'" + s->key + "'") != std::string_view::npos) {
       drop(std::string(fid), "its stream is gone");
       return;
     }
   if (message.find("'" + settings_.registry() + "'") != std::string_view::npos) joined_ = false;
 }
 
-// Appends the entries of an XREADGROUP reply to the buffer, and adopts announcements.
-void RedisConsumer::take_entries(const redisReply *streams) {
+// Buffers the entries of an XREADGROUP reply, where they lie, and adopts announcements.
+// `pel`: the read kept pending entries (a blocking one), which are to be XACKed.
+void RedisConsumer::take_entries(const Reply &reply, bool pel) {
+  const Value *streams = reply.get();
   if (!is_array(streams)) return;
   const std::string registry = settings_.registry();
-  std::vector<std::pair<std::string, std::string>> announced;
+  std::vector<Taken> announced;
   for (size_t s = 0; s < streams->elements; ++s) {
-    const redisReply *stream = streams->element[s];
-    if (!is_array(stream) || stream->elements < 2 || !is_array(stream->element[1])) continue;
-    const std::string_view key = text(stream->element[0]);
-    const redisReply *entries = stream->element[1];
-    const bool is_registry = key == registry;
-    const std::string fid(is_registry ? std::string_view() : key.substr(settings_.prefix.size()));
+    const Value *stream = streams->element[s];
+    if (!is_array(stream) || stream->elements < 2 || !is_array(stream->element[1]) ||
+        stream->element[0]->type != REDIS_REPLY_STRING)
+      continue;
+    const Value *key = stream->element[0];
+    const Value *entries = stream->element[1];
+    if (text(key) == registry) {
+      for (size_t i = 0; i < entries->elements; ++i) {
+        const Value *entry = entries->element[i];
+        if (!is_array(entry) || entry->elements < 2) continue;
+        const std::string fid = field(entry->element[1], "fid");
+        if (!fid.empty()) announced.push_back(Taken{fid, std::string(text(entry->element[0]))});
+      }
+      continue;
+    }
+    // The fid is the key's tail, NUL-terminated in the frame like every string there.
+    const char *fid = key->str + std::min(settings_.prefix.size(), key->len);
+    auto it = owned_.find(std::string_view(fid));
+    if (it == owned_.end()) continue;  // dropped since the read was sent
+    const StreamRef &owned = it->second;
     for (size_t i = 0; i < entries->elements; ++i) {
-      const redisReply *entry = entries->element[i];
-      if (!is_array(entry) || entry->elements < 2 || !is_array(entry->element[1])) continue;
-      const redisReply *f = entry->element[1];
-      if (is_registry) {
-        const std::string announced_fid = field(f, "fid");
-        if (!announced_fid.empty())
-          announced.emplace_back(announced_fid, std::string(text(entry->element[0])));
+      const Value *entry = entries->element[i];
+      EntryId id;
+      if (!is_array(entry) || entry->elements < 2 || !EntryId::parse(text(entry->element[0]), id))
         continue;
-      }
+      owned->read_to = id;
+      const uint64_t index = owned->base + owned->inflight.size();
+      owned->inflight.push_back(OwnedStream::Inflight{id, false, pel});
       Buffered b;
-      b.fid = fid;
-      b.id = std::string(text(entry->element[0]));
-      b.count = 1;
-      b.event.fid = fid;
-      parse_event(f, b.event);
-      if (b.event.seq < 0 || b.event.kind.empty() || b.event.username.empty()) {
-        // Not written by kodo: it cannot be stored, and keeping it pending would hold the
-        // execution forever. Acknowledged and reported.
-        log_(KODO_LOG_ERROR, "consumer " + name_ + ": entry " + b.id + " of " + std::string(key) +
-                                 " lacks seq, kind or username; skipped");
-        acks_[fid].push_back(b.id);
+      if (!entry_event(entry->element[1], fid, b.event)) {
+        // Not written by kodo: it cannot be stored, and holding it would hold the execution
+        // forever. Passed over and reported.
+        log_(KODO_LOG_ERROR, "consumer " + name_ + ": entry " + id.str() + " of " +
+                                 std::string(text(key)) + " lacks seq, kind or username; skipped");
+        mark_acked(*owned, index);
+        if (!owned->dirty) {
+          owned->dirty = true;
+          dirty_.push_back(owned);
+        }
         continue;
       }
+      const bool again = !(owned->redeliver_to < id);
+      if (again) claimed_entries_.fetch_add(1, std::memory_order_relaxed);
+      b.frame = reply.frame();
+      b.stream = owned;
+      b.index = index;
+      b.count = again ? 2 : 1;
       buffer_.push_back(std::move(b));
     }
   }
@@ -1000,12 +1061,14 @@ void RedisConsumer::take_entries(const redisReply *streams) {
 void RedisConsumer::fetch(int32_t block_ms) {
   std::string resp;
   size_t commands = 0;
-  add_acks(resp, commands);
+  std::vector<StreamRef> sent;
+  add_acks(resp, commands, sent);
   const size_t ack_commands = commands;
   const std::string registry = settings_.registry();
   // COUNT is per stream: about a spooler batch in all, at least a useful run of each. A
-  // blocking read also waits on the registry, so it takes 1 (one new execution at most); the
-  // caller reads on without blocking once it woke.
+  // blocking read also waits on the registry, so it takes 1 (one new execution at most) and
+  // cannot be NOACK (the registry's pending entries are the ownership); the caller reads on
+  // without blocking once it woke.
   const size_t per_stream =
       block_ms > 0 ? 1 : std::max<size_t>(64, 1024 / std::max<size_t>(1, owned_.size()));
   std::vector<std::string> args = {"XREADGROUP", "GROUP", group_,
@@ -1013,10 +1076,12 @@ void RedisConsumer::fetch(int32_t block_ms) {
   if (block_ms > 0) {
     args.push_back("BLOCK");
     args.push_back(std::to_string(block_ms));
+  } else {
+    args.push_back("NOACK");
   }
   args.push_back("STREAMS");
   if (block_ms > 0) args.push_back(registry);
-  for (const auto &item : owned_) args.push_back(item.second.key);
+  for (const auto &item : owned_) args.push_back(item.second->key);
   const size_t streams = (block_ms > 0 ? 1 : 0) + owned_.size();
   for (size_t i = 0; i < streams; ++i) args.push_back(">");
   // Not blocking: one new execution per read, asked separately so COUNT 1 applies to it.
@@ -1031,17 +1096,14 @@ void RedisConsumer::fetch(int32_t block_ms) {
   }
   connection_.set_reply_timeout(milliseconds(block_ms + 10000));
   auto replies = connection_.pipeline(resp, commands);
-  std::map<std::string, size_t> sent;
-  note_acks_sent(acks_, sent);
-  for (auto &[fid, n] : sent)
-    if (auto it = owned_.find(fid); it != owned_.end()) it->second.acked_since_trim += n;
+  acks_sent(sent);
   for (size_t i = 0; i < ack_commands; ++i) check_nogroup(replies[i].get());
   for (size_t i = ack_commands; i < replies.size(); ++i) {
     if (is_error(replies[i].get())) {
       check_nogroup(replies[i].get());
       continue;
     }
-    take_entries(replies[i].get());
+    take_entries(replies[i], block_ms > 0);
   }
 }
 
@@ -1056,8 +1118,8 @@ void RedisConsumer::read(size_t max, int32_t block_ms, kodo::sdk::DeliveryBatchB
       reconnected = true;
     }
     if (!joined_) join();
-    if (Clock::now() >= next_upkeep_) upkeep();
     if (reconnected) recover();
+    if (Clock::now() >= next_upkeep_) upkeep();
     if (max > 0 && buffer_.size() < max) {
       const size_t owned = owned_.size();
       fetch(0);
@@ -1086,8 +1148,8 @@ void RedisConsumer::read(size_t max, int32_t block_ms, kodo::sdk::DeliveryBatchB
   for (size_t n = 0; n < max && !buffer_.empty(); ++n) {
     Buffered &b = buffer_.front();
     const uint64_t id = next_delivery_++;
-    unacked_.emplace(id, Unacked{b.fid, std::move(b.id)});
-    out.add(id, b.count, std::move(b.event));
+    unacked_.emplace(id, Unacked{std::move(b.stream), b.index});
+    out.add_view(id, b.count, b.event, std::move(b.frame));
     buffer_.pop_front();
   }
   pending_.store(static_cast<int64_t>(unacked_.size() + buffer_.size()));

@@ -1,6 +1,7 @@
 // The Redis transport against a real redis-server (started per test on its own loopback port):
 // an outage fills the producer's buffer and then fails clearly with nothing lost, trimming
-// never drops an entry that is not acknowledged, a finished execution's stream goes after its
+// never drops an entry that is not acknowledged, reads record where each stream is stored and
+// a takeover resumes there, a finished execution's stream goes after its
 // grace, and the password never shows.
 #include "core/error.hpp"
 #include "core/ids.hpp"
@@ -149,6 +150,39 @@ TEST_F(RedisTransportTest, TrimmingNeverDropsAnEntryThatIsNotAcknowledged) {
   auto rest = receive(*other, 300, true);
   ASSERT_EQ(rest.size(), 300u);
   for (size_t i = 0; i < rest.size(); ++i) EXPECT_EQ(rest[i].second.seq, int64_t(100 + i));
+}
+
+// Event streams are read without per-entry pending lists (NOACK): what is stored is recorded as
+// a position per stream, and a consumer that took over reads again from there, so what the
+// silent one read and did not store comes again, marked as redelivered.
+TEST_F(RedisTransportTest, ReadsRecordWhereEachStreamIsStoredAndATakeoverResumesThere) {
+  auto transport = open({{"claim_idle_ms", "300"}});
+  auto consumer = transport->open_consumer("kodo-spooler", "c1");
+  const std::string fid = new_fid();
+  transport->publish(events(fid, 0, 50), 1000);
+  ASSERT_EQ(receive(*consumer, 50, true).size(), 50u);
+  DeliveryBatch none;
+  consumer->read(10, 0, none);  // sends the acks with its read
+  const std::string last = redis_.cli({"XREVRANGE", key(fid), "+", "-", "COUNT", "1"});
+  const std::string stored = redis_.cli({"HGET", "kodo:events:#stored:kodo-spooler", fid});
+  ASSERT_FALSE(stored.empty());
+  EXPECT_EQ(last.substr(0, last.find('\n')), stored);
+  EXPECT_EQ(redis_.cli({"XPENDING", key(fid), "kodo-spooler", "-", "+", "10"}), "")
+      << "event entries were left pending";
+
+  // c1 reads 20 more and never acknowledges them, then falls silent.
+  transport->publish(events(fid, 50, 20), 1000);
+  ASSERT_EQ(receive(*consumer, 20, false).size(), 20u);
+  auto other = open({{"claim_idle_ms", "300"}});
+  auto c2 = other->open_consumer("kodo-spooler", "c2");
+  auto again = receive(*c2, 20, true);
+  ASSERT_EQ(again.size(), 20u);
+  for (size_t i = 0; i < again.size(); ++i) EXPECT_EQ(again[i].second.seq, int64_t(50 + i));
+  double claimed = -1;
+  for (const auto &m : other->metrics())
+    if (m.name == "claimed_entries_total" && m.labels.find("c2") != std::string::npos)
+      claimed = m.value;
+  EXPECT_EQ(claimed, 20);
 }
 
 TEST_F(RedisTransportTest, AFinishedExecutionsStreamGoesAfterItsGrace) {

@@ -297,21 +297,31 @@ class ExecutionPageBuilder {
   bool has_more_ = false;
 };
 
-// Fills a kodo_delivery_batch.
+// Fills a kodo_delivery_batch. Events are either copies the batch owns (add) or views into
+// memory the plugin keeps alive through `owner` until the host releases the batch (add_view),
+// which spares a copy of every string of every event on a hot read path.
 class DeliveryBatchBuilder {
  public:
   void add(uint64_t delivery_id, uint32_t delivery_count, OwnedEvent event) {
-    data_->items.push_back(Item{delivery_id, delivery_count, std::move(event)});
+    data_->owned.push_back(std::move(event));
+    add_view(delivery_id, delivery_count, data_->owned.back().view(), nullptr);
   }
-  size_t size() const { return data_->items.size(); }
+  void add_view(uint64_t delivery_id, uint32_t delivery_count, const kodo_event &view,
+                std::shared_ptr<const void> owner) {
+    data_->deliveries.push_back(
+        kodo_delivery{sizeof(kodo_delivery), delivery_id, delivery_count, nullptr});
+    data_->events.push_back(view);
+    if (owner && (data_->owners.empty() || data_->owners.back() != owner))
+      data_->owners.push_back(std::move(owner));
+  }
+  size_t size() const { return data_->deliveries.size(); }
 
   void finish(kodo_delivery_batch *out) {
-    for (auto &item : data_->items) data_->events.push_back(item.event.view());
-    size_t i = 0;
-    for (auto &item : data_->items)
-      data_->deliveries.push_back(
-          kodo_delivery{sizeof(kodo_delivery), item.id, item.count, &data_->events[i++]});
-    for (auto &d : data_->deliveries) data_->pointers.push_back(&d);
+    // Pointers are taken only now: the vectors no longer grow.
+    for (size_t i = 0; i < data_->deliveries.size(); ++i) {
+      data_->deliveries[i].event = &data_->events[i];
+      data_->pointers.push_back(&data_->deliveries[i]);
+    }
     out->deliveries = data_->pointers.data();
     out->count = data_->pointers.size();
     out->private_data = data_.release();
@@ -326,15 +336,11 @@ class DeliveryBatchBuilder {
   }
 
  private:
-  struct Item {
-    uint64_t id;
-    uint32_t count;
-    OwnedEvent event;
-  };
   struct Data {
-    std::deque<Item> items;
-    std::deque<kodo_event> events;
-    std::deque<kodo_delivery> deliveries;
+    std::deque<OwnedEvent> owned;  // a deque: adding never moves the events views point into
+    std::vector<std::shared_ptr<const void>> owners;
+    std::vector<kodo_event> events;
+    std::vector<kodo_delivery> deliveries;
     std::vector<const kodo_delivery *> pointers;
   };
   std::unique_ptr<Data> data_ = std::make_unique<Data>();
