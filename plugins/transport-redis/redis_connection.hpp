@@ -11,6 +11,9 @@
 
 #include <hiredis/hiredis.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <climits>
 
 #include <algorithm>
 #include <cerrno>
@@ -79,6 +82,18 @@ struct Value {
   Value **element = nullptr;
 };
 
+namespace resp {
+
+// How far the scan of a reply being received got, so more bytes continue it rather than
+// start over (a reply of 1,000 entries arrives in many reads).
+struct Scan {
+  size_t start = SIZE_MAX;  // the reply scanned (SIZE_MAX: none)
+  size_t pos = 0;           // the next value's header
+  long long remaining = 0;  // values still to pass
+};
+
+}  // namespace resp
+
 // The memory of one pipeline's replies: the bytes read, and the nodes built over them.
 class Frame {
   static constexpr size_t kPointerSize = sizeof(void *);
@@ -86,6 +101,7 @@ class Frame {
  public:
   std::vector<char> bytes;  // bytes[0, filled) came from the server
   size_t filled = 0;
+  resp::Scan scan;  // of the reply being received
 
   Value *make_values(size_t n) { return static_cast<Value *>(allocate(n * sizeof(Value))); }
   // Arrays of pointers to values (what Value::element points to).
@@ -124,12 +140,12 @@ class Reply {
 namespace resp {
 
 // Where the reply starting at `from` ends, or 0 when `bytes` does not hold all of it yet. Walks
-// headers only (a bulk string is skipped by its length), so it is cheap to repeat as more bytes
-// arrive. Throws on bytes that are not RESP.
-inline size_t complete(const char *bytes, size_t size, size_t from) {
-  size_t pos = from;
-  long long remaining = 1;  // values still to pass
-  while (remaining > 0) {
+// headers only (a bulk string is skipped by its length) and resumes from `scan`. Throws on
+// bytes that are not RESP.
+inline size_t complete(const char *bytes, size_t size, size_t from, Scan &scan) {
+  if (scan.start != from) scan = Scan{from, from, 1};
+  while (scan.remaining > 0) {
+    const size_t pos = scan.pos;
     const void *nl = pos < size ? std::memchr(bytes + pos, '\n', size - pos) : nullptr;
     if (!nl) return 0;
     const size_t line_end = static_cast<size_t>(static_cast<const char *>(nl) - bytes) + 1;
@@ -137,20 +153,27 @@ inline size_t complete(const char *bytes, size_t size, size_t from) {
     long long n = 0;
     if (type == '*' || type == '$') {
       const char *first = bytes + pos + 1, *last = bytes + line_end - 2;
-      if (std::from_chars(first, last, n).ptr != last)
+      if (line_end < pos + 3 || std::from_chars(first, last, n).ptr != last)
         throw std::runtime_error("a malformed RESP length");
     } else if (type != '+' && type != '-' && type != ':') {
       throw std::runtime_error(std::string("an unknown RESP type byte '") + type + "'");
     }
-    pos = line_end;
-    --remaining;
-    if (type == '*' && n > 0) remaining += n;
+    size_t next = line_end;
     if (type == '$' && n >= 0) {
-      if (pos + static_cast<size_t>(n) + 2 > size) return 0;
-      pos += static_cast<size_t>(n) + 2;
+      if (next + static_cast<size_t>(n) + 2 > size) return 0;  // the body is not all here
+      next += static_cast<size_t>(n) + 2;
     }
+    scan.pos = next;
+    --scan.remaining;
+    if (type == '*' && n > 0) scan.remaining += n;
   }
-  return pos;
+  scan.start = SIZE_MAX;
+  return scan.pos;
+}
+
+inline size_t complete(const char *bytes, size_t size, size_t from) {
+  Scan scan;
+  return complete(bytes, size, from, scan);
 }
 
 // Builds the nodes of a complete reply at `pos`, advancing it.
@@ -325,14 +348,14 @@ class Connection {
     return replies;
   }
 
-  // Writes `data` and hands each reply to `on_reply` as it is read (valid during the call only);
-  // stops at the first reply it returns false for. Returns how many replies were read. A broken
-  // connection throws after the replies read so far were handed over (so the caller knows what
-  // was confirmed).
+  // Writes `parts` (in one gathered write) and hands each reply to `on_reply` as it is read (valid
+  // during the call only); stops at the first reply it returns false for. Returns how many replies
+  // were read. A broken connection throws after the replies read so far were handed over (so the
+  // caller knows what was confirmed).
   template <class OnReply>
-  size_t stream(const char *data, size_t size, size_t count, OnReply &&on_reply) {
+  size_t stream(const std::vector<std::string_view> &parts, size_t count, OnReply &&on_reply) {
     ensure();
-    write_all(data, size);
+    write_all(parts);
     Frame frame;
     size_t start = 0;
     for (size_t i = 0; i < count; ++i) {
@@ -441,17 +464,33 @@ class Connection {
   }
 
   // Sends all of `data` on the blocking socket (its timeout is the reply timeout).
-  void write_all(const char *data, size_t size) {
-    while (size > 0) {
-      const ssize_t n = ::send(context_->fd, data, size, MSG_NOSIGNAL);
+  void write_all(const char *data, size_t size) { write_all({std::string_view(data, size)}); }
+
+  // Sends the parts in order, as few system calls as the socket allows, without joining them.
+  void write_all(const std::vector<std::string_view> &parts) {
+    std::vector<iovec> iov;
+    iov.reserve(parts.size());
+    for (std::string_view p : parts)
+      if (!p.empty()) iov.push_back(iovec{const_cast<char *>(p.data()), p.size()});
+    size_t first = 0;
+    while (first < iov.size()) {
+      msghdr message{};
+      message.msg_iov = &iov[first];
+      message.msg_iovlen = std::min<size_t>(iov.size() - first, IOV_MAX);
+      const ssize_t n = ::sendmsg(context_->fd, &message, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0)
         fail(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
                  ? std::string("timed out writing")
                  : std::string("writing: ") +
-                       (n < 0 ? system_error_text(errno) : "connection closed"));
-      data += n;
-      size -= static_cast<size_t>(n);
+                       (n < 0 ? system_error_text(errno) : std::string("connection closed")));
+      // Skip what was sent: whole parts, then the front of a part sent in half.
+      auto sent = static_cast<size_t>(n);
+      while (first < iov.size() && sent >= iov[first].iov_len) sent -= iov[first++].iov_len;
+      if (sent > 0) {
+        iov[first].iov_base = static_cast<char *>(iov[first].iov_base) + sent;
+        iov[first].iov_len -= sent;
+      }
     }
   }
 
@@ -461,7 +500,7 @@ class Connection {
     for (;;) {
       size_t end = 0;
       try {
-        end = resp::complete(bytes.data(), frame.filled, start);
+        end = resp::complete(bytes.data(), frame.filled, start, frame.scan);
       } catch (const std::exception &e) {
         fail(std::string("the server sent ") + e.what());
       }

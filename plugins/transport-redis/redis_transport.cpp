@@ -140,30 +140,52 @@ struct Settings {
   }
 };
 
-std::string format_double(double value) {
-  char buffer[64];
-  auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
-  return std::string(buffer, result.ptr);
-}
-
 // ---- Producer --------------------------------------------------------------------------------
 
 // Rejects a batch holding any malformed event, before anything of it is taken.
 void validate(const kodo_event *const *events, size_t count) {
-  for (size_t i = 0; i < count; ++i) {
-    const kodo_event *e = events[i];
-    const std::string where = "publish: event " + std::to_string(i) + " of the batch ";
-    if (!e) invalid(where + "is NULL");
-    if (e->struct_size < sizeof(kodo_event))
-      invalid(where + "has struct_size " + std::to_string(e->struct_size));
-    std::string problem = kodo::sdk::name_problem("fid", e->fid ? e->fid : "");
-    if (problem.empty())
-      problem = kodo::sdk::name_problem("username", e->username ? e->username : "");
-    if (!problem.empty()) invalid(where + "has an " += problem);
-    if (!e->kind || !*e->kind) invalid(where + "has no kind");
-    if (!e->payload && e->payload_len > 0) invalid(where + "has a NULL payload of length > 0");
-  }
+  for (size_t i = 0; i < count; ++i) kodo::sdk::check_event("publish", events[i], i);
 }
+
+// Appends RESP to a string without temporaries: the producer formats every event this way.
+class RespWriter {
+ public:
+  explicit RespWriter(std::string &out) : out_(out) {}
+  void array(size_t n) { header('*', n); }
+  void bulk(std::string_view s) {
+    header('$', s.size());
+    out_.append(s.data(), s.size());
+    out_.append("\r\n", 2);
+  }
+  void bulk(int64_t v) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
+    bulk(std::string_view(digits, static_cast<size_t>(end - digits)));
+  }
+  void bulk(double v) {
+    char digits[32];
+    const auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
+    bulk(std::string_view(digits, static_cast<size_t>(end - digits)));
+  }
+  // A bulk string made of two parts (a key: prefix and fid).
+  void bulk(std::string_view a, std::string_view b) {
+    header('$', a.size() + b.size());
+    out_.append(a.data(), a.size());
+    out_.append(b.data(), b.size());
+    out_.append("\r\n", 2);
+  }
+
+ private:
+  void header(char type, size_t n) {
+    char line[24];
+    line[0] = type;
+    char *end = std::to_chars(line + 1, line + sizeof line - 2, n).ptr;
+    *end++ = '\r';
+    *end++ = '\n';
+    out_.append(line, static_cast<size_t>(end - line));
+  }
+  std::string &out_;
+};
 
 // Commands of one publish call, formatted, waiting for the writer.
 struct Chunk {
@@ -265,25 +287,34 @@ class Producer {
   Chunk format(const kodo_event *const *events, size_t count) const {
     Chunk chunk;
     size_t size = 0;
-    for (size_t i = 0; i < count; ++i) size += events[i]->payload_len + 160;
+    for (size_t i = 0; i < count; ++i) size += events[i]->payload_len + 200;
     chunk.resp.reserve(size);
-    const std::string registry = settings_.registry(), executions = settings_.executions();
-    std::string key;
+    chunk.ends.reserve(count + 1);
+    chunk.is_event.reserve(count + 1);
+    RespWriter w(chunk.resp);
     for (size_t i = 0; i < count; ++i) {
       const kodo_event &e = *events[i];
-      key = settings_.stream(e.fid);
-      const std::string timestamp = format_double(e.timestamp), seq = std::to_string(e.seq);
-      append_command(chunk.resp,
-                     {"XADD", key, "*", "timestamp", timestamp, "kind", e.kind, "payload",
-                      std::string_view(e.payload ? e.payload : "", e.payload_len), "seq", seq,
-                      "username", e.username});
+      w.array(13);
+      w.bulk("XADD");
+      w.bulk(settings_.prefix, e.fid);
+      w.bulk("*");
+      w.bulk("timestamp");
+      w.bulk(e.timestamp);
+      w.bulk("kind");
+      w.bulk(e.kind);
+      w.bulk("payload");
+      w.bulk(std::string_view(e.payload ? e.payload : "", e.payload_len));
+      w.bulk("seq");
+      w.bulk(e.seq);
+      w.bulk("username");
+      w.bulk(e.username);
       chunk.ends.push_back(chunk.resp.size());
       chunk.is_event.push_back(1);
       // Announced after its first event is in the stream, so a spooler that takes the
       // announcement always finds the stream.
       if (e.seq == 0) {
-        append_command(chunk.resp,
-                       {"EVAL", scripts::kRegister, "2", registry, executions, e.fid, e.username});
+        append_command(chunk.resp, {"EVAL", scripts::kRegister, "2", settings_.registry(),
+                                    settings_.executions(), e.fid, e.username});
         chunk.ends.push_back(chunk.resp.size());
         chunk.is_event.push_back(0);
       }
@@ -323,15 +354,15 @@ class Producer {
         connection_.ensure();
         set_up(true);
         reconnects_ = connection_.reconnects();
-        std::string resp;
+        std::vector<std::string_view> parts;
         size_t commands = 0;
         for (Chunk *c : batch) {
           const size_t from = c->first ? c->ends[c->first - 1] : 0;
-          resp.append(c->resp, from, std::string::npos);
+          parts.emplace_back(c->resp.data() + from, c->resp.size() - from);
           commands += c->ends.size() - c->first;
         }
         size_t ci = 0;
-        connection_.stream(resp.data(), resp.size(), commands, [&](const Value *reply) {
+        connection_.stream(parts, commands, [&](const Value *reply) {
           Chunk &c = *batch[ci];
           const bool event = c.is_event[c.first] != 0;
           if (is_error(reply)) {
