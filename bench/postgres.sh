@@ -3,8 +3,9 @@
 # synchronous_commit on), so they compare:
 #   1. raw COPY of 1,000,000 rows into execution_events with every kodo index (the ceiling),
 #   2. single-row autocommit INSERTs (the Python attempt's pattern),
-#   3. kodo-bench inproc -> postgres, 100 executions x 10,000 events, end to end, with the
-#      host's default spooler settings and with the ones recommended for PostgreSQL.
+#   3. kodo-bench -> postgres (inproc, or the transport given), 100 executions x 10,000
+#      events, end to end, with the host's default spooler settings and with the ones
+#      recommended for PostgreSQL.
 #   bench/postgres.sh [build-dir [kodo-bench options]]   (after .ci/setup)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +66,7 @@ bench() {
     --storage-option "url=$url" --executions 100 --events 10000 --payload-bytes 100 "$@" 2>&1 |
     tail -1
 }
-echo "== 3. kodo-bench inproc -> postgres, 100 executions x 10,000 events of 100 bytes"
+echo "== 3. kodo-bench -> postgres (transport inproc unless given), 100 executions x 10,000 events of 100 bytes"
 echo "-- the host's defaults (1 spooler, batches of 1,000)"
 bench "$@"
 echo "-- 2 spoolers, batches of 5,000 (the settings README recommends for PostgreSQL)"
