@@ -155,6 +155,9 @@ inline size_t complete(const char *bytes, size_t size, size_t from, Scan &scan) 
       const char *first = bytes + pos + 1, *last = bytes + line_end - 2;
       if (line_end < pos + 3 || std::from_chars(first, last, n).ptr != last)
         throw std::runtime_error("a malformed RESP length");
+      // Redis caps a string at 512 MB; no reply of ours has a billion elements.
+      if (n > (type == '$' ? (1LL << 29) : (1LL << 30)))
+        throw std::runtime_error("a RESP length of " + std::to_string(n));
     } else if (type != '+' && type != '-' && type != ':') {
       throw std::runtime_error(std::string("an unknown RESP type byte '") + type + "'");
     }
@@ -176,8 +179,10 @@ inline size_t complete(const char *bytes, size_t size, size_t from) {
   return complete(bytes, size, from, scan);
 }
 
-// Builds the nodes of a complete reply at `pos`, advancing it.
-inline void build(Frame &frame, size_t &pos, Value &v) {
+// Builds the nodes of a complete reply at `pos`, advancing it. Throws on nesting deeper than
+// any Redis reply (which would otherwise exhaust the stack).
+inline void build(Frame &frame, size_t &pos, Value &v, int depth = 0) {
+  if (depth > 32) throw std::runtime_error("a RESP reply nested deeper than 32 levels");
   char *bytes = frame.bytes.data();
   char *line = bytes + pos;
   char *cr = static_cast<char *>(std::memchr(line, '\r', frame.bytes.size() - pos));
@@ -213,7 +218,7 @@ inline void build(Frame &frame, size_t &pos, Value &v) {
       Value *children = frame.make_values(v.elements);
       for (size_t i = 0; i < v.elements; ++i) {
         v.element[i] = new (&children[i]) Value();
-        build(frame, pos, children[i]);
+        build(frame, pos, children[i], depth + 1);
       }
   }
 }
@@ -342,7 +347,7 @@ class Connection {
     replies.reserve(count);
     for (size_t start : starts) {
       Value *v = new (frame->make_values(1)) Value();
-      resp::build(*frame, start, *v);
+      build(*frame, start, *v);
       replies.emplace_back(frame, v);
     }
     return replies;
@@ -362,7 +367,7 @@ class Connection {
       const size_t end = read_reply(frame, start);
       Value v;
       size_t pos = start;
-      resp::build(frame, pos, v);
+      build(frame, pos, v);
       if (!on_reply(static_cast<const Value *>(&v))) {
         // The rest of the replies still come; drop the connection rather than read them.
         close_after_failure("pipeline abandoned after an error reply");
@@ -457,7 +462,7 @@ class Connection {
     read_reply(*frame, 0);
     Value *v = new (frame->make_values(1)) Value();
     size_t pos = 0;
-    resp::build(*frame, pos, *v);
+    build(*frame, pos, *v);
     std::vector<Reply> out;
     out.emplace_back(frame, v);
     return out;
@@ -491,6 +496,14 @@ class Connection {
         iov[first].iov_base = static_cast<char *>(iov[first].iov_base) + sent;
         iov[first].iov_len -= sent;
       }
+    }
+  }
+
+  void build(Frame &frame, size_t &pos, Value &v) {
+    try {
+      resp::build(frame, pos, v);
+    } catch (const std::exception &e) {
+      fail(std::string("the server sent ") + e.what());
     }
   }
 

@@ -1,6 +1,7 @@
 // The Redis transport's own RESP reader (plugins/transport-redis/redis_connection.hpp): it
-// finds where a reply ends however the bytes are split, builds every kind of value in place
-// (binary-safe, NUL-terminated), and refuses bytes that are not RESP with a clear message.
+// finds where a reply ends however the bytes are split (and resumes a scan where it stopped),
+// builds every kind of value in place (binary-safe, NUL-terminated), and refuses bytes that are
+// not RESP, lengths no server sends and nesting no reply has, with a clear message.
 #include "redis_connection.hpp"
 
 #include <gtest/gtest.h>
@@ -85,6 +86,34 @@ TEST(RedisResp, BytesThatAreNotRespAreRefusedByName) {
   }
   const std::string bad_length = "$x1\r\nab\r\n";
   EXPECT_THROW(resp::complete(bad_length.data(), bad_length.size(), 0), std::runtime_error);
+  // Lengths no server sends would otherwise make the scan wait for, or count, forever.
+  const std::string huge = "*99999999999\r\n";
+  EXPECT_THROW(resp::complete(huge.data(), huge.size(), 0), std::runtime_error);
+}
+
+TEST(RedisResp, NestingDeeperThanAnyReplyIsRefusedNotRecursedInto) {
+  std::string deep;
+  for (int i = 0; i < 40; ++i) deep += "*1\r\n";
+  deep += ":1\r\n";
+  ASSERT_EQ(resp::complete(deep.data(), deep.size(), 0), deep.size());
+  Frame frame = frame_of(deep);
+  Value v;
+  size_t pos = 0;
+  try {
+    resp::build(frame, pos, v);
+    FAIL() << "built a reply nested 40 deep";
+  } catch (const std::runtime_error &e) {
+    EXPECT_NE(std::string(e.what()).find("nested deeper"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RedisResp, AScanResumedAfterMoreBytesEndsWhereOneScanDoes) {
+  for (size_t cut = 1; cut < kReadReply.size(); ++cut) {
+    resp::Scan scan;
+    EXPECT_EQ(resp::complete(kReadReply.data(), cut, 0, scan), 0u);
+    EXPECT_EQ(resp::complete(kReadReply.data(), kReadReply.size(), 0, scan), kReadReply.size())
+        << "resumed after " << cut << " bytes";
+  }
 }
 
 }  // namespace
