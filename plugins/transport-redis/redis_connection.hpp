@@ -149,11 +149,13 @@ inline size_t complete(const char *bytes, size_t size, size_t from, Scan &scan) 
     const void *nl = pos < size ? std::memchr(bytes + pos, '\n', size - pos) : nullptr;
     if (!nl) return 0;
     const size_t line_end = static_cast<size_t>(static_cast<const char *>(nl) - bytes) + 1;
+    if (line_end < pos + 3 || bytes[line_end - 2] != '\r')
+      throw std::runtime_error("a RESP line not ended by CRLF");
     const char type = bytes[pos];
     long long n = 0;
     if (type == '*' || type == '$') {
       const char *first = bytes + pos + 1, *last = bytes + line_end - 2;
-      if (line_end < pos + 3 || std::from_chars(first, last, n).ptr != last)
+      if (std::from_chars(first, last, n).ptr != last)
         throw std::runtime_error("a malformed RESP length");
       // Redis caps a string at 512 MB; no reply of ours has a billion elements.
       if (n > (type == '$' ? (1LL << 29) : (1LL << 30)))
@@ -165,6 +167,8 @@ inline size_t complete(const char *bytes, size_t size, size_t from, Scan &scan) 
     if (type == '$' && n >= 0) {
       if (next + static_cast<size_t>(n) + 2 > size) return 0;  // the body is not all here
       next += static_cast<size_t>(n) + 2;
+      if (bytes[next - 2] != '\r' || bytes[next - 1] != '\n')
+        throw std::runtime_error("a RESP string longer than its length says");
     }
     scan.pos = next;
     --scan.remaining;
@@ -185,7 +189,8 @@ inline void build(Frame &frame, size_t &pos, Value &v, int depth = 0) {
   if (depth > 32) throw std::runtime_error("a RESP reply nested deeper than 32 levels");
   char *bytes = frame.bytes.data();
   char *line = bytes + pos;
-  char *cr = static_cast<char *>(std::memchr(line, '\r', frame.bytes.size() - pos));
+  // complete() checked that every line ends with CRLF: find it the same way.
+  char *cr = static_cast<char *>(std::memchr(line, '\n', frame.filled - pos)) - 1;
   pos = static_cast<size_t>(cr - bytes) + 2;
   long long n = 0;
   switch (line[0]) {

@@ -86,6 +86,10 @@ TEST(RedisResp, BytesThatAreNotRespAreRefusedByName) {
   }
   const std::string bad_length = "$x1\r\nab\r\n";
   EXPECT_THROW(resp::complete(bad_length.data(), bad_length.size(), 0), std::runtime_error);
+  const std::string lf_only = "-ERR no carriage return\n";
+  EXPECT_THROW(resp::complete(lf_only.data(), lf_only.size(), 0), std::runtime_error);
+  const std::string longer = "$2\r\nabc\r\n";
+  EXPECT_THROW(resp::complete(longer.data(), longer.size(), 0), std::runtime_error);
   // Lengths no server sends would otherwise make the scan wait for, or count, forever.
   const std::string huge = "*99999999999\r\n";
   EXPECT_THROW(resp::complete(huge.data(), huge.size(), 0), std::runtime_error);
