@@ -337,8 +337,18 @@ class Connection {
   // Writes `resp` (any number of commands) and returns exactly `count` replies. Error replies are
   // returned, not thrown; a broken connection throws, and then no reply is returned at all.
   std::vector<Reply> pipeline(const std::string &resp, size_t count) {
+    send(resp);
+    return receive(count);
+  }
+
+  // The halves of pipeline(), for a caller that does other work while Redis answers: send
+  // commands, and later receive exactly as many replies, before sending anything else.
+  void send(const std::string &resp) {
     ensure();
     write_all(resp.data(), resp.size());
+  }
+  std::vector<Reply> receive(size_t count) {
+    if (!context_) throw unavailable("the connection was lost before its replies came");
     auto frame = std::make_shared<Frame>();
     std::vector<size_t> starts;
     starts.reserve(count);

@@ -534,11 +534,18 @@ class RedisConsumer : public kodo::sdk::ConsumerBase {
   void upkeep();
   void recover();
   void fetch(int32_t block_ms);
+  void send_fetch(int32_t block_ms);
+  void receive_fetch();
   void adopt(const std::vector<Taken> &taken, bool from_others);
   void drop(const std::string &fid, const char *why);
   void take_entries(const Reply &reply, bool pel);
-  void add_acks(std::string &resp, size_t &commands, std::vector<StreamRef> &sent);
-  void acks_sent(const std::vector<StreamRef> &sent);
+  struct SentAck {
+    StreamRef stream;
+    EntryId position;  // recorded as stored
+    size_t pel = 0;    // how many of its pel_acked were XACKed
+  };
+  void add_acks(std::string &resp, size_t &commands, std::vector<SentAck> &sent);
+  void acks_sent(const std::vector<SentAck> &sent);
   void check_nogroup(const Value *reply);
   void mark_acked(OwnedStream &s, uint64_t index);
 
@@ -554,6 +561,12 @@ class RedisConsumer : public kodo::sdk::ConsumerBase {
   std::unordered_map<uint64_t, Unacked> unacked_;
   uint64_t next_delivery_ = 1;
   std::vector<StreamRef> dirty_;  // streams whose acks are not yet sent
+  struct InFlight {               // a read sent and not yet received
+    bool active = false, blocking = false;
+    size_t commands = 0, ack_commands = 0;
+    std::vector<SentAck> sent;  // the acks it carries
+  };
+  InFlight in_flight_;
   Clock::time_point next_upkeep_{};
   Clock::time_point next_forget_{};
   std::string autoclaim_cursor_ = "0-0";
@@ -703,11 +716,13 @@ RedisConsumer::RedisConsumer(RedisTransport &transport, std::string group, std::
 RedisConsumer::~RedisConsumer() {
   transport_.forget(this);
   try {
+    // A read sent ahead is taken in first (an execution it announced is handed over too).
+    if (in_flight_.active) receive_fetch();
     std::set<std::string> holding;
     for (const auto &item : unacked_) holding.insert(item.second.stream->fid);
     std::string resp;
     size_t commands = 0;
-    std::vector<StreamRef> sent;
+    std::vector<SentAck> sent;
     add_acks(resp, commands, sent);
     for (const auto &[fid, s] : owned_) {
       if (holding.count(fid)) continue;
@@ -748,8 +763,8 @@ std::vector<Metric> RedisConsumer::metrics() const {
 }
 
 // The commands that record what the host acknowledged: one HSET of the new positions, and an
-// XACK for entries a blocking read left pending. `sent` gets the streams they cover.
-void RedisConsumer::add_acks(std::string &resp, size_t &commands, std::vector<StreamRef> &sent) {
+// XACK for entries a blocking read left pending. `sent` gets what they carry, for acks_sent().
+void RedisConsumer::add_acks(std::string &resp, size_t &commands, std::vector<SentAck> &sent) {
   std::vector<std::string> positions = {"HSET", stored_key_};
   for (const StreamRef &s : dirty_) {
     if (!s->owned) continue;  // another consumer owns it now and records its own position
@@ -763,7 +778,7 @@ void RedisConsumer::add_acks(std::string &resp, size_t &commands, std::vector<St
       append_command(resp, xack);
       ++commands;
     }
-    sent.push_back(s);
+    sent.push_back(SentAck{s, s->stored, s->pel_acked.size()});
   }
   if (positions.size() > 2) {
     append_command(resp, positions);
@@ -771,13 +786,20 @@ void RedisConsumer::add_acks(std::string &resp, size_t &commands, std::vector<St
   }
 }
 
-void RedisConsumer::acks_sent(const std::vector<StreamRef> &sent) {
-  for (const StreamRef &s : sent) {
-    s->recorded = s->stored;
-    s->pel_acked.clear();
+// Redis confirmed what add_acks sent. Acks that came in since (a read sent ahead is answered
+// later) stay to be sent.
+void RedisConsumer::acks_sent(const std::vector<SentAck> &sent) {
+  for (const SentAck &a : sent) {
+    if (a.stream->recorded < a.position) a.stream->recorded = a.position;
+    a.stream->pel_acked.erase(a.stream->pel_acked.begin(),
+                              a.stream->pel_acked.begin() + static_cast<std::ptrdiff_t>(a.pel));
   }
-  for (const StreamRef &s : dirty_) s->dirty = false;
-  dirty_.clear();
+  std::vector<StreamRef> left;
+  for (const StreamRef &s : dirty_) {
+    s->dirty = s->owned && (s->recorded < s->stored || !s->pel_acked.empty());
+    if (s->dirty) left.push_back(s);
+  }
+  dirty_.swap(left);
 }
 
 void RedisConsumer::mark_acked(OwnedStream &s, uint64_t index) {
@@ -885,7 +907,7 @@ void RedisConsumer::upkeep() {
   std::vector<std::string> finishes = transport_.take_finishes();
   std::string resp;
   size_t commands = 0;
-  std::vector<StreamRef> sent;
+  std::vector<SentAck> sent;
   add_acks(resp, commands, sent);
   const size_t ack_commands = commands;
   for (const auto &fid : finishes) {
@@ -1090,9 +1112,16 @@ void RedisConsumer::take_entries(const Reply &reply, bool pel) {
 }
 
 void RedisConsumer::fetch(int32_t block_ms) {
+  send_fetch(block_ms);
+  receive_fetch();
+}
+
+// Sends a read (with the acks recorded so far); receive_fetch() takes its replies, and nothing
+// else may be sent in between.
+void RedisConsumer::send_fetch(int32_t block_ms) {
   std::string resp;
   size_t commands = 0;
-  std::vector<StreamRef> sent;
+  std::vector<SentAck> sent;
   add_acks(resp, commands, sent);
   const size_t ack_commands = commands;
   const std::string registry = settings_.registry();
@@ -1126,15 +1155,22 @@ void RedisConsumer::fetch(int32_t block_ms) {
     ++commands;
   }
   connection_.set_reply_timeout(milliseconds(block_ms + 10000));
-  auto replies = connection_.pipeline(resp, commands);
-  acks_sent(sent);
-  for (size_t i = 0; i < ack_commands; ++i) check_nogroup(replies[i].get());
-  for (size_t i = ack_commands; i < replies.size(); ++i) {
+  connection_.send(resp);
+  in_flight_ = InFlight{true, block_ms > 0, commands, ack_commands, std::move(sent)};
+}
+
+void RedisConsumer::receive_fetch() {
+  InFlight f = std::move(in_flight_);
+  in_flight_ = InFlight{};
+  auto replies = connection_.receive(f.commands);
+  acks_sent(f.sent);
+  for (size_t i = 0; i < f.ack_commands; ++i) check_nogroup(replies[i].get());
+  for (size_t i = f.ack_commands; i < replies.size(); ++i) {
     if (is_error(replies[i].get())) {
       check_nogroup(replies[i].get());
       continue;
     }
-    take_entries(replies[i], block_ms > 0);
+    take_entries(replies[i], f.blocking);
   }
 }
 
@@ -1148,6 +1184,8 @@ void RedisConsumer::read(size_t max, int32_t block_ms, kodo::sdk::DeliveryBatchB
       next_upkeep_ = Clock::time_point{};  // learn what changed while away
       reconnected = true;
     }
+    // The read sent at the end of the previous call comes first: its replies are next.
+    if (in_flight_.active) receive_fetch();
     if (!joined_) join();
     if (reconnected) recover();
     if (Clock::now() >= next_upkeep_) upkeep();
@@ -1171,6 +1209,7 @@ void RedisConsumer::read(size_t max, int32_t block_ms, kodo::sdk::DeliveryBatchB
     reconnects_.store(connection_.reconnects());
     if (!up_.exchange(1)) log_(KODO_LOG_INFO, "consumer " + name_ + ": redis is back");
   } catch (const Error &e) {
+    in_flight_ = InFlight{};  // its replies are lost with the connection; recover() reads again
     if (e.code() != KODO_ERR_UNAVAILABLE) throw;
     up_.store(0);
     connection_.close();
@@ -1184,6 +1223,16 @@ void RedisConsumer::read(size_t max, int32_t block_ms, kodo::sdk::DeliveryBatchB
     buffer_.pop_front();
   }
   pending_.store(static_cast<int64_t>(unacked_.size() + buffer_.size()));
+  // A spooler stores what it got before it reads again: send that read now, so Redis answers
+  // while the host stores, and the next call finds the entries already on their way.
+  if (max > 0 && out.size() > 0 && buffer_.size() < max && connection_.connected()) {
+    try {
+      send_fetch(0);
+    } catch (const Error &) {
+      in_flight_ = InFlight{};
+      connection_.close();  // the next call reconnects and reads again what was lost
+    }
+  }
 }
 
 }  // namespace
