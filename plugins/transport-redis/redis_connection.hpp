@@ -462,25 +462,13 @@ class Connection {
   void login(const std::vector<std::string> &args, const char *what) {
     std::string resp;
     append_command(resp, args);
-    auto replies = pipeline_connected(resp);
-    const Reply &reply = replies[0];
+    write_all(resp.data(), resp.size());  // connect() calls this: not pipeline(), which ensures
+    const Reply reply = std::move(receive(1)[0]);
     if (is_error(reply.get())) {
       std::string message = std::string(what) + " refused: " + std::string(text(reply.get()));
       note_failure(message);
       throw unavailable(message);
     }
-  }
-
-  std::vector<Reply> pipeline_connected(const std::string &resp) {
-    write_all(resp.data(), resp.size());
-    auto frame = std::make_shared<Frame>();
-    read_reply(*frame, 0);
-    Value *v = new (frame->make_values(1)) Value();
-    size_t pos = 0;
-    build(*frame, pos, *v);
-    std::vector<Reply> out;
-    out.emplace_back(frame, v);
-    return out;
   }
 
   // Sends all of `data` on the blocking socket (its timeout is the reply timeout).

@@ -547,7 +547,7 @@ class RedisConsumer : public kodo::sdk::ConsumerBase {
   void add_acks(std::string &resp, size_t &commands, std::vector<SentAck> &sent);
   void acks_sent(const std::vector<SentAck> &sent);
   void check_nogroup(const Value *reply);
-  void mark_acked(OwnedStream &s, uint64_t index);
+  void mark_acked(const StreamRef &ref, uint64_t index);
 
   RedisTransport &transport_;
   const Settings &settings_;
@@ -802,7 +802,10 @@ void RedisConsumer::acks_sent(const std::vector<SentAck> &sent) {
   dirty_.swap(left);
 }
 
-void RedisConsumer::mark_acked(OwnedStream &s, uint64_t index) {
+// Marks an entry acknowledged, advances the stream's stored position past every acknowledged
+// entry at its front, and queues the stream for the next add_acks().
+void RedisConsumer::mark_acked(const StreamRef &ref, uint64_t index) {
+  OwnedStream &s = *ref;
   if (index < s.base || index - s.base >= s.inflight.size()) return;
   OwnedStream::Inflight &f = s.inflight[index - s.base];
   if (f.acked) return;
@@ -813,6 +816,10 @@ void RedisConsumer::mark_acked(OwnedStream &s, uint64_t index) {
     s.stored = s.inflight.front().id;
     s.inflight.pop_front();
     ++s.base;
+  }
+  if (!s.dirty) {
+    s.dirty = true;
+    dirty_.push_back(ref);
   }
 }
 
@@ -825,12 +832,7 @@ void RedisConsumer::ack(const uint64_t *ids, size_t count) {
   for (size_t i = 0; i < count; ++i) {
     auto it = unacked_.find(ids[i]);
     if (it == unacked_.end()) continue;
-    const StreamRef &s = it->second.stream;
-    mark_acked(*s, it->second.index);
-    if (!s->dirty) {
-      s->dirty = true;
-      dirty_.push_back(s);
-    }
+    mark_acked(it->second.stream, it->second.index);
     unacked_.erase(it);
   }
   pending_.store(static_cast<int64_t>(unacked_.size() + buffer_.size()));
@@ -1025,12 +1027,9 @@ void RedisConsumer::upkeep() {
 void RedisConsumer::recover() {
   if (owned_.empty()) return;
   std::string resp;
-  std::vector<std::string> fids;
-  for (const auto &[fid, s] : owned_) {
-    append_command(resp, {"XGROUP", "SETID", s->key, group_, s->read_to.str()});
-    fids.push_back(fid);
-  }
-  auto replies = connection_.pipeline(resp, fids.size());
+  for (const auto &item : owned_)
+    append_command(resp, {"XGROUP", "SETID", item.second->key, group_, item.second->read_to.str()});
+  auto replies = connection_.pipeline(resp, owned_.size());
   for (const Reply &r : replies) check_nogroup(r.get());
 }
 
@@ -1092,11 +1091,7 @@ void RedisConsumer::take_entries(const Reply &reply, bool pel) {
         // forever. Passed over and reported.
         log_(KODO_LOG_ERROR, "consumer " + name_ + ": entry " + id.str() + " of " +
                                  std::string(text(key)) + " lacks seq, kind or username; skipped");
-        mark_acked(*owned, index);
-        if (!owned->dirty) {
-          owned->dirty = true;
-          dirty_.push_back(owned);
-        }
+        mark_acked(owned, index);
         continue;
       }
       const bool again = !(owned->redeliver_to < id);
