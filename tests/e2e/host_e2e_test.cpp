@@ -137,20 +137,7 @@ class HostE2E : public ::testing::TestWithParam<std::string> {
   }
 
   StoredRows postgres_rows(const std::string &fid) {
-    StoredRows rows;
-    PGconn *conn = PQconnectdb(database_url_.c_str());
-    EXPECT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
-    const char *params[] = {fid.c_str()};
-    PGresult *r = PQexecParams(conn,
-                               "SELECT seq, kind, message FROM execution_events WHERE fid = $1 "
-                               "ORDER BY id",
-                               1, nullptr, params, nullptr, nullptr, 0);
-    EXPECT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(conn);
-    for (int i = 0; i < PQntuples(r); ++i)
-      rows.emplace_back(std::stoll(PQgetvalue(r, i, 0)), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
-    PQclear(r);
-    PQfinish(conn);
-    return rows;
+    return testing::execution_event_rows(database_url_, fid);
   }
 
   bool archived(const std::string &fid) {

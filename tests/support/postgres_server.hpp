@@ -7,6 +7,12 @@
 
 #include <dirent.h>
 
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include "service_process.hpp"
 
 namespace kodo::testing {
@@ -116,5 +122,30 @@ class PostgresServer {
   int port_ = 0;
   ServiceProcess process_;
 };
+
+// The rows of one execution in execution_events, in insertion order: (seq, kind, message).
+// Throws when the database cannot be reached or queried.
+inline std::vector<std::tuple<int64_t, std::string, std::string>> execution_event_rows(
+    const std::string &url, const std::string &fid) {
+  PGconn *conn = PQconnectdb(url.c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    const std::string error = PQerrorMessage(conn);
+    PQfinish(conn);
+    throw std::runtime_error("cannot connect to the test database: " + error);
+  }
+  const char *params[] = {fid.c_str()};
+  PGresult *r = PQexecParams(
+      conn, "SELECT seq, kind, message FROM execution_events WHERE fid = $1 ORDER BY id", 1,
+      nullptr, params, nullptr, nullptr, 0);
+  std::vector<std::tuple<int64_t, std::string, std::string>> rows;
+  const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+  const std::string error = ok ? "" : PQerrorMessage(conn);
+  for (int i = 0; ok && i < PQntuples(r); ++i)
+    rows.emplace_back(std::stoll(PQgetvalue(r, i, 0)), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+  PQclear(r);
+  PQfinish(conn);
+  if (!ok) throw std::runtime_error("reading execution_events of " + fid + ": " + error);
+  return rows;
+}
 
 }  // namespace kodo::testing

@@ -272,27 +272,19 @@ TEST_F(RedisHostE2E, PostgresAndRedisCombinedSpoolerKilledMidRun) {
   victim.kill_now(SIGKILL);
   ASSERT_NO_FATAL_FAILURE(wait_for_end(fids));
 
-  PGconn *conn = PQconnectdb(postgres.url().c_str());
-  ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
   for (const auto &fid : fids) {
     EXPECT_EQ(status(fid), "finished") << fid;
-    const char *params[] = {fid.c_str()};
-    PGresult *r = PQexecParams(conn,
-                               "SELECT seq, kind, message FROM execution_events WHERE fid = $1 "
-                               "ORDER BY id",
-                               1, nullptr, params, nullptr, nullptr, 0);
-    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(conn);
+    const auto rows = testing::execution_event_rows(postgres.url(), fid);
     int next_line = 1;
-    for (int i = 0; i < PQntuples(r); ++i) {
-      ASSERT_EQ(std::stoll(PQgetvalue(r, i, 0)), i) << fid << ": a seq missing, twice or late";
-      if (std::string(PQgetvalue(r, i, 1)) != "stdout") continue;
-      ASSERT_EQ(std::string(PQgetvalue(r, i, 2)), "line " + std::to_string(next_line)) << fid;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto &[seq, kind, message] = rows[i];
+      ASSERT_EQ(seq, static_cast<int64_t>(i)) << fid << ": a seq missing, twice or late";
+      if (kind != "stdout") continue;
+      ASSERT_EQ(message, "line " + std::to_string(next_line)) << fid;
       ++next_line;
     }
     EXPECT_EQ(next_line, kLines + 1) << fid << ": stdout lines missing";
-    PQclear(r);
   }
-  PQfinish(conn);
 }
 
 }  // namespace
