@@ -497,6 +497,20 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.flows = flows.take();
 
   auto str = [&](const char *name) { return values[name].as<std::string>(); };
+  // A time in seconds: finite, not negative, and small enough to count in int milliseconds,
+  // which is what the waits it feeds take (a larger value overflowed that conversion).
+  auto seconds = [&](const char *name) {
+    constexpr double kMax = 2000000;  // about 23 days; * 1000 still fits an int
+    const double value = values[name].as<double>();
+    if (!std::isfinite(value) || value < 0 || value > kMax) {
+      std::ostringstream shown;
+      shown << value;
+      throw Error(
+          std::string("--") + name + " must be between 0 and 2000000 seconds, got " + shown.str(),
+          KODO_ERR_INVALID_ARGUMENT);
+    }
+    return value;
+  };
   config.plugin_dir = values.count("plugin-dir") ? str("plugin-dir") : default_plugin_dir(argv[0]);
   config.storage = str("storage");
   config.transport = str("transport");
@@ -523,27 +537,27 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.address_given = !values["address"].defaulted();
   config.default_user = str("default-user");
   config.log_level = str("log-level");
-  config.sse_keepalive_s = values["sse-keepalive"].as<double>();
+  config.sse_keepalive_s = seconds("sse-keepalive");
 
   config.executor.max_running = std::max<size_t>(1, values["max-running"].as<size_t>());
   config.executor.max_event_bytes = values["max-event-bytes"].as<size_t>();
-  config.executor.kill_grace_s = values["kill-grace"].as<double>();
+  config.executor.kill_grace_s = seconds("kill-grace");
   config.executor.app_url = str("app-url");
   config.executor.exec_dir = config.exec_dir;
 
   config.spooler.batch_size = std::max<size_t>(1, values["spooler-batch-size"].as<size_t>());
-  config.spooler.batch_timeout_s = values["spooler-batch-timeout"].as<double>();
-  config.spooler.interval_s = values["spooler-interval"].as<double>();
+  config.spooler.batch_timeout_s = seconds("spooler-batch-timeout");
+  config.spooler.interval_s = seconds("spooler-interval");
   config.spooler.consumers = std::max<size_t>(1, values["spoolers"].as<size_t>());
   config.spooler.group = str("spooler-group");
   config.spooler.consumer_name = str("spooler-name");
   config.run_spooler = !values["no-spooler"].as<bool>();
-  config.publish_timeout_ms = static_cast<int>(values["publish-timeout"].as<double>() * 1000);
+  config.publish_timeout_ms = static_cast<int>(seconds("publish-timeout") * 1000);
   config.executor.publish_retry_ms = config.publish_timeout_ms;
   if (!str("retention").empty())
     config.retention_s = parse_duration(str("retention"), "--retention");
   config.purge_interval_s = parse_duration(str("purge-interval"), "--purge-interval");
-  config.shutdown_grace_s = values["shutdown-grace"].as<double>();
+  config.shutdown_grace_s = seconds("shutdown-grace");
   return out;
 }
 

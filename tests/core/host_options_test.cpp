@@ -118,6 +118,23 @@ TEST_F(HostOptionsTest, AnOptionNameHoldingABoostPlaceholderIsAnErrorNotAHang) {
   EXPECT_THROW(parse({"--config", file}), std::exception);
 }
 
+// Found by the host_options fuzz target: a huge --publish-timeout overflowed its conversion
+// to int milliseconds (undefined behaviour). Every time in seconds is range-checked by name.
+TEST_F(HostOptionsTest, ATimeInSecondsOutOfRangeIsNamed) {
+  for (const char *arg : {"--publish-timeout=23333333333333333333333333333.5",
+                          "--spooler-interval=-1", "--kill-grace=nan", "--shutdown-grace=inf"}) {
+    try {
+      parse({arg});
+      FAIL() << arg << " was accepted";
+    } catch (const std::exception &e) {
+      const std::string option(arg, std::string_view(arg).find('='));
+      EXPECT_NE(std::string(e.what()).find(option + " must be between 0 and"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(parse({"--publish-timeout=0.5"}).publish_timeout_ms, 500);
+}
+
 TEST_F(HostOptionsTest, FlowsFromEveryPlace) {
   std::string file = write_file(
       "[flow.filed]\ncommand = /bin/echo 'two words'\narg = more\nenv = A=1\ntimeout = 2m\n"
