@@ -3,6 +3,8 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 
+#include <kodo/plugin.hpp>
+
 #include <dlfcn.h>
 #include <boost/dll/shared_library_load_mode.hpp>
 
@@ -32,19 +34,12 @@ std::string plugin_file_for(const std::string &name_or_path, const std::string &
       .string();
 }
 
-// Copies a struct the plugin gave us into a zeroed one of our size: fields the plugin's
-// (older) struct lacks read as zero/NULL.
-template <class T>
-static T copy_sized(const T *source) {
-  T out{};
-  if (!source) return out;
-  std::memcpy(&out, source, std::min(source->struct_size, sizeof(T)));
-  out.struct_size = sizeof(T);
-  return out;
-}
+// Structs the plugin gave us are copied into zeroed ones of our size (sdk::read_sized):
+// fields the plugin's (older) struct lacks read as zero/NULL.
+using sdk::read_sized;
 
 std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std::string &plugin_dir,
-                                     int32_t expected_kind) {
+                                     int32_t expected_kind, AbiRange offered) {
   const std::string path =
       plugin_file_for(name_or_path, plugin_dir, expected_kind ? expected_kind : KODO_KIND_STORAGE);
   std::error_code exists_error;
@@ -75,21 +70,22 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
                 KODO_ERR_NOT_FOUND);
   auto entry = plugin->library_.get<std::remove_pointer_t<kodo_plugin_entry_fn>>(KODO_ENTRY_SYMBOL);
 
-  plugin->host_ = kodo_host_api{sizeof(kodo_host_api), kHostAbiMax, plugin.get(), &Plugin::log};
+  // abi_version stays 0 until the entry has answered: nothing is agreed during the call.
+  plugin->host_ = kodo_host_api{sizeof(kodo_host_api), 0, plugin.get(), &Plugin::log};
   const kodo_plugin *descriptor = nullptr;
   uint32_t plugin_abi = 0;
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status =
-      entry(kHostAbiMin, kHostAbiMax, &plugin->host_, &descriptor, &plugin_abi, &error);
-  const std::string offered = "this host speaks ABI versions " + std::to_string(kHostAbiMin) +
-                              ".." + std::to_string(kHostAbiMax);
+      entry(offered.min, offered.max, &plugin->host_, &descriptor, &plugin_abi, &error);
+  const std::string speaks = "this host speaks ABI versions " + std::to_string(offered.min) + ".." +
+                             std::to_string(offered.max);
   if (status == KODO_ERR_ABI_MISMATCH ||
-      (status == KODO_OK && (plugin_abi < kHostAbiMin || plugin_abi > kHostAbiMax))) {
+      (status == KODO_OK && (plugin_abi < offered.min || plugin_abi > offered.max))) {
     kodo_error_release(&error);
     throw Error("ABI mismatch: plugin " + path +
                     " (symbol " KODO_ENTRY_SYMBOL ") implements ABI version " +
                     std::to_string(plugin_abi) + ", which is " +
-                    (plugin_abi < kHostAbiMin ? "older than" : "newer than") + " what " + offered,
+                    (plugin_abi < offered.min ? "older than" : "newer than") + " what " + speaks,
                 KODO_ERR_ABI_MISMATCH);
   }
   if (status != KODO_OK)
@@ -102,8 +98,14 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
     throw Error("plugin " + path + ": descriptor struct_size " +
                     std::to_string(descriptor->struct_size) + " is too small",
                 KODO_ERR_INVALID_ARGUMENT);
-  plugin->descriptor_ = copy_sized(descriptor);
+  plugin->descriptor_ = read_sized(descriptor);
   const kodo_plugin &d = plugin->descriptor_;
+  if (d.abi_version != plugin_abi)
+    throw Error("plugin " + path + ": " KODO_ENTRY_SYMBOL " agreed on ABI version " +
+                    std::to_string(plugin_abi) + " but returned a descriptor of version " +
+                    std::to_string(d.abi_version),
+                KODO_ERR_ABI_MISMATCH);
+  plugin->host_.abi_version = plugin_abi;
   if (!d.name || !*d.name)
     throw Error("plugin " + path + ": descriptor has no name", KODO_ERR_INVALID_ARGUMENT);
   plugin->name_ = d.name;
@@ -111,6 +113,12 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
     throw Error("plugin " + path + " declares kind " + std::to_string(d.kind) +
                     ", which this host does not run",
                 KODO_ERR_NOT_SUPPORTED);
+  if (plugin_abi < KODO_KIND_MIN_ABI(d.kind))
+    throw Error("plugin " + path + " is a " + kind_name(d.kind) +
+                    " plugin, which needs ABI version " +
+                    std::to_string(KODO_KIND_MIN_ABI(d.kind)) + " or newer, but agreed on " +
+                    std::to_string(plugin_abi),
+                KODO_ERR_ABI_MISMATCH);
   if (expected_kind && d.kind != expected_kind)
     throw Error("plugin " + path + " is a " + kind_name(d.kind) + " plugin ('" + d.name +
                     "'), but a " + kind_name(expected_kind) + " plugin was asked for",
@@ -119,7 +127,7 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
     if (!d.options || !d.options[i] || !d.options[i]->name)
       throw Error(plugin->label() + ": option " + std::to_string(i) + " is malformed",
                   KODO_ERR_INVALID_ARGUMENT);
-    plugin->options_.push_back(copy_sized(d.options[i]));
+    plugin->options_.push_back(read_sized(d.options[i]));
   }
 
   auto require = [&](const void *fn, const char *fn_name) {
@@ -127,9 +135,17 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
       throw Error(plugin->label() + " lacks the required function " + fn_name,
                   KODO_ERR_INVALID_ARGUMENT);
   };
+  // A claimed capability makes its function required: refused now, not answered 501 later.
+  auto require_for = [&](uint64_t capability, const char *capability_name, const void *fn,
+                         const char *fn_name) {
+    if ((d.capabilities & capability) && !fn)
+      throw Error(plugin->label() + " claims the capability " + capability_name +
+                      " but lacks its function " + fn_name,
+                  KODO_ERR_INVALID_ARGUMENT);
+  };
   if (d.kind == KODO_KIND_STORAGE) {
     if (!d.storage) throw Error(plugin->label() + " has no storage function table");
-    plugin->storage_ = copy_sized(d.storage);
+    plugin->storage_ = read_sized(d.storage);
     const auto &s = plugin->storage_;
     require(reinterpret_cast<const void *>(s.open), "open");
     require(reinterpret_cast<const void *>(s.close), "close");
@@ -137,9 +153,14 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
     require(reinterpret_cast<const void *>(s.append), "append");
     require(reinterpret_cast<const void *>(s.read_events), "read_events");
     require(reinterpret_cast<const void *>(s.get_execution), "get_execution");
+    require_for(KODO_STORAGE_CAP_LIST, "LIST", reinterpret_cast<const void *>(s.list_executions),
+                "list_executions");
+    require_for(KODO_STORAGE_CAP_ARCHIVE, "ARCHIVE",
+                reinterpret_cast<const void *>(s.archive_execution), "archive_execution");
+    require_for(KODO_STORAGE_CAP_PURGE, "PURGE", reinterpret_cast<const void *>(s.purge), "purge");
   } else {
     if (!d.transport) throw Error(plugin->label() + " has no transport function table");
-    plugin->transport_ = copy_sized(d.transport);
+    plugin->transport_ = read_sized(d.transport);
     const auto &t = plugin->transport_;
     require(reinterpret_cast<const void *>(t.open), "open");
     require(reinterpret_cast<const void *>(t.close), "close");
@@ -148,6 +169,8 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
     require(reinterpret_cast<const void *>(t.consumer_close), "consumer_close");
     require(reinterpret_cast<const void *>(t.read), "read");
     require(reinterpret_cast<const void *>(t.ack), "ack");
+    require_for(KODO_TRANSPORT_CAP_FINISH, "FINISH",
+                reinterpret_cast<const void *>(t.finish_execution), "finish_execution");
   }
   return plugin;
 }

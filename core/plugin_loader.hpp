@@ -15,7 +15,14 @@ namespace kodo {
 
 // The ABI versions this host speaks.
 constexpr uint32_t kHostAbiMin = KODO_ABI_VERSION_1;
-constexpr uint32_t kHostAbiMax = KODO_ABI_VERSION_1;
+constexpr uint32_t kHostAbiMax = KODO_ABI_VERSION;
+
+// The versions offered to a plugin's entry point: the host's whole range, or (in tests that
+// play an older host) part of it.
+struct AbiRange {
+  uint32_t min = kHostAbiMin;
+  uint32_t max = kHostAbiMax;
+};
 
 // "storage", "transport", "durability" or "unknown".
 const char *kind_name(int32_t kind);
@@ -29,7 +36,8 @@ class Plugin {
  public:
   // expected_kind 0 accepts any kind.
   static std::shared_ptr<Plugin> load(const std::string &name_or_path,
-                                      const std::string &plugin_dir, int32_t expected_kind);
+                                      const std::string &plugin_dir, int32_t expected_kind,
+                                      AbiRange offered = {});
   ~Plugin();
   Plugin(const Plugin &) = delete;
   Plugin &operator=(const Plugin &) = delete;
@@ -37,7 +45,9 @@ class Plugin {
   const std::string &path() const { return path_; }
   const std::string &name() const { return name_; }
   int32_t kind() const { return descriptor_.kind; }
+  // The version agreed with the plugin (its descriptor's, checked at load).
   uint32_t abi_version() const { return descriptor_.abi_version; }
+  // What the plugin declares; an opened handle may narrow it (Storage / Transport::has).
   uint64_t capabilities() const { return descriptor_.capabilities; }
   const char *version() const { return descriptor_.version ? descriptor_.version : ""; }
   const char *description() const { return descriptor_.description ? descriptor_.description : ""; }

@@ -78,4 +78,13 @@ Handle *open_plugin_handle(const Plugin &plugin, const OptionList &options, Open
   return handle;
 }
 
+// What an opened handle can do: the declared capabilities, narrowed by the handle's own
+// answer when its table has one (bits the descriptor does not declare are ignored).
+template <class Handle>
+uint64_t instance_capabilities(const Plugin &plugin, uint64_t (*capabilities)(Handle *),
+                               Handle *handle) {
+  const uint64_t declared = plugin.capabilities();
+  return capabilities && handle ? declared & capabilities(handle) : declared;
+}
+
 }  // namespace kodo

@@ -38,7 +38,10 @@ class Storage {
   Storage &operator=(const Storage &) = delete;
 
   const Plugin &plugin() const { return *plugin_; }
-  bool has(uint64_t capability) const { return (plugin_->capabilities() & capability) != 0; }
+  // What this handle can do: the plugin's declared capabilities, narrowed by the handle's
+  // own answer when the plugin reports one (kodo_storage_api.capabilities).
+  uint64_t capabilities() const { return capabilities_; }
+  bool has(uint64_t capability) const { return (capabilities_ & capability) != 0; }
 
   void create_schema();
   void append(const kodo_event *const *events, size_t count);
@@ -58,6 +61,7 @@ class Storage {
   std::shared_ptr<Plugin> plugin_;
   const kodo_storage_api &api_;
   kodo_storage *handle_ = nullptr;
+  uint64_t capabilities_ = 0;
 };
 
 }  // namespace kodo

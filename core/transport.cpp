@@ -7,7 +7,8 @@ namespace kodo {
 Transport::Transport(std::shared_ptr<Plugin> plugin, const OptionList &options)
     : plugin_(std::move(plugin)),
       api_(plugin_->transport_api()),
-      handle_(open_plugin_handle<kodo_transport>(*plugin_, options, api_.open)) {}
+      handle_(open_plugin_handle<kodo_transport>(*plugin_, options, api_.open)),
+      capabilities_(instance_capabilities(*plugin_, api_.capabilities, handle_)) {}
 
 Transport::~Transport() {
   if (handle_) api_.close(handle_);

@@ -82,7 +82,10 @@ class Transport {
   Transport &operator=(const Transport &) = delete;
 
   const Plugin &plugin() const { return *plugin_; }
-  bool has(uint64_t capability) const { return (plugin_->capabilities() & capability) != 0; }
+  // What this handle can do: the plugin's declared capabilities, narrowed by the handle's
+  // own answer when the plugin reports one (kodo_transport_api.capabilities).
+  uint64_t capabilities() const { return capabilities_; }
+  bool has(uint64_t capability) const { return (capabilities_ & capability) != 0; }
 
   void publish(const kodo_event *const *events, size_t count, int32_t timeout_ms);
   void publish(const std::vector<Event> &events, int32_t timeout_ms);
@@ -96,6 +99,7 @@ class Transport {
   std::shared_ptr<Plugin> plugin_;
   const kodo_transport_api &api_;
   kodo_transport *handle_ = nullptr;
+  uint64_t capabilities_ = 0;
 };
 
 // Publishes what executors make into a transport, waiting up to timeout_ms when it is full.

@@ -589,10 +589,22 @@ kodo_status transport_metrics(kodo_transport *t, kodo_metric_page *out, kodo_err
   return guard(error, [&] { kodo::sdk::finish_metric_page(self(t)->metrics(), out); });
 }
 
-const kodo_transport_api kTable = {
-    sizeof(kodo_transport_api), transport_open,           transport_close, transport_publish,
-    transport_consumer_open,    transport_consumer_close, transport_read,  transport_ack,
-    transport_finish_execution, transport_metrics};
+// Filled by name from a zeroed table, so a function appended to the ABI starts as NULL
+// ("not supported") without touching this code.
+const kodo_transport_api kTable = [] {
+  kodo_transport_api t{};
+  t.struct_size = sizeof t;
+  t.open = transport_open;
+  t.close = transport_close;
+  t.publish = transport_publish;
+  t.consumer_open = transport_consumer_open;
+  t.consumer_close = transport_consumer_close;
+  t.read = transport_read;
+  t.ack = transport_ack;
+  t.finish_execution = transport_finish_execution;
+  t.metrics = transport_metrics;
+  return t;
+}();
 
 }  // namespace
 

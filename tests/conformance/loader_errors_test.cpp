@@ -90,6 +90,22 @@ TEST(LoaderErrors, MissingRequiredFunctionNamesIt) {
                               HasSubstr("lacks the required function append")));
 }
 
+TEST(LoaderErrors, ClaimedCapabilityWithoutItsFunctionNamesBoth) {
+  const std::string path = plugin_path("claims_list_without_function");
+  const kodo::Error e = load_error(path);
+  EXPECT_EQ(e.code(), KODO_ERR_INVALID_ARGUMENT);
+  EXPECT_THAT(e.what(), AllOf(HasSubstr(path), HasSubstr("claims the capability LIST"),
+                              HasSubstr("lacks its function list_executions")));
+}
+
+TEST(LoaderErrors, DescriptorOfAnotherVersionThanAgreedNamesBoth) {
+  const std::string path = plugin_path("descriptor_version_differs");
+  const kodo::Error e = load_error(path);
+  EXPECT_EQ(e.code(), KODO_ERR_ABI_MISMATCH);
+  EXPECT_THAT(e.what(), AllOf(HasSubstr(path), HasSubstr("agreed on ABI version 1"),
+                              HasSubstr("descriptor of version 2")));
+}
+
 TEST(OpenErrors, OpenFailureCarriesThePluginsMessage) {
   const auto plugin = kodo::Plugin::load(plugin_path("open_fails"), "", KODO_KIND_STORAGE);
   try {

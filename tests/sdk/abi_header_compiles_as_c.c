@@ -70,6 +70,15 @@ int main(void) {
   kodo_error_release(&error); /* a second release is harmless */
 
   check(strcmp(KODO_ENTRY_SYMBOL, "kodo_plugin_entry") == 0, "the entry symbol's name");
+  check(kodo_abi_agree(1, 3, 1, 2) == 2 && kodo_abi_agree(1, 1, 1, 2) == 1,
+        "the highest version both speak is agreed");
+  check(kodo_abi_agree(3, 4, 1, 2) == 0, "ranges that do not meet agree on nothing");
+  check(KODO_KIND_MIN_ABI(KODO_KIND_STORAGE) == KODO_ABI_VERSION_1, "storage exists since 1");
+  request.struct_size = offsetof(kodo_read_request, kinds);
+  check(KODO_HAS_FIELD(&request, after_seq) && !KODO_HAS_FIELD(&request, kinds),
+        "KODO_HAS_FIELD stops at struct_size");
+  storage.struct_size = offsetof(kodo_storage_api, interrupt);
+  check(!KODO_HAS_FIELD(&storage, interrupt), "a version-1 table has no interrupt");
   check((KODO_STORAGE_CAP_LIST & KODO_STORAGE_CAP_ARCHIVE) == 0, "capability flags are distinct");
 
   if (failures == 0) printf("kodo_plugin.h compiles and behaves as C99\n");

@@ -2,24 +2,49 @@
  * kodo_plugin.h: the whole contract between kodo-host and a backend plugin.
  *
  * A plugin is a shared object that exports exactly one symbol, kodo_plugin_entry
- * (KODO_ENTRY_SYMBOL). The host calls it once after loading, offering the range of ABI
- * versions it speaks; the plugin answers with the version it implements and a static
- * descriptor: its kind, name, declared options, capabilities and a function table.
+ * (KODO_ENTRY_SYMBOL, declared below). The host calls it once after loading, offering the
+ * range of ABI versions it speaks; the plugin answers with the version both sides agree on
+ * and a static descriptor: its kind, name, declared options, capabilities and a function
+ * table.
  *
  * Rules that hold for everything below:
  *  - Plain C only. No C++ type and no exception ever crosses this boundary.
- *  - Every struct that crosses starts with `struct_size`. Tables and structs only grow at
- *    the end. A function pointer that is NULL, or that lies past `struct_size`, means
- *    "not supported".
- *  - Output structs (pages, batches, errors) are allocated by the callee's code and carry
- *    their own `release`; the caller calls it exactly once. Nobody frees memory that the
- *    other side allocated.
+ *  - Every struct that crosses starts with `struct_size`, set by whoever made the struct to
+ *    the size it knows. See "Growth" for what a reader does with a size other than its own.
+ *  - Output structs (pages, batches, errors) are made by the caller (zeroed, struct_size
+ *    set) and filled by the callee; what they point to is allocated by the callee's code
+ *    and carries its own `release`; the caller calls it exactly once. Nobody frees memory
+ *    that the other side allocated. When a call fails, the output struct is left as the
+ *    caller made it (no release to call) and only the error is filled.
  *  - Input pointers are borrowed: valid only for the duration of the call, unless a
  *    comment says otherwise. Copy what you keep.
  *  - Strings are UTF-8 and NUL-terminated. Payloads also carry a length.
  *  - Every function that can fail returns a kodo_status and fills the caller's kodo_error.
  *    There is no global "last error".
  *  - Each function states which calls may run at the same time ("Threading").
+ *
+ * Growth (how this header changes without breaking a plugin or a host built against an
+ * older copy of it):
+ *  - Appended without a version change: a field at the end of a struct, a function at the
+ *    end of a table, a capability bit, an option type, a status code, a well-known option
+ *    name. Every such addition is optional: zero / NULL means what the older struct meant,
+ *    and an older peer that never sets it keeps working.
+ *  - A new ABI version: anything an older peer could not ignore safely. A new plugin kind
+ *    (and its table), a changed meaning of an existing field or function, a removed or
+ *    reordered field, a function that becomes required. The new version's number and what
+ *    it added are listed under "ABI versions" below.
+ *  - Reading a struct the other side made: read only up to its struct_size; a field past
+ *    it reads as zero / NULL (kodo::sdk::read_sized does this, KODO_HAS_FIELD tests one
+ *    field). A host copies the plugin's descriptor, tables and option specs into zeroed
+ *    structs of its own size; the C++ SDK copies requests and the host API likewise.
+ *  - Writing a struct the other side made (an error, a page): never past its struct_size.
+ *  - Fill tables and descriptors by field name (C designated initializers; in C++ a zeroed
+ *    struct assigned field by field), so a field appended later starts as NULL / zero and
+ *    a positional initializer does not fail to compile under -Wmissing-field-initializers.
+ *  - A function pointer that is NULL, or lies past its table's struct_size, means "not
+ *    supported". A capability bit, status code or option type a reader does not know is
+ *    ignored (a bit), treated as KODO_ERR_UNKNOWN (a status), or refused at load with a
+ *    message naming it (an option type).
  */
 #ifndef KODO_PLUGIN_H
 #define KODO_PLUGIN_H
@@ -31,9 +56,43 @@
 extern "C" {
 #endif
 
-/* ABI versions. The host offers [min, max]; a plugin implements exactly one. */
+/*
+ * ABI versions. The host offers [min, max]; the plugin answers the highest version both
+ * speak (kodo_abi_agree), so a plugin rebuilt against a newer header still loads in an
+ * older host as long as it needs nothing newer.
+ *   1: storage and transport. Later additions within version 1 (all optional, see
+ *      "Growth"): interrupt and capabilities in both tables; KODO_HAS_FIELD; the entry's
+ *      prototype. None changes what a version-1 peer sees, so none needed a new version.
+ * KODO_ABI_VERSION is the newest version this header describes.
+ */
 #define KODO_ABI_VERSION_1 1u
 #define KODO_ABI_VERSION KODO_ABI_VERSION_1
+
+/* The oldest ABI version that has `kind` (KODO_KIND_*): a plugin of that kind cannot agree
+ * on anything older. A kind added later raises its own minimum here. */
+#define KODO_KIND_MIN_ABI(kind) ((void)(kind), KODO_ABI_VERSION_1)
+
+/*
+ * The version a plugin that speaks [plugin_min, plugin_max] agrees on with a host offering
+ * [host_min, host_max]: the highest both speak, or 0 when the ranges do not meet. A plugin
+ * built against this header passes plugin_max = KODO_ABI_VERSION and plugin_min = the
+ * oldest version whose features it needs (at least KODO_KIND_MIN_ABI of its kind).
+ */
+static inline uint32_t kodo_abi_agree(uint32_t host_min, uint32_t host_max, uint32_t plugin_min,
+                                      uint32_t plugin_max) {
+  uint32_t high = host_max < plugin_max ? host_max : plugin_max;
+  uint32_t low = host_min > plugin_min ? host_min : plugin_min;
+  return high >= low ? high : 0u;
+}
+
+/*
+ * Non-zero when the struct at `ptr` (made by the other side, with its struct_size) is large
+ * enough to hold `field`: read a field appended after version 1 only when this holds.
+ *   if (KODO_HAS_FIELD(table, interrupt) && table->interrupt) table->interrupt(handle);
+ */
+#define KODO_HAS_FIELD(ptr, field)                                                       \
+  ((size_t)((const char *)&(ptr)->field - (const char *)(ptr)) + sizeof((ptr)->field) <= \
+   (ptr)->struct_size)
 
 /* The one symbol every plugin exports (see kodo_plugin_entry_fn). */
 #define KODO_ENTRY_SYMBOL "kodo_plugin_entry"
@@ -65,9 +124,11 @@ typedef int32_t kodo_status;
  * An error, filled by the callee, released by the caller.
  *
  * The caller passes a zeroed kodo_error with struct_size set (KODO_ERROR_INIT). On failure
- * the callee sets code, retryable, message and release. The caller reads it and then calls
- * release (if non-NULL) exactly once. A callee handed an error that is already filled
- * releases it before filling it again. `message` is owned by the error.
+ * the callee sets code, retryable, message and release (never writing past struct_size).
+ * The caller reads it and then calls release (if non-NULL) exactly once. A callee handed an
+ * error that is already filled releases it before filling it again. `message` is owned by
+ * the error. `retryable` zero means the same call with the same input fails again: the host
+ * stops retrying it (a refused event is recorded, not retried forever).
  */
 typedef struct kodo_error {
   size_t struct_size;
@@ -101,11 +162,14 @@ static inline void kodo_error_release(kodo_error *error) {
 /*
  * Services of the host. Owned by the host; valid from the entry call until the plugin is
  * unloaded. Threading: every function here may be called from any thread at any time.
+ * A plugin reads it up to its struct_size (see "Growth").
  */
 typedef struct kodo_host_api {
   size_t struct_size;
-  uint32_t abi_version; /* the version negotiated for this plugin */
-  void *host_data;      /* pass back unchanged */
+  /* The version agreed for this plugin: 0 during the entry call (nothing is agreed yet),
+   * the version the entry answered from its return on (so in open and after). */
+  uint32_t abi_version;
+  void *host_data; /* pass back unchanged */
   /* Writes one log line under the plugin's name. `message` is borrowed. */
   void (*log)(void *host_data, int32_t level, const char *message);
 } kodo_host_api;
@@ -151,14 +215,36 @@ typedef struct kodo_option {
   const char *value;
 } kodo_option;
 
+/*
+ * Well-known option names: a plugin that declares an option of one of these names gets the
+ * meaning below from the host and the conformance kit. Any other name means only what its
+ * plugin says.
+ *  exec_dir       (PATH, storage): the host's --exec-dir, the directory of per-execution
+ *                 data; the host passes it as a default. The kit gives each handle a fresh
+ *                 empty directory for every PATH option the user did not set.
+ *  url            (URL, storage): the host's --storage-url, passed as a default.
+ *  capacity       (INT, transport): how many events the transport holds before publish
+ *                 waits; the kit's backpressure case fills exactly this many.
+ *  claim_idle_ms  (INT, transport): how long a delivery stays unacked before it is
+ *                 redelivered; the kit sets 200 (600000 where a redelivery would spoil an
+ *                 exact count) unless the user set it.
+ */
+#define KODO_OPTION_EXEC_DIR "exec_dir"
+#define KODO_OPTION_URL_NAME "url"
+#define KODO_OPTION_CAPACITY "capacity"
+#define KODO_OPTION_CLAIM_IDLE_MS "claim_idle_ms"
+
 /* ------------------------------------------------------------------------------------ */
 /* Events                                                                               */
 /* ------------------------------------------------------------------------------------ */
 
 /*
  * One event of one execution.
- *  fid, username: 1..64 bytes of [A-Za-z0-9_.@-], not starting with '.', checked by the
- *       host (kodo::sdk::check_name checks them again in a plugin that trusts nothing).
+ *  fid, username: 1..64 bytes of [A-Za-z0-9_.@-], not starting with '.' (the naming rule).
+ *       The host checks them, and so must every storage: it refuses an event, fid or
+ *       username that breaks the rule with KODO_ERR_INVALID_ARGUMENT (not retryable) and
+ *       stores nothing of that call, because a name becomes a path component or a key
+ *       (kodo::sdk::check_name does it in C++).
  *  seq: position in the execution, from 0, assigned where the event is made; (fid, seq) is
  *       the event's identity.
  *  timestamp: seconds since the epoch.
@@ -218,11 +304,11 @@ typedef struct kodo_metric_page {
 
 typedef struct kodo_storage kodo_storage; /* the plugin's opaque handle */
 
-/* Which events read_events returns. Borrowed for the call. */
+/* Which events read_events returns. Borrowed for the call; read up to struct_size. */
 typedef struct kodo_read_request {
   size_t struct_size;
   const char *fid;
-  const char *username;     /* NULL: whichever user owns fid */
+  const char *username;     /* NULL: whichever user owns fid; another user's: NOT_FOUND */
   int64_t after_seq;        /* events with seq > after_seq; -1 for all */
   const char *const *kinds; /* kind_count kinds to keep; kind_count 0 keeps every kind */
   size_t kind_count;
@@ -243,14 +329,14 @@ typedef struct kodo_event_page {
   void *private_data;
 } kodo_event_page;
 
-/* A summary of one execution. */
+/* A summary of one execution. "First" and "last" are by seq, not by time. */
 typedef struct kodo_execution_info {
   size_t struct_size;
   const char *fid;
   const char *username;
-  const char *status; /* payload of the last status event; "" when there is none */
-  double started_at;  /* timestamp of its first event */
-  double updated_at;  /* timestamp of its last event */
+  const char *status; /* payload of the status event of highest seq; "" when none */
+  double started_at;  /* timestamp of its event of lowest seq */
+  double updated_at;  /* timestamp of its event of highest seq */
   int64_t event_count;
   int64_t last_seq; /* highest seq stored; -1 when none */
 } kodo_execution_info;
@@ -259,11 +345,15 @@ typedef struct kodo_execution_info {
 typedef struct kodo_list_request {
   size_t struct_size;
   const char *username; /* NULL: every user */
-  size_t offset;        /* skip this many, newest first */
+  size_t offset;        /* skip this many, in the order of the page (newest first) */
   size_t limit;         /* > 0 */
 } kodo_list_request;
 
-/* Executions, newest first. Same ownership as kodo_event_page. */
+/*
+ * Executions, newest first: by started_at descending, ties by fid descending (a fid is an
+ * ObjectId, which starts with its time). Archived executions are left out. Same ownership
+ * as kodo_event_page.
+ */
 typedef struct kodo_execution_page {
   size_t struct_size;
   const kodo_execution_info *const *executions;
@@ -277,6 +367,12 @@ typedef struct kodo_execution_page {
  * Storage function table. Threading: every function except open and close may be called
  * from several threads at once on the same handle (readers run while writers write);
  * close is called once, after every other call on the handle has returned.
+ * Names: every function taking a fid or username (directly, in a request or in an event)
+ * refuses one that breaks the naming rule (see kodo_event) with KODO_ERR_INVALID_ARGUMENT,
+ * itself, even though the host checks them too.
+ * Capabilities: a function of a claimed capability is required (the host refuses to load a
+ * plugin claiming LIST without list_executions, naming both); an unclaimed one may be NULL
+ * or answer KODO_ERR_NOT_SUPPORTED.
  */
 typedef struct kodo_storage_api {
   size_t struct_size;
@@ -296,15 +392,24 @@ typedef struct kodo_storage_api {
    * execution in the batch are committed together or not at all. Idempotent on
    * (fid, seq): an event already stored is skipped, so the caller may retry a whole batch
    * after any failure. Returns only after the events are committed.
+   * A failure with retryable zero says the batch as given will never be stored (an event
+   * breaks a rule); the host then splits it to find the refused events, stores the rest
+   * and records what was refused.
    */
   kodo_status (*append)(kodo_storage *storage, const kodo_event *const *events, size_t count,
                         kodo_error *error);
 
-  /* Reads one execution's events in seq order. KODO_ERR_NOT_FOUND for an unknown fid. */
+  /*
+   * Reads one execution's events in seq order. KODO_ERR_NOT_FOUND for an unknown fid, an
+   * archived or purged one, and one owned by another user than request->username.
+   */
   kodo_status (*read_events)(kodo_storage *storage, const kodo_read_request *request,
                              kodo_event_page *out, kodo_error *error);
 
-  /* One execution's summary (a page of one). KODO_ERR_NOT_FOUND for an unknown fid. */
+  /*
+   * One execution's summary (a page of one). `username` NULL: whichever user owns fid;
+   * otherwise another user's fid is KODO_ERR_NOT_FOUND, as are unknown and archived ones.
+   */
   kodo_status (*get_execution)(kodo_storage *storage, const char *fid, const char *username,
                                kodo_execution_page *out, kodo_error *error);
 
@@ -314,7 +419,8 @@ typedef struct kodo_storage_api {
 
   /*
    * KODO_STORAGE_CAP_ARCHIVE: removes an execution from reads and listings, keeping its
-   * data aside (SQLite renames it sqlite3.db.archive). KODO_ERR_NOT_FOUND if unknown.
+   * data aside (SQLite renames it sqlite3.db.archive). KODO_ERR_NOT_FOUND if unknown,
+   * already archived, or (username non-NULL) owned by another user; NULL: any user.
    */
   kodo_status (*archive_execution)(kodo_storage *storage, const char *fid, const char *username,
                                    kodo_error *error);
@@ -332,6 +438,26 @@ typedef struct kodo_storage_api {
    * it must answer from memory, without a round trip to the server.
    */
   kodo_status (*metrics)(kodo_storage *storage, kodo_metric_page *out, kodo_error *error);
+
+  /* ---- appended within version 1: optional, read with KODO_HAS_FIELD ---- */
+
+  /*
+   * Optional (NULL: none). Asks the calls now running on this handle to return soon (in the
+   * spirit of sqlite3_interrupt and PQcancel): each returns KODO_ERR_TIMEOUT, retryable, or
+   * its normal result if it was about to finish. An interrupted append still commits each
+   * execution's events all or nothing. Calls that start after interrupt returns run
+   * normally. The host calls it when a call's deadline passes and at shutdown.
+   * Threading: from any thread, concurrently with any call but open and close; it must not
+   * block (no lock a running call may hold).
+   */
+  void (*interrupt)(kodo_storage *storage);
+
+  /*
+   * Optional (NULL: the descriptor's capabilities). The capabilities of this opened handle,
+   * which its options may narrow: a subset of the descriptor's (bits outside it are
+   * ignored). Called once, right after open. The host and the kit hold the handle to it.
+   */
+  uint64_t (*capabilities)(kodo_storage *storage);
 } kodo_storage_api;
 
 /* ------------------------------------------------------------------------------------ */
@@ -368,6 +494,9 @@ typedef struct kodo_delivery_batch {
  * Threading: publish and finish_execution may be called from any number of threads at
  * once. A consumer is used by one thread at a time; different consumers may be used
  * concurrently. close is called once, after every consumer is closed.
+ * Groups: a group gets every event published after it was made. Events published before
+ * any group exists wait for the first group to be made (a spooler may start after the
+ * executors); a group made later does not see them.
  * Order: events of one execution published in seq order are delivered in seq order, and
  * while one consumer holds unacked deliveries of an execution no other consumer is given
  * later events of that execution (so storage sees them in order).
@@ -422,6 +551,18 @@ typedef struct kodo_transport_api {
 
   /* Optional (NULL: none): figures, as for storage (pending, claims, lag, reconnects). */
   kodo_status (*metrics)(kodo_transport *transport, kodo_metric_page *out, kodo_error *error);
+
+  /* ---- appended within version 1: optional, read with KODO_HAS_FIELD ---- */
+
+  /*
+   * Optional (NULL: none). As kodo_storage_api.interrupt, for publish, read and ack on this
+   * transport and its consumers: a publish interrupted before it took the batch took none
+   * of it. Threading: from any thread; it must not block.
+   */
+  void (*interrupt)(kodo_transport *transport);
+
+  /* Optional (NULL: the descriptor's). As kodo_storage_api.capabilities. */
+  uint64_t (*capabilities)(kodo_transport *transport);
 } kodo_transport_api;
 
 /* ------------------------------------------------------------------------------------ */
@@ -430,13 +571,15 @@ typedef struct kodo_transport_api {
 
 #define KODO_KIND_STORAGE 1
 #define KODO_KIND_TRANSPORT 2
-#define KODO_KIND_DURABILITY 3 /* reserved: its table is appended with its first backend */
+#define KODO_KIND_DURABILITY 3 /* reserved: its table comes with a new ABI version */
 
 struct kodo_durability_api; /* declared by a later ABI version */
 
 /*
  * What a plugin is. Static data owned by the plugin, valid until unload.
- * Exactly the table of its kind is non-NULL.
+ * Exactly the table of its kind is non-NULL. `abi_version` is the version the entry agreed
+ * on (a plugin answering several versions keeps one descriptor per version, or fills one
+ * before answering: the host refuses a descriptor whose abi_version is not the agreed one).
  */
 typedef struct kodo_plugin {
   size_t struct_size;
@@ -454,17 +597,40 @@ typedef struct kodo_plugin {
 } kodo_plugin;
 
 /*
- * The entry point, exported as KODO_ENTRY_SYMBOL. Called once, before anything else.
- * The host offers ABI versions host_min..host_max. The plugin sets *abi_out to the version
- * it implements and, when that lies in the range, sets *plugin_out and returns KODO_OK;
- * otherwise it returns KODO_ERR_ABI_MISMATCH (so the host can name both versions).
- * `host` is owned by the host and stays valid until unload.
- * Threading: called once, never concurrently with anything else of this plugin.
+ * The entry point, exported as KODO_ENTRY_SYMBOL. Called once per load, before anything
+ * else. The host offers ABI versions host_min..host_max. The plugin sets *abi_out to the
+ * highest version both speak (kodo_abi_agree) and, when there is one, sets *plugin_out to
+ * its descriptor for that version and returns KODO_OK. When the ranges do not meet it sets
+ * *abi_out to the newest version it speaks, leaves *plugin_out alone and returns
+ * KODO_ERR_ABI_MISMATCH, so the host can name both sides' versions.
+ * `host` is owned by the host and stays valid until unload (its abi_version is 0 during
+ * this call). Threading: never concurrently with anything else of this plugin.
+ *
+ * In C, define it with KODO_DEFINE_ENTRY so the compiler checks it against the prototype:
+ *   KODO_DEFINE_ENTRY(host_min, host_max, host, plugin_out, abi_out, error) {
+ *     uint32_t agreed = kodo_abi_agree(host_min, host_max,
+ *                                      KODO_KIND_MIN_ABI(KODO_KIND_STORAGE), KODO_ABI_VERSION);
+ *     (void)host; (void)error;
+ *     *abi_out = agreed ? agreed : KODO_ABI_VERSION;
+ *     if (!agreed) return KODO_ERR_ABI_MISMATCH;
+ *     *plugin_out = &descriptor; (its abi_version: agreed; one descriptor per version)
+ *     return KODO_OK;
+ *   }
  */
 typedef kodo_status (*kodo_plugin_entry_fn)(uint32_t host_min, uint32_t host_max,
                                             const kodo_host_api *host,
                                             const kodo_plugin **plugin_out, uint32_t *abi_out,
                                             kodo_error *error);
+
+#define KODO_DEFINE_ENTRY(host_min, host_max, host, plugin_out, abi_out, error) \
+  KODO_EXPORT kodo_status kodo_plugin_entry(                                    \
+      uint32_t host_min, uint32_t host_max, const kodo_host_api *host,          \
+      const kodo_plugin **plugin_out, uint32_t *abi_out, kodo_error *error)
+
+/* The prototype: a definition with another signature does not compile. */
+KODO_EXPORT kodo_status kodo_plugin_entry(uint32_t host_min, uint32_t host_max,
+                                          const kodo_host_api *host, const kodo_plugin **plugin_out,
+                                          uint32_t *abi_out, kodo_error *error);
 
 #ifdef __cplusplus
 }

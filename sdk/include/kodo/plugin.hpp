@@ -10,6 +10,8 @@
 
 #include <kodo/kodo_plugin.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstddef>
@@ -24,6 +26,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace kodo::sdk {
@@ -41,9 +44,23 @@ class Error : public std::runtime_error {
   bool retryable_;
 };
 
+// A struct the other side made, copied into a zeroed one of this header's size: fields past
+// the maker's struct_size (an older header's) read as zero / NULL ("Growth" in kodo_plugin.h).
+template <class T>
+T read_sized(const T *source) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  T out{};
+  if (!source) return out;
+  std::memcpy(static_cast<void *>(&out), source, std::min(source->struct_size, sizeof(T)));
+  out.struct_size = sizeof(T);
+  return out;
+}
+
+// Fills the caller's error; an error smaller than version 1's (malformed) is left alone
+// rather than written past its struct_size.
 inline void fill_error(kodo_error *error, kodo_status code, bool retryable,
                        const std::string &message) {
-  if (!error) return;
+  if (!error || !KODO_HAS_FIELD(error, private_data)) return;
   kodo_error_release(error);
   char *copy = static_cast<char *>(std::malloc(message.size() + 1));
   if (copy) std::memcpy(copy, message.c_str(), message.size() + 1);
@@ -157,9 +174,11 @@ inline void check_event(const char *call, const kodo_event *e, size_t i) {
 class Options {
  public:
   Options(const kodo_option *const *options, size_t count) {
-    for (size_t i = 0; i < count; ++i)
-      if (options[i] && options[i]->name && options[i]->value)
-        values_[options[i]->name] = options[i]->value;
+    for (size_t i = 0; i < count; ++i) {
+      if (!options[i]) continue;
+      const kodo_option option = read_sized(options[i]);
+      if (option.name && option.value) values_[option.name] = option.value;
+    }
   }
   bool has(const std::string &name) const { return values_.count(name) != 0; }
   std::string get(const std::string &name, const std::string &fallback = "") const {
@@ -197,6 +216,17 @@ class HostLog {
   const kodo_host_api *host_;
 };
 
+// Throws Error(KODO_ERR_INVALID_ARGUMENT) when the caller's output struct is too small for
+// what a builder writes: nothing is written past the struct_size the caller declared.
+template <class T>
+void check_output_size(const T *out, bool large_enough, const char *what) {
+  if (!out) throw Error(KODO_ERR_INVALID_ARGUMENT, std::string("the output ") + what + " is NULL");
+  if (!large_enough)
+    throw Error(KODO_ERR_INVALID_ARGUMENT, std::string("the output ") + what + "'s struct_size " +
+                                               std::to_string(out->struct_size) +
+                                               " is smaller than ABI version 1's");
+}
+
 // An event whose strings it owns; view() gives the C struct pointing into it.
 struct OwnedEvent {
   std::string fid, username, kind, payload;
@@ -206,7 +236,8 @@ struct OwnedEvent {
     return kodo_event{sizeof(kodo_event), fid.c_str(),  username.c_str(), seq,
                       timestamp,          kind.c_str(), payload.c_str(),  payload.size()};
   }
-  static OwnedEvent copy(const kodo_event &e) {
+  static OwnedEvent copy(const kodo_event &given) {
+    const kodo_event e = read_sized(&given);
     OwnedEvent o;
     o.fid = e.fid ? e.fid : "";
     o.username = e.username ? e.username : "";
@@ -228,6 +259,7 @@ class EventPageBuilder {
 
   // Moves everything into `out`; the builder is empty afterwards.
   void finish(kodo_event_page *out) {
+    check_output_size(out, KODO_HAS_FIELD(out, private_data), "event page");
     for (auto &e : data_->events) data_->views.push_back(e.view());
     for (auto &v : data_->views) data_->pointers.push_back(&v);
     out->events = data_->pointers.data();
@@ -268,6 +300,7 @@ class ExecutionPageBuilder {
   void set_has_more(bool more) { has_more_ = more; }
 
   void finish(kodo_execution_page *out) {
+    check_output_size(out, KODO_HAS_FIELD(out, private_data), "execution page");
     for (auto &x : data_->items)
       data_->views.push_back(kodo_execution_info{sizeof(kodo_execution_info), x.fid.c_str(),
                                                  x.username.c_str(), x.status.c_str(), x.started_at,
@@ -317,6 +350,7 @@ class DeliveryBatchBuilder {
   size_t size() const { return data_->deliveries.size(); }
 
   void finish(kodo_delivery_batch *out) {
+    check_output_size(out, KODO_HAS_FIELD(out, private_data), "delivery batch");
     // Pointers are taken only now: the vectors no longer grow.
     for (size_t i = 0; i < data_->deliveries.size(); ++i) {
       data_->deliveries[i].event = &data_->events[i];
@@ -355,6 +389,7 @@ struct Metric {
 
 // Fills a kodo_metric_page; same ownership scheme as EventPageBuilder.
 inline void finish_metric_page(std::vector<Metric> metrics, kodo_metric_page *out) {
+  check_output_size(out, KODO_HAS_FIELD(out, private_data), "metric page");
   struct Data {
     std::vector<Metric> items;
     std::vector<kodo_metric> views;
@@ -397,6 +432,12 @@ class StorageBase {
   virtual int64_t purge(double) { not_supported("purge"); }
   // Figures for /metrics, answered from memory (no server round trip).
   virtual std::vector<Metric> metrics() { return {}; }
+  // Overriding these fills the table's optional interrupt / capabilities (kodo_storage_api);
+  // a class that does not override them leaves those functions NULL.
+  // interrupt: make running calls return soon with KODO_ERR_TIMEOUT; must not block.
+  virtual void interrupt() {}
+  // capabilities: this instance's; the host keeps only those the descriptor declares too.
+  virtual uint64_t capabilities() { return 0; }
 };
 
 class ConsumerBase {
@@ -416,22 +457,51 @@ class TransportBase {
   virtual void finish_execution(const char *) { not_supported("finish_execution"); }
   // Figures for /metrics, answered from memory (no server round trip).
   virtual std::vector<Metric> metrics() { return {}; }
+  // As StorageBase's: overriding them fills the table's optional functions.
+  virtual void interrupt() {}
+  virtual uint64_t capabilities() { return 0; }
 };
 
 namespace detail {
 
+// One opened handle: the plugin's object and the host API it was given, copied at its size
+// (the object keeps a pointer to it), behind the opaque handle the host holds.
+template <class Base>
+struct Instance {
+  kodo_host_api host{};
+  uint64_t declared = 0;
+  std::unique_ptr<Base> object;
+};
+
+template <class T, class Base, class Handle>
+Instance<Base> *open_instance(const kodo_option *const *options, size_t count,
+                              const kodo_host_api *host, Handle **out) {
+  auto instance = std::make_unique<Instance<Base>>();
+  if (host) instance->host = read_sized(host);
+  instance->object = std::make_unique<T>(Options(options, count), host ? &instance->host : nullptr);
+  *out = reinterpret_cast<Handle *>(instance.get());
+  return instance.release();
+}
+
+// Whether T overrides Base's optional `interrupt` / `capabilities` (the table leaves the C
+// function NULL otherwise, so the host knows the plugin cannot be interrupted).
+template <class T, class Base>
+constexpr bool overrides_interrupt = !std::is_same_v<decltype(&T::interrupt), void (Base::*)()>;
+template <class T, class Base>
+constexpr bool overrides_capabilities =
+    !std::is_same_v<decltype(&T::capabilities), uint64_t (Base::*)()>;
+
 template <class T>
 struct StorageThunks {
-  static T *self(kodo_storage *s) { return reinterpret_cast<T *>(s); }
+  using Self = Instance<StorageBase>;
+  static StorageBase *self(kodo_storage *s) { return reinterpret_cast<Self *>(s)->object.get(); }
   static kodo_status open(const kodo_option *const *options, size_t count,
                           const kodo_host_api *host, kodo_storage **out, kodo_error *error) {
-    return guard(error, [&] {
-      *out = reinterpret_cast<kodo_storage *>(new T(Options(options, count), host));
-    });
+    return guard(error, [&] { open_instance<T, StorageBase>(options, count, host, out); });
   }
   static void close(kodo_storage *s) {
     try {
-      delete self(s);
+      delete reinterpret_cast<Self *>(s);
     } catch (...) {
     }
   }
@@ -445,8 +515,9 @@ struct StorageThunks {
   static kodo_status read_events(kodo_storage *s, const kodo_read_request *request,
                                  kodo_event_page *out, kodo_error *error) {
     return guard(error, [&] {
+      if (!request) throw Error(KODO_ERR_INVALID_ARGUMENT, "read_events: the request is NULL");
       EventPageBuilder builder;
-      self(s)->read_events(*request, builder);
+      self(s)->read_events(read_sized(request), builder);
       builder.finish(out);
     });
   }
@@ -461,8 +532,9 @@ struct StorageThunks {
   static kodo_status list_executions(kodo_storage *s, const kodo_list_request *request,
                                      kodo_execution_page *out, kodo_error *error) {
     return guard(error, [&] {
+      if (!request) throw Error(KODO_ERR_INVALID_ARGUMENT, "list_executions: the request is NULL");
       ExecutionPageBuilder builder;
-      self(s)->list_executions(*request, builder);
+      self(s)->list_executions(read_sized(request), builder);
       builder.finish(out);
     });
   }
@@ -480,35 +552,52 @@ struct StorageThunks {
   static kodo_status metrics(kodo_storage *s, kodo_metric_page *out, kodo_error *error) {
     return guard(error, [&] { finish_metric_page(self(s)->metrics(), out); });
   }
+  static void interrupt(kodo_storage *s) {
+    try {
+      self(s)->interrupt();
+    } catch (...) {  // nothing crosses the boundary; the call then simply runs on
+    }
+  }
+  static uint64_t capabilities(kodo_storage *s) {
+    try {
+      return self(s)->capabilities();
+    } catch (...) {  // an instance that cannot say what it can is held to nothing optional
+      return 0;
+    }
+  }
   static const kodo_storage_api *table() {
-    static const kodo_storage_api api = {sizeof(kodo_storage_api),
-                                         open,
-                                         close,
-                                         create_schema,
-                                         append,
-                                         read_events,
-                                         get_execution,
-                                         list_executions,
-                                         archive_execution,
-                                         purge,
-                                         metrics};
+    static const kodo_storage_api api = {
+        sizeof(kodo_storage_api),
+        open,
+        close,
+        create_schema,
+        append,
+        read_events,
+        get_execution,
+        list_executions,
+        archive_execution,
+        purge,
+        metrics,
+        overrides_interrupt<T, StorageBase> ? interrupt : nullptr,
+        overrides_capabilities<T, StorageBase> ? capabilities : nullptr};
     return &api;
   }
 };
 
 template <class T>
 struct TransportThunks {
-  static T *self(kodo_transport *t) { return reinterpret_cast<T *>(t); }
+  using Self = Instance<TransportBase>;
+  static TransportBase *self(kodo_transport *t) {
+    return reinterpret_cast<Self *>(t)->object.get();
+  }
   static ConsumerBase *consumer(kodo_consumer *c) { return reinterpret_cast<ConsumerBase *>(c); }
   static kodo_status open(const kodo_option *const *options, size_t count,
                           const kodo_host_api *host, kodo_transport **out, kodo_error *error) {
-    return guard(error, [&] {
-      *out = reinterpret_cast<kodo_transport *>(new T(Options(options, count), host));
-    });
+    return guard(error, [&] { open_instance<T, TransportBase>(options, count, host, out); });
   }
   static void close(kodo_transport *t) {
     try {
-      delete self(t);
+      delete reinterpret_cast<Self *>(t);
     } catch (...) {
     }
   }
@@ -519,6 +608,8 @@ struct TransportThunks {
   static kodo_status consumer_open(kodo_transport *t, const char *group, const char *name,
                                    kodo_consumer **out, kodo_error *error) {
     return guard(error, [&] {
+      if (!group || !name)
+        throw Error(KODO_ERR_INVALID_ARGUMENT, "consumer_open: the group or the name is NULL");
       *out = reinterpret_cast<kodo_consumer *>(self(t)->open_consumer(group, name).release());
     });
   }
@@ -545,33 +636,71 @@ struct TransportThunks {
   static kodo_status metrics(kodo_transport *t, kodo_metric_page *out, kodo_error *error) {
     return guard(error, [&] { finish_metric_page(self(t)->metrics(), out); });
   }
+  static void interrupt(kodo_transport *t) {
+    try {
+      self(t)->interrupt();
+    } catch (...) {  // nothing crosses the boundary; the call then simply runs on
+    }
+  }
+  static uint64_t capabilities(kodo_transport *t) {
+    try {
+      return self(t)->capabilities();
+    } catch (...) {  // an instance that cannot say what it can is held to nothing optional
+      return 0;
+    }
+  }
   static const kodo_transport_api *table() {
-    static const kodo_transport_api api = {sizeof(kodo_transport_api),
-                                           open,
-                                           close,
-                                           publish,
-                                           consumer_open,
-                                           consumer_close,
-                                           read,
-                                           ack,
-                                           finish_execution,
-                                           metrics};
+    static const kodo_transport_api api = {
+        sizeof(kodo_transport_api),
+        open,
+        close,
+        publish,
+        consumer_open,
+        consumer_close,
+        read,
+        ack,
+        finish_execution,
+        metrics,
+        overrides_interrupt<T, TransportBase> ? interrupt : nullptr,
+        overrides_capabilities<T, TransportBase> ? capabilities : nullptr};
     return &api;
   }
 };
 
-// Answers the host's offer of ABI versions for a plugin that implements KODO_ABI_VERSION.
-inline kodo_status negotiate(uint32_t host_min, uint32_t host_max, const kodo_plugin *plugin,
-                             const kodo_plugin **plugin_out, uint32_t *abi_out, kodo_error *error) {
-  if (abi_out) *abi_out = KODO_ABI_VERSION;
-  if (KODO_ABI_VERSION < host_min || KODO_ABI_VERSION > host_max) {
+// One descriptor per ABI version 1..N (index v - 1), each naming its version: the entry
+// answers the one agreed on. The tables are the same for every version (they only grew by
+// appending, which their struct_size tells).
+template <size_t N>
+std::array<kodo_plugin, N> descriptors(const kodo_plugin &newest) {
+  std::array<kodo_plugin, N> out{};
+  for (size_t i = 0; i < N; ++i) {
+    out[i] = newest;
+    out[i].abi_version = static_cast<uint32_t>(i + 1);
+  }
+  return out;
+}
+
+// Answers the host's offer of [host_min, host_max] for a plugin speaking [plugin_min, N]:
+// the highest version both speak, with its descriptor (descriptors[v - 1]).
+template <size_t N>
+kodo_status negotiate(uint32_t host_min, uint32_t host_max, uint32_t plugin_min,
+                      const std::array<kodo_plugin, N> &descriptors, const kodo_plugin **plugin_out,
+                      uint32_t *abi_out, kodo_error *error) {
+  const auto plugin_max = static_cast<uint32_t>(N);
+  const uint32_t agreed = kodo_abi_agree(host_min, host_max, plugin_min, plugin_max);
+  if (abi_out) *abi_out = agreed ? agreed : plugin_max;
+  if (!agreed) {
     fill_error(error, KODO_ERR_ABI_MISMATCH, false,
-               std::string("plugin '") + plugin->name + "' implements ABI version " +
-                   std::to_string(KODO_ABI_VERSION) + ", host offers " + std::to_string(host_min) +
-                   ".." + std::to_string(host_max));
+               std::string("plugin '") + descriptors[0].name + "' speaks ABI versions " +
+                   std::to_string(plugin_min) + ".." + std::to_string(plugin_max) +
+                   ", host offers " + std::to_string(host_min) + ".." + std::to_string(host_max));
     return KODO_ERR_ABI_MISMATCH;
   }
-  *plugin_out = plugin;
+  if (!plugin_out) {
+    fill_error(error, KODO_ERR_INVALID_ARGUMENT, false, "plugin_out is NULL");
+    return KODO_ERR_INVALID_ARGUMENT;
+  }
+  *plugin_out = &descriptors[agreed - 1];
   return KODO_OK;
 }
 
@@ -605,27 +734,17 @@ inline int64_t int_option(const Options &options, const kodo_option_spec &spec, 
 // Defines the entry point of a plugin that fills its C function table itself (for a hot path
 // that wants its own memory layout): KIND is KODO_KIND_*, STORAGE / TRANSPORT point at the
 // static table of that kind (the other is nullptr). OPTIONS is an array of
-// `const kodo_option_spec *` (may be empty: pass nullptr, 0).
-#define KODO_PLUGIN_ENTRY(KIND, STORAGE, TRANSPORT, NAME, VERSION, DESCRIPTION, CAPS, OPTIONS, \
-                          OPTION_COUNT)                                                        \
-  extern "C" KODO_EXPORT kodo_status kodo_plugin_entry(                                        \
-      uint32_t host_min, uint32_t host_max, const kodo_host_api *host,                         \
-      const kodo_plugin **plugin_out, uint32_t *abi_out, kodo_error *error) {                  \
-    (void)host;                                                                                \
-    static const kodo_plugin descriptor = {sizeof(kodo_plugin),                                \
-                                           KODO_ABI_VERSION,                                   \
-                                           KIND,                                               \
-                                           NAME,                                               \
-                                           VERSION,                                            \
-                                           DESCRIPTION,                                        \
-                                           CAPS,                                               \
-                                           OPTIONS,                                            \
-                                           OPTION_COUNT,                                       \
-                                           STORAGE,                                            \
-                                           TRANSPORT,                                          \
-                                           nullptr};                                           \
-    return kodo::sdk::detail::negotiate(host_min, host_max, &descriptor, plugin_out, abi_out,  \
-                                        error);                                                \
+// `const kodo_option_spec *` (may be empty: pass nullptr, 0). The entry agrees on the
+// highest ABI version both sides speak, from KODO_KIND_MIN_ABI(KIND) to KODO_ABI_VERSION.
+#define KODO_PLUGIN_ENTRY(KIND, STORAGE, TRANSPORT, NAME, VERSION, DESCRIPTION, CAPS, OPTIONS,     \
+                          OPTION_COUNT)                                                            \
+  extern "C" KODO_DEFINE_ENTRY(host_min, host_max, host, plugin_out, abi_out, error) {             \
+    (void)host;                                                                                    \
+    static const auto descriptors = kodo::sdk::detail::descriptors<KODO_ABI_VERSION>(              \
+        kodo_plugin{sizeof(kodo_plugin), KODO_ABI_VERSION, KIND, NAME, VERSION, DESCRIPTION, CAPS, \
+                    OPTIONS, OPTION_COUNT, STORAGE, TRANSPORT, nullptr});                          \
+    return kodo::sdk::detail::negotiate(host_min, host_max, KODO_KIND_MIN_ABI(KIND), descriptors,  \
+                                        plugin_out, abi_out, error);                               \
   }
 
 // Defines the entry point of a plugin written as a class: CLASS derives from StorageBase /

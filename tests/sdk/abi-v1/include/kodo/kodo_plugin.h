@@ -1,0 +1,473 @@
+/*
+ * kodo_plugin.h: the whole contract between kodo-host and a backend plugin.
+ *
+ * A plugin is a shared object that exports exactly one symbol, kodo_plugin_entry
+ * (KODO_ENTRY_SYMBOL). The host calls it once after loading, offering the range of ABI
+ * versions it speaks; the plugin answers with the version it implements and a static
+ * descriptor: its kind, name, declared options, capabilities and a function table.
+ *
+ * Rules that hold for everything below:
+ *  - Plain C only. No C++ type and no exception ever crosses this boundary.
+ *  - Every struct that crosses starts with `struct_size`. Tables and structs only grow at
+ *    the end. A function pointer that is NULL, or that lies past `struct_size`, means
+ *    "not supported".
+ *  - Output structs (pages, batches, errors) are allocated by the callee's code and carry
+ *    their own `release`; the caller calls it exactly once. Nobody frees memory that the
+ *    other side allocated.
+ *  - Input pointers are borrowed: valid only for the duration of the call, unless a
+ *    comment says otherwise. Copy what you keep.
+ *  - Strings are UTF-8 and NUL-terminated. Payloads also carry a length.
+ *  - Every function that can fail returns a kodo_status and fills the caller's kodo_error.
+ *    There is no global "last error".
+ *  - Each function states which calls may run at the same time ("Threading").
+ */
+#ifndef KODO_PLUGIN_H
+#define KODO_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ABI versions. The host offers [min, max]; a plugin implements exactly one. */
+#define KODO_ABI_VERSION_1 1u
+#define KODO_ABI_VERSION KODO_ABI_VERSION_1
+
+/* The one symbol every plugin exports (see kodo_plugin_entry_fn). */
+#define KODO_ENTRY_SYMBOL "kodo_plugin_entry"
+
+#if defined(_WIN32)
+#define KODO_EXPORT __declspec(dllexport)
+#else
+#define KODO_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* ------------------------------------------------------------------------------------ */
+/* Status and errors                                                                    */
+/* ------------------------------------------------------------------------------------ */
+
+typedef int32_t kodo_status;
+
+#define KODO_OK 0
+#define KODO_ERR_UNKNOWN 1          /* anything not covered below */
+#define KODO_ERR_INVALID_ARGUMENT 2 /* the caller passed something malformed */
+#define KODO_ERR_NOT_FOUND 3        /* e.g. no execution with that fid */
+#define KODO_ERR_NOT_SUPPORTED 4    /* the plugin does not implement this */
+#define KODO_ERR_TIMEOUT 5          /* a bounded wait ran out (e.g. backpressure) */
+#define KODO_ERR_UNAVAILABLE 6      /* a server or file is unreachable; usually retryable */
+#define KODO_ERR_ABI_MISMATCH 7     /* the entry point cannot speak any offered version */
+#define KODO_ERR_IO 8               /* a read or write failed */
+#define KODO_ERR_INTERNAL 9         /* a bug or an exception caught at the boundary */
+
+/*
+ * An error, filled by the callee, released by the caller.
+ *
+ * The caller passes a zeroed kodo_error with struct_size set (KODO_ERROR_INIT). On failure
+ * the callee sets code, retryable, message and release. The caller reads it and then calls
+ * release (if non-NULL) exactly once. A callee handed an error that is already filled
+ * releases it before filling it again. `message` is owned by the error.
+ */
+typedef struct kodo_error {
+  size_t struct_size;
+  kodo_status code;
+  int32_t retryable; /* non-zero: the same call may succeed later (server away, timeout) */
+  const char *message;
+  void (*release)(struct kodo_error *error);
+  void *private_data; /* the releaser's, untouched by the caller */
+} kodo_error;
+
+#define KODO_ERROR_INIT \
+  { sizeof(kodo_error), KODO_OK, 0, NULL, NULL, NULL }
+
+static inline void kodo_error_release(kodo_error *error) {
+  if (error && error->release) {
+    error->release(error);
+    error->release = NULL;
+    error->message = NULL;
+  }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* What the host offers a plugin                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+#define KODO_LOG_DEBUG 0
+#define KODO_LOG_INFO 1
+#define KODO_LOG_WARN 2
+#define KODO_LOG_ERROR 3
+
+/*
+ * Services of the host. Owned by the host; valid from the entry call until the plugin is
+ * unloaded. Threading: every function here may be called from any thread at any time.
+ */
+typedef struct kodo_host_api {
+  size_t struct_size;
+  uint32_t abi_version; /* the version negotiated for this plugin */
+  void *host_data;      /* pass back unchanged */
+  /* Writes one log line under the plugin's name. `message` is borrowed. */
+  void (*log)(void *host_data, int32_t level, const char *message);
+} kodo_host_api;
+
+/* ------------------------------------------------------------------------------------ */
+/* Options: declared by the plugin, validated and supplied by the host                  */
+/* ------------------------------------------------------------------------------------ */
+
+#define KODO_OPTION_STRING 1
+#define KODO_OPTION_INT 2  /* decimal, 64-bit signed */
+#define KODO_OPTION_BOOL 3 /* true/false, yes/no, on/off, 1/0 */
+#define KODO_OPTION_DOUBLE 4
+#define KODO_OPTION_PATH 5 /* a file system path */
+#define KODO_OPTION_URL 6  /* scheme://...; may hold a password: usually also SECRET */
+
+#define KODO_OPTION_REQUIRED 0x1 /* open is never called without it */
+#define KODO_OPTION_SECRET 0x2   /* the host never prints or logs its value */
+
+/*
+ * One declared option. Static data owned by the plugin, valid until unload.
+ * `name` is lower-case [a-z0-9_]+. `default_value` is NULL when there is none.
+ * `env_name` is NULL or the environment variable that sets it (kodosumi's setting name,
+ * such as "KODO_REDIS_URL"); the host also accepts KODO_<KIND>_<NAME> for every option.
+ */
+typedef struct kodo_option_spec {
+  size_t struct_size;
+  const char *name;
+  int32_t type;  /* KODO_OPTION_* */
+  int32_t flags; /* KODO_OPTION_REQUIRED | KODO_OPTION_SECRET */
+  const char *default_value;
+  const char *env_name;
+  const char *description;
+} kodo_option_spec;
+
+/*
+ * A configured option value handed to open(). Borrowed for the duration of open().
+ * The host has already checked that the name is declared and the value parses as its
+ * type; defaults are filled in, so every declared option with a default is present.
+ */
+typedef struct kodo_option {
+  size_t struct_size;
+  const char *name;
+  const char *value;
+} kodo_option;
+
+/* ------------------------------------------------------------------------------------ */
+/* Events                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * One event of one execution.
+ *  fid, username: 1..64 bytes of [A-Za-z0-9_.@-], not starting with '.', checked by the
+ *       host (kodo::sdk::check_name checks them again in a plugin that trusts nothing).
+ *  seq: position in the execution, from 0, assigned where the event is made; (fid, seq) is
+ *       the event's identity.
+ *  timestamp: seconds since the epoch.
+ *  kind: one of kodosumi's kinds (meta, inputs, agent, upload, debug, stdout, stderr, lock,
+ *        lease, status, error, action, result, final).
+ *  payload: payload_len bytes of UTF-8 text followed by a NUL (not counted).
+ * Ownership: whoever made the array owns it (see each function).
+ */
+typedef struct kodo_event {
+  size_t struct_size;
+  const char *fid;
+  const char *username;
+  int64_t seq;
+  double timestamp;
+  const char *kind;
+  const char *payload;
+  size_t payload_len;
+} kodo_event;
+
+/* ------------------------------------------------------------------------------------ */
+/* Metrics: figures a plugin reports, shown by the host on /metrics                     */
+/* ------------------------------------------------------------------------------------ */
+
+#define KODO_METRIC_GAUGE 1   /* a value that goes up and down (pending entries, up 0/1) */
+#define KODO_METRIC_COUNTER 2 /* a total that only grows (reconnects, claims) */
+
+/*
+ * One figure. `name` is [a-z0-9_]+ and the host shows it as kodo_<kind>_<name>, e.g.
+ * kodo_transport_pending. `labels` is NULL or Prometheus label pairs without braces
+ * (consumer="spooler-12"); a name may repeat with different labels. Strings owned by the page.
+ */
+typedef struct kodo_metric {
+  size_t struct_size;
+  const char *name;
+  const char *help;
+  const char *labels;
+  int32_t type; /* KODO_METRIC_* */
+  double value;
+} kodo_metric;
+
+/* Figures from a metrics call. Same ownership as kodo_event_page. */
+typedef struct kodo_metric_page {
+  size_t struct_size;
+  const kodo_metric *const *metrics;
+  size_t count;
+  void (*release)(struct kodo_metric_page *page);
+  void *private_data;
+} kodo_metric_page;
+
+/* ------------------------------------------------------------------------------------ */
+/* Storage                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+#define KODO_STORAGE_CAP_LIST (1ull << 0)    /* list_executions works */
+#define KODO_STORAGE_CAP_ARCHIVE (1ull << 1) /* archive_execution works */
+#define KODO_STORAGE_CAP_PURGE (1ull << 2)   /* purge works */
+
+typedef struct kodo_storage kodo_storage; /* the plugin's opaque handle */
+
+/* Which events read_events returns. Borrowed for the call. */
+typedef struct kodo_read_request {
+  size_t struct_size;
+  const char *fid;
+  const char *username;     /* NULL: whichever user owns fid */
+  int64_t after_seq;        /* events with seq > after_seq; -1 for all */
+  const char *const *kinds; /* kind_count kinds to keep; kind_count 0 keeps every kind */
+  size_t kind_count;
+  size_t limit; /* at most this many events, > 0 */
+} kodo_read_request;
+
+/*
+ * Events returned by read_events, ordered by seq. The caller zeroes it and sets
+ * struct_size; the plugin fills it; everything it points to is owned by the plugin and
+ * valid until the caller calls release (exactly once, from any thread).
+ */
+typedef struct kodo_event_page {
+  size_t struct_size;
+  const kodo_event *const *events;
+  size_t count;
+  int32_t has_more; /* non-zero: more matching events follow the last one returned */
+  void (*release)(struct kodo_event_page *page);
+  void *private_data;
+} kodo_event_page;
+
+/* A summary of one execution. */
+typedef struct kodo_execution_info {
+  size_t struct_size;
+  const char *fid;
+  const char *username;
+  const char *status; /* payload of the last status event; "" when there is none */
+  double started_at;  /* timestamp of its first event */
+  double updated_at;  /* timestamp of its last event */
+  int64_t event_count;
+  int64_t last_seq; /* highest seq stored; -1 when none */
+} kodo_execution_info;
+
+/* Which executions list_executions returns. Borrowed for the call. */
+typedef struct kodo_list_request {
+  size_t struct_size;
+  const char *username; /* NULL: every user */
+  size_t offset;        /* skip this many, newest first */
+  size_t limit;         /* > 0 */
+} kodo_list_request;
+
+/* Executions, newest first. Same ownership as kodo_event_page. */
+typedef struct kodo_execution_page {
+  size_t struct_size;
+  const kodo_execution_info *const *executions;
+  size_t count;
+  int32_t has_more;
+  void (*release)(struct kodo_execution_page *page);
+  void *private_data;
+} kodo_execution_page;
+
+/*
+ * Storage function table. Threading: every function except open and close may be called
+ * from several threads at once on the same handle (readers run while writers write);
+ * close is called once, after every other call on the handle has returned.
+ */
+typedef struct kodo_storage_api {
+  size_t struct_size;
+
+  /* Opens a handle with validated options. *out is owned by the caller until close. */
+  kodo_status (*open)(const kodo_option *const *options, size_t option_count,
+                      const kodo_host_api *host, kodo_storage **out, kodo_error *error);
+
+  /* Releases the handle and everything it owns. Pages already returned stay valid. */
+  void (*close)(kodo_storage *storage);
+
+  /* Makes whatever schema or layout the store needs. Idempotent. */
+  kodo_status (*create_schema)(kodo_storage *storage, kodo_error *error);
+
+  /*
+   * Stores a batch (events borrowed for the call; may mix executions). All events of one
+   * execution in the batch are committed together or not at all. Idempotent on
+   * (fid, seq): an event already stored is skipped, so the caller may retry a whole batch
+   * after any failure. Returns only after the events are committed.
+   */
+  kodo_status (*append)(kodo_storage *storage, const kodo_event *const *events, size_t count,
+                        kodo_error *error);
+
+  /* Reads one execution's events in seq order. KODO_ERR_NOT_FOUND for an unknown fid. */
+  kodo_status (*read_events)(kodo_storage *storage, const kodo_read_request *request,
+                             kodo_event_page *out, kodo_error *error);
+
+  /* One execution's summary (a page of one). KODO_ERR_NOT_FOUND for an unknown fid. */
+  kodo_status (*get_execution)(kodo_storage *storage, const char *fid, const char *username,
+                               kodo_execution_page *out, kodo_error *error);
+
+  /* KODO_STORAGE_CAP_LIST: executions newest first, with their status. */
+  kodo_status (*list_executions)(kodo_storage *storage, const kodo_list_request *request,
+                                 kodo_execution_page *out, kodo_error *error);
+
+  /*
+   * KODO_STORAGE_CAP_ARCHIVE: removes an execution from reads and listings, keeping its
+   * data aside (SQLite renames it sqlite3.db.archive). KODO_ERR_NOT_FOUND if unknown.
+   */
+  kodo_status (*archive_execution)(kodo_storage *storage, const char *fid, const char *username,
+                                   kodo_error *error);
+
+  /*
+   * KODO_STORAGE_CAP_PURGE: deletes every execution whose last event is older than
+   * `older_than` (seconds since the epoch); archived ones too. *purged_out: how many.
+   */
+  kodo_status (*purge)(kodo_storage *storage, double older_than, int64_t *purged_out,
+                       kodo_error *error);
+
+  /*
+   * Optional (NULL: none): the plugin's current figures (connection up, reconnects, ...).
+   * Called from the host's /metrics handler, concurrently with everything but open/close;
+   * it must answer from memory, without a round trip to the server.
+   */
+  kodo_status (*metrics)(kodo_storage *storage, kodo_metric_page *out, kodo_error *error);
+} kodo_storage_api;
+
+/* ------------------------------------------------------------------------------------ */
+/* Transport                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+#define KODO_TRANSPORT_CAP_GROUPS (1ull << 0)        /* consumers of a group share the work */
+#define KODO_TRANSPORT_CAP_REDELIVERY (1ull << 1)    /* unacked deliveries move after idle */
+#define KODO_TRANSPORT_CAP_CROSS_PROCESS (1ull << 2) /* producers, consumers in other processes */
+#define KODO_TRANSPORT_CAP_FINISH (1ull << 3)        /* finish_execution cleans up */
+
+typedef struct kodo_transport kodo_transport; /* the plugin's opaque handle */
+typedef struct kodo_consumer kodo_consumer;   /* one named consumer of a group */
+
+/* One delivered event. */
+typedef struct kodo_delivery {
+  size_t struct_size;
+  uint64_t delivery_id;    /* what ack takes; unique among this consumer's unacked deliveries */
+  uint32_t delivery_count; /* 1 on first delivery, more when redelivered */
+  const kodo_event *event;
+} kodo_delivery;
+
+/* Deliveries from read. Same ownership as kodo_event_page. */
+typedef struct kodo_delivery_batch {
+  size_t struct_size;
+  const kodo_delivery *const *deliveries;
+  size_t count;
+  void (*release)(struct kodo_delivery_batch *batch);
+  void *private_data;
+} kodo_delivery_batch;
+
+/*
+ * Transport function table.
+ * Threading: publish and finish_execution may be called from any number of threads at
+ * once. A consumer is used by one thread at a time; different consumers may be used
+ * concurrently. close is called once, after every consumer is closed.
+ * Order: events of one execution published in seq order are delivered in seq order, and
+ * while one consumer holds unacked deliveries of an execution no other consumer is given
+ * later events of that execution (so storage sees them in order).
+ */
+typedef struct kodo_transport_api {
+  size_t struct_size;
+
+  kodo_status (*open)(const kodo_option *const *options, size_t option_count,
+                      const kodo_host_api *host, kodo_transport **out, kodo_error *error);
+  void (*close)(kodo_transport *transport);
+
+  /*
+   * Hands a batch to the transport (events borrowed; copied before returning). Returns once
+   * the transport holds them. When it is full it waits up to timeout_ms, then fails with
+   * KODO_ERR_TIMEOUT (retryable) and has taken none of the batch: nothing is dropped.
+   */
+  kodo_status (*publish)(kodo_transport *transport, const kodo_event *const *events, size_t count,
+                         int32_t timeout_ms, kodo_error *error);
+
+  /*
+   * Joins consumer group `group` as `name` (both borrowed; the group is made if new).
+   * Without KODO_TRANSPORT_CAP_GROUPS a second live consumer of one group is refused with
+   * KODO_ERR_NOT_SUPPORTED.
+   */
+  kodo_status (*consumer_open)(kodo_transport *transport, const char *group, const char *name,
+                               kodo_consumer **out, kodo_error *error);
+
+  /*
+   * Leaves the group. Deliveries it did not ack stay pending: with
+   * KODO_TRANSPORT_CAP_REDELIVERY they go to another consumer once idle.
+   */
+  void (*consumer_close)(kodo_consumer *consumer);
+
+  /*
+   * Takes up to `max` deliveries, waiting up to block_ms for the first one (0: don't wait).
+   * Returns KODO_OK with count 0 when nothing came. Pending deliveries idle longer than the
+   * transport's claim time (option claim_idle_ms) are redelivered here first.
+   */
+  kodo_status (*read)(kodo_consumer *consumer, size_t max, int32_t block_ms,
+                      kodo_delivery_batch *out, kodo_error *error);
+
+  /* Acknowledges deliveries (ids borrowed) once their events are stored. Unknown ids are
+   * ignored, so an ack may be repeated. */
+  kodo_status (*ack)(kodo_consumer *consumer, const uint64_t *delivery_ids, size_t count,
+                     kodo_error *error);
+
+  /*
+   * KODO_TRANSPORT_CAP_FINISH: the execution's final event is stored; the transport may
+   * drop what it keeps for it (its stream), after its own grace period.
+   */
+  kodo_status (*finish_execution)(kodo_transport *transport, const char *fid, kodo_error *error);
+
+  /* Optional (NULL: none): figures, as for storage (pending, claims, lag, reconnects). */
+  kodo_status (*metrics)(kodo_transport *transport, kodo_metric_page *out, kodo_error *error);
+} kodo_transport_api;
+
+/* ------------------------------------------------------------------------------------ */
+/* The plugin descriptor and the entry point                                            */
+/* ------------------------------------------------------------------------------------ */
+
+#define KODO_KIND_STORAGE 1
+#define KODO_KIND_TRANSPORT 2
+#define KODO_KIND_DURABILITY 3 /* reserved: its table is appended with its first backend */
+
+struct kodo_durability_api; /* declared by a later ABI version */
+
+/*
+ * What a plugin is. Static data owned by the plugin, valid until unload.
+ * Exactly the table of its kind is non-NULL.
+ */
+typedef struct kodo_plugin {
+  size_t struct_size;
+  uint32_t abi_version; /* the version this descriptor follows */
+  int32_t kind;         /* KODO_KIND_* */
+  const char *name;     /* short name, as in `storage = sqlite` */
+  const char *version;  /* the plugin's own version */
+  const char *description;
+  uint64_t capabilities; /* KODO_STORAGE_CAP_* or KODO_TRANSPORT_CAP_* */
+  const kodo_option_spec *const *options;
+  size_t option_count;
+  const kodo_storage_api *storage;
+  const kodo_transport_api *transport;
+  const struct kodo_durability_api *durability; /* NULL in ABI version 1 */
+} kodo_plugin;
+
+/*
+ * The entry point, exported as KODO_ENTRY_SYMBOL. Called once, before anything else.
+ * The host offers ABI versions host_min..host_max. The plugin sets *abi_out to the version
+ * it implements and, when that lies in the range, sets *plugin_out and returns KODO_OK;
+ * otherwise it returns KODO_ERR_ABI_MISMATCH (so the host can name both versions).
+ * `host` is owned by the host and stays valid until unload.
+ * Threading: called once, never concurrently with anything else of this plugin.
+ */
+typedef kodo_status (*kodo_plugin_entry_fn)(uint32_t host_min, uint32_t host_max,
+                                            const kodo_host_api *host,
+                                            const kodo_plugin **plugin_out, uint32_t *abi_out,
+                                            kodo_error *error);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KODO_PLUGIN_H */

@@ -1,0 +1,200 @@
+// abi_growth_test.cpp: the ABI grows without breaking anyone. Plugins built from the frozen
+// version-1 headers load in today's host with the functions they lack reading as "not
+// supported"; today's plugins agree on version 1 with a host that offers only that; the
+// SDK negotiates the highest common version and reads and writes structs only up to the
+// size their maker declared.
+#include "core/error.hpp"
+#include "core/plugin_loader.hpp"
+#include "core/storage.hpp"
+#include "core/transport.hpp"
+
+#include <kodo/plugin.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+std::string v1_plugin(const std::string &name) {
+  return std::string(KODO_ABI_V1_PLUGIN_DIR) + "/" + name + ".so";
+}
+std::string test_plugin(const std::string &name) {
+  return std::string(KODO_TEST_PLUGIN_DIR) + "/" + name + ".so";
+}
+
+kodo::Event event(const std::string &fid, int64_t seq) {
+  kodo::Event e;
+  e.fid = fid;
+  e.username = "alice";
+  e.seq = seq;
+  e.timestamp = 1700000000.5 + static_cast<double>(seq);
+  e.kind = "stdout";
+  e.payload = "line " + std::to_string(seq);
+  return e;
+}
+
+// ---- Plugins from the frozen version-1 headers ----------------------------------------
+
+TEST(AbiV1Plugins, LoadAndWorkInTodaysHost) {
+  const auto plugin = kodo::Plugin::load(v1_plugin("good_memory_storage"), "", KODO_KIND_STORAGE);
+  EXPECT_EQ(plugin->abi_version(), 1u);
+  EXPECT_EQ(plugin->host_api()->abi_version, 1u) << "the host API carries the agreed version";
+  // Its table ends at metrics: what was appended since reads as not supported.
+  EXPECT_EQ(plugin->storage_api().interrupt, nullptr);
+  EXPECT_EQ(plugin->storage_api().capabilities, nullptr);
+  kodo::Storage storage(plugin, {});
+  storage.create_schema();
+  const std::string fid = "0123456789abcdef01234567";
+  storage.append({event(fid, 0), event(fid, 1)});
+  kodo::EventQuery query;
+  query.fid = fid;
+  const auto events = storage.read_events(query);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].payload, "line 1");
+  EXPECT_EQ(storage.capabilities(), plugin->capabilities());
+
+  const auto transport =
+      kodo::Plugin::load(v1_plugin("good_memory_transport"), "", KODO_KIND_TRANSPORT);
+  EXPECT_EQ(transport->abi_version(), 1u);
+  EXPECT_EQ(transport->transport_api().interrupt, nullptr);
+}
+
+TEST(AbiV1Plugins, AShortTableReadsAsNotSupported) {
+  // The table's struct_size ends before list_executions; the functions past it abort if
+  // called, so reading any of them would end this test.
+  const auto plugin = kodo::Plugin::load(v1_plugin("v1_short_table"), "", KODO_KIND_STORAGE);
+  const kodo_storage_api &api = plugin->storage_api();
+  EXPECT_NE(api.get_execution, nullptr);
+  EXPECT_EQ(api.list_executions, nullptr);
+  EXPECT_EQ(api.archive_execution, nullptr);
+  EXPECT_EQ(api.purge, nullptr);
+  EXPECT_EQ(api.metrics, nullptr);
+  // Its open checks that the host API said 0 during the entry call and 1 afterwards.
+  kodo::Storage storage(plugin, {});
+  EXPECT_FALSE(storage.get_execution("0123456789abcdef01234567").has_value());
+  EXPECT_TRUE(storage.metrics().empty());
+  try {
+    storage.list_executions("", 0, 10);
+    FAIL() << "listing through a table without list_executions";
+  } catch (const kodo::Error &e) {
+    EXPECT_EQ(e.code(), KODO_ERR_NOT_SUPPORTED);
+    EXPECT_THAT(e.what(), HasSubstr("cannot list executions"));
+  }
+}
+
+// ---- Today's plugins in an older host ------------------------------------------------------
+
+TEST(AbiNegotiation, TodaysPluginOfferedOnlyVersion1AnswersIt) {
+  const auto plugin = kodo::Plugin::load(test_plugin("good_memory_storage"), "", KODO_KIND_STORAGE,
+                                         kodo::AbiRange{1, 1});
+  EXPECT_EQ(plugin->abi_version(), 1u);
+  EXPECT_EQ(plugin->host_api()->abi_version, 1u);
+  kodo::Storage storage(plugin, {});
+  const std::string fid = "0123456789abcdef01234568";
+  storage.append({event(fid, 0)});
+  EXPECT_EQ(storage.get_execution(fid)->event_count, 1);
+}
+
+TEST(AbiNegotiation, NoCommonVersionNamesBoth) {
+  try {
+    kodo::Plugin::load(test_plugin("good_memory_storage"), "", KODO_KIND_STORAGE,
+                       kodo::AbiRange{KODO_ABI_VERSION + 1, KODO_ABI_VERSION + 3});
+    FAIL() << "loaded without a common version";
+  } catch (const kodo::Error &e) {
+    EXPECT_EQ(e.code(), KODO_ERR_ABI_MISMATCH);
+    EXPECT_THAT(e.what(),
+                AllOf(HasSubstr("implements ABI version " + std::to_string(KODO_ABI_VERSION)),
+                      HasSubstr("older than")));
+  }
+}
+
+// A plugin speaking [plugin_min, 3] (three descriptors), as one built against a header of
+// version 3 would.
+struct FutureVersions : ::testing::Test {
+  const std::array<kodo_plugin, 3> descriptors = kodo::sdk::detail::descriptors<3>(
+      kodo_plugin{sizeof(kodo_plugin), 3, KODO_KIND_STORAGE, "future", "1", "", 0, nullptr, 0,
+                  nullptr, nullptr, nullptr});
+  // The version agreed (0: refused) and the descriptor answered.
+  std::pair<uint32_t, const kodo_plugin *> offer(uint32_t host_min, uint32_t host_max,
+                                                 uint32_t plugin_min = 1) {
+    const kodo_plugin *plugin = nullptr;
+    uint32_t abi = 0;
+    kodo_error error = KODO_ERROR_INIT;
+    const kodo_status status = kodo::sdk::detail::negotiate(host_min, host_max, plugin_min,
+                                                            descriptors, &plugin, &abi, &error);
+    last_message = error.message ? error.message : "";
+    kodo_error_release(&error);
+    return {status == KODO_OK ? abi : 0, plugin};
+  }
+  std::string last_message;
+};
+
+TEST_F(FutureVersions, TheHighestCommonVersionWins) {
+  EXPECT_EQ(offer(1, 3).first, 3u);
+  EXPECT_EQ(offer(1, 9).first, 3u);
+  const auto [agreed, descriptor] = offer(1, 2);
+  EXPECT_EQ(agreed, 2u) << "an older host gets the plugin at its own newest version";
+  ASSERT_NE(descriptor, nullptr);
+  EXPECT_EQ(descriptor->abi_version, 2u) << "the descriptor follows the version agreed";
+  EXPECT_EQ(offer(1, 1).second->abi_version, 1u);
+}
+
+TEST_F(FutureVersions, RefusesWhenTheRangesDoNotMeet) {
+  EXPECT_EQ(offer(4, 5).first, 0u);
+  EXPECT_THAT(last_message, AllOf(HasSubstr("speaks ABI versions 1..3"), HasSubstr("4..5")));
+  EXPECT_EQ(offer(1, 1, 2).first, 0u) << "a plugin needing version 2 refuses a version-1 host";
+  EXPECT_EQ(kodo_abi_agree(1, 1, 2, 3), 0u);
+  EXPECT_EQ(kodo_abi_agree(2, 5, 1, 3), 3u);
+}
+
+// ---- Structs read and written only up to their struct_size ------------------------------------
+
+TEST(StructSizes, ReadSizedZeroesWhatAnOlderStructLacks) {
+  kodo_read_request full{};
+  std::memset(static_cast<void *>(&full), 0x7f, sizeof full);
+  full.struct_size = offsetof(kodo_read_request, kinds);  // an "older" request
+  full.fid = "f";
+  full.after_seq = 5;
+  const kodo_read_request copy = kodo::sdk::read_sized(&full);
+  EXPECT_EQ(copy.struct_size, sizeof(kodo_read_request));
+  EXPECT_STREQ(copy.fid, "f");
+  EXPECT_EQ(copy.after_seq, 5);
+  EXPECT_EQ(copy.kinds, nullptr);
+  EXPECT_EQ(copy.kind_count, 0u);
+  EXPECT_EQ(copy.limit, 0u);
+  EXPECT_TRUE(KODO_HAS_FIELD(&full, after_seq));
+  EXPECT_FALSE(KODO_HAS_FIELD(&full, kinds));
+}
+
+TEST(StructSizes, NothingIsWrittenPastTheCallersSize) {
+  struct {
+    kodo_error error;
+    unsigned char guard[8];
+  } small{};
+  small.error.struct_size = offsetof(kodo_error, message);  // too small for version 1
+  std::memset(small.guard, 0xab, sizeof small.guard);
+  kodo::sdk::fill_error(&small.error, KODO_ERR_IO, true, "lost");
+  EXPECT_EQ(small.error.code, KODO_OK) << "an error too small for its fields is left alone";
+  EXPECT_EQ(small.error.message, nullptr);
+
+  kodo_event_page page{};
+  page.struct_size = offsetof(kodo_event_page, release);
+  kodo::sdk::EventPageBuilder builder;
+  builder.add() = event("0123456789abcdef01234567", 0);
+  try {
+    builder.finish(&page);
+    FAIL() << "a page too small for its fields was filled";
+  } catch (const kodo::sdk::Error &e) {
+    EXPECT_EQ(e.code(), KODO_ERR_INVALID_ARGUMENT);
+    EXPECT_THAT(e.what(), HasSubstr("struct_size"));
+  }
+  EXPECT_EQ(page.events, nullptr);
+  EXPECT_EQ(page.release, nullptr);
+}
+
+}  // namespace
