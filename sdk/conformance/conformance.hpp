@@ -33,7 +33,13 @@ namespace kodo::conformance {
 void set_target(std::shared_ptr<Plugin> plugin, OptionList given);
 const Plugin &target();
 std::shared_ptr<Plugin> target_ptr();
+// What the handles under test claim: the descriptor's capabilities, narrowed by what an
+// opened handle answers (kodo_storage_api.capabilities). Every case holds them to it.
 bool claims(uint64_t capability);
+uint64_t claimed_capabilities();
+// Records what an opened handle claims (kodo-conformance does, after its first open; every
+// handle is opened with the same options but its own directories).
+void set_instance_capabilities(uint64_t capabilities);
 
 // "LIST", "GROUPS", ... and a comma-separated list of them ("none" when empty).
 const char *capability_name(int32_t kind, uint64_t capability);

@@ -67,12 +67,11 @@ Arguments parse_arguments(int argc, char **argv) {
 }
 
 // Opens and closes one handle the way the host would, so a plugin that cannot even be
-// opened gets one clear line instead of a failure in every case.
-void open_once(const std::shared_ptr<kodo::Plugin> &plugin, const kodo::OptionList &options) {
-  if (plugin->kind() == KODO_KIND_STORAGE)
-    kodo::Storage storage(plugin, options);
-  else
-    kodo::Transport transport(plugin, options);
+// opened gets one clear line instead of a failure in every case. Answers what the handle
+// claims (its options may narrow the descriptor's capabilities).
+uint64_t open_once(const std::shared_ptr<kodo::Plugin> &plugin, const kodo::OptionList &options) {
+  if (plugin->kind() == KODO_KIND_STORAGE) return kodo::Storage(plugin, options).capabilities();
+  return kodo::Transport(plugin, options).capabilities();
 }
 
 // Runs only the cases of the plugin's kind, within whatever --gtest_filter chose.
@@ -109,11 +108,18 @@ int main(int argc, char **argv) {
     for (const auto &text : args.options) given.push_back(kodo::split_key_value(text, "--option"));
     kodo::conformance::set_target(plugin, given);
     const kodo::OptionList options = kodo::conformance::options_for_new_handle();
-    open_once(plugin, options);
+    kodo::conformance::set_instance_capabilities(open_once(plugin, options));
     std::cout << "kodo-conformance: " << plugin->label() << " version " << plugin->version()
               << ", ABI version " << plugin->abi_version() << "\n"
               << "  capabilities: "
-              << kodo::conformance::capability_names(plugin->kind(), plugin->capabilities())
+              << kodo::conformance::capability_names(plugin->kind(),
+                                                     kodo::conformance::claimed_capabilities())
+              << (kodo::conformance::claimed_capabilities() != plugin->capabilities()
+                      ? " (narrowed by the options from " +
+                            kodo::conformance::capability_names(plugin->kind(),
+                                                                plugin->capabilities()) +
+                            ")"
+                      : std::string())
               << "\n  options: "
               << (options.empty() ? "(none)" : kodo::format_options(*plugin, options)) << "\n";
   } catch (const std::exception &e) {

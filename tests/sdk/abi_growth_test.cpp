@@ -87,6 +87,24 @@ TEST(AbiV1Plugins, AShortTableReadsAsNotSupported) {
   }
 }
 
+// ---- Capabilities of an opened handle -------------------------------------------------------
+
+TEST(InstanceCapabilities, AHandleNarrowedByItsOptionsIsHeldToIt) {
+  const auto plugin = kodo::Plugin::load(test_plugin("narrows_by_option"), "", KODO_KIND_STORAGE);
+  kodo::PluginOptionSources sources;
+  sources.command_line = {{"archive", "false"}};
+  kodo::Storage storage(plugin, kodo::resolve_plugin_options(*plugin, sources));
+  EXPECT_TRUE(plugin->capabilities() & KODO_STORAGE_CAP_ARCHIVE);
+  EXPECT_FALSE(storage.has(KODO_STORAGE_CAP_ARCHIVE));
+  EXPECT_TRUE(storage.has(KODO_STORAGE_CAP_LIST));
+  try {
+    storage.archive_execution("0123456789abcdef01234567");
+    FAIL() << "archived through a handle that cannot";
+  } catch (const kodo::Error &e) {
+    EXPECT_EQ(e.code(), KODO_ERR_NOT_SUPPORTED);
+  }
+}
+
 // ---- Today's plugins in an older host ------------------------------------------------------
 
 TEST(AbiNegotiation, TodaysPluginOfferedOnlyVersion1AnswersIt) {
