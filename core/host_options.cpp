@@ -109,7 +109,7 @@ po::options_description host_option_descriptions() {
 static std::string redacted_url(const std::string &url) {
   try {
     return sdk::parse_url(url).redacted();
-  } catch (const sdk::Error &) {
+  } catch (const Error &) {
     return "(a URL that does not parse)";
   }
 }

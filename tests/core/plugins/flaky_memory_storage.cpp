@@ -87,8 +87,8 @@ const kodo_option_spec token =
     kodo::sdk::option("token", KODO_OPTION_STRING, nullptr, "a required secret",
                       KODO_OPTION_REQUIRED | KODO_OPTION_SECRET);
 const kodo_option_spec refuse_payload = kodo::sdk::option(
-    "refuse_payload", KODO_OPTION_STRING, "", "a payload whose batches are refused for good");
-const kodo_option_spec hang_appends = kodo::sdk::option("hang_appends", KODO_OPTION_BOOL, "false",
+    "refuse_payload", KODO_OPTION_STRING, nullptr, "a payload whose batches are refused for good");
+const kodo_option_spec hang_appends = kodo::sdk::option("hang_appends", KODO_OPTION_BOOL, nullptr,
                                                         "every append hangs until interrupted");
 const kodo_option_spec *const options[] = {&fail_first, &token, &refuse_payload, &hang_appends};
 
