@@ -8,6 +8,7 @@
 #include "core/plugin_loader.hpp"
 #include "core/plugin_options.hpp"
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -123,15 +124,19 @@ class Transport {
 // Publishes what executors make into a transport, waiting up to timeout_ms when it is full.
 class TransportSink : public EventSink {
  public:
-  TransportSink(Transport &transport, int32_t timeout_ms)
-      : transport_(transport), timeout_ms_(timeout_ms) {}
+  // `published` (may be null) counts the events the transport took.
+  TransportSink(Transport &transport, int32_t timeout_ms,
+                std::atomic<uint64_t> *published = nullptr)
+      : transport_(transport), timeout_ms_(timeout_ms), published_(published) {}
   void publish(const std::vector<Event> &events) override {
     transport_.publish(events, timeout_ms_);
+    if (published_) published_->fetch_add(events.size(), std::memory_order_relaxed);
   }
 
  private:
   Transport &transport_;
   int32_t timeout_ms_;
+  std::atomic<uint64_t> *published_;
 };
 
 }  // namespace kodo

@@ -1,6 +1,6 @@
 // conformance.hpp: the kodo conformance kit. GoogleTest cases that hold one storage or
 // transport plugin to the contracts written in kodo_plugin.h, and to exactly the
-// capabilities it claims: no less, and no more (DESIGN.md, ABI principle 7).
+// capabilities it claims: no less, and no more ("Capabilities" in kodo_plugin.h).
 //
 // kodo-conformance runs the cases against a plugin file. A plugin's own test binary may
 // link kodo_conformance_kit instead, call set_target() and run RUN_ALL_TESTS().
