@@ -57,6 +57,8 @@ std::optional<std::string> option_value(const OptionList &options, const std::st
 
 // The directory holding every fresh directory of this run (made on first use).
 std::string scratch_root();
+// Uses `dir` (which exists) as scratch_root(): a child of kodo-conformance shares its parent's.
+void set_scratch_root(const std::string &dir);
 // Removes scratch_root() and everything in it.
 void remove_scratch_root();
 

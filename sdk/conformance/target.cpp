@@ -143,6 +143,11 @@ std::string scratch_root() {
   return state().scratch;
 }
 
+void set_scratch_root(const std::string &dir) {
+  std::lock_guard<std::mutex> lock(state().scratch_mutex);
+  state().scratch = dir;
+}
+
 void remove_scratch_root() {
   std::lock_guard<std::mutex> lock(state().scratch_mutex);
   if (state().scratch.empty()) return;
