@@ -16,7 +16,7 @@
 
 typedef struct execution {
   char fid[65], username[65];
-  kodo_event **events; /* by seq, ascending; each one malloc'd block (see copy_event) */
+  kodo_event **events; /* by seq, ascending; each from kodo_event_copy */
   size_t count, capacity;
   int archived;
 } execution;
@@ -26,23 +26,6 @@ struct kodo_storage {
   execution **executions;
   size_t count, capacity;
 };
-
-static kodo_event *copy_event(const kodo_event *e) {
-  size_t fid = strlen(e->fid), user = strlen(e->username), kind = strlen(e->kind);
-  kodo_event *copy = malloc(sizeof *copy + fid + user + kind + e->payload_len + 4);
-  char *cursor;
-  if (!copy) return NULL;
-  cursor = (char *)(copy + 1);
-  copy->struct_size = sizeof *copy;
-  copy->fid = kodo_c_copy(&cursor, e->fid, fid);
-  copy->username = kodo_c_copy(&cursor, e->username, user);
-  copy->kind = kodo_c_copy(&cursor, e->kind, kind);
-  copy->payload = kodo_c_copy(&cursor, e->payload ? e->payload : "", e->payload_len);
-  copy->payload_len = e->payload_len;
-  copy->seq = e->seq;
-  copy->timestamp = e->timestamp;
-  return copy;
-}
 
 static execution *find(kodo_storage *s, const char *fid) {
   size_t i;
@@ -77,7 +60,7 @@ static int insert(execution *x, const kodo_event *e) {
     --at;
   }
   if (x->count == x->capacity && !grow(&x->events, &x->capacity, sizeof *x->events)) return 0;
-  if (!(copy = copy_event(e))) return 0;
+  if (!(copy = kodo_event_copy(e))) return 0;
   memmove(x->events + at + 1, x->events + at, (x->count - at) * sizeof *x->events);
   x->events[at] = copy;
   ++x->count;

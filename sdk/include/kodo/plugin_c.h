@@ -124,22 +124,36 @@ static inline const char *kodo_c_copy(char **cursor, const char *text, size_t le
 }
 
 /*
- * Builds an event page: kodo_event_page_add copies each event (strings and payload), and
- * kodo_event_page_finish hands the copies to `out` with a release that frees them. On a
- * failed add nothing is lost: call kodo_event_page_discard and fail the call.
+ * Takes a builder's items for its page (the builder is empty afterwards): *data gets them,
+ * with `typed` sized for one pointer of the page's type per item. On failure (the caller's
+ * page is smaller than version 1's, or memory ran out) the items are freed and the error
+ * filled.
  */
-typedef struct kodo_event_page_builder {
-  kodo_c_page_data *data;
-} kodo_event_page_builder;
+static inline kodo_status kodo_c_page_take(kodo_c_page_data **items, int page_fits,
+                                           size_t pointer_size, kodo_c_page_data **data,
+                                           kodo_error *error) {
+  kodo_c_page_data *taken = *items;
+  *items = NULL;
+  if (!page_fits) {
+    kodo_c_page_data_free(taken);
+    return kodo_fail(error, KODO_ERR_INVALID_ARGUMENT, 0, "the output page is too small");
+  }
+  if (!taken) taken = (kodo_c_page_data *)calloc(1, sizeof(kodo_c_page_data));
+  if (taken) taken->typed = malloc((taken->count + 1) * pointer_size);
+  if (!taken || !taken->typed) {
+    kodo_c_page_data_free(taken);
+    return kodo_fail(error, KODO_ERR_INTERNAL, 1, "out of memory");
+  }
+  *data = taken;
+  return KODO_OK;
+}
 
-static inline int kodo_event_page_add(kodo_event_page_builder *builder, const kodo_event *e) {
+/* A copy of `e` in one malloc'd block with its strings and payload (free() releases it). */
+static inline kodo_event *kodo_event_copy(const kodo_event *e) {
   size_t fid = strlen(e->fid), user = strlen(e->username), kind = strlen(e->kind);
-  kodo_event *copy;
+  kodo_event *copy = (kodo_event *)malloc(sizeof *copy + fid + user + kind + e->payload_len + 4);
   char *cursor;
-  if (!builder->data && !(builder->data = (kodo_c_page_data *)calloc(1, sizeof(kodo_c_page_data))))
-    return 0;
-  copy = (kodo_event *)malloc(sizeof *copy + fid + user + kind + e->payload_len + 4);
-  if (!copy) return 0;
+  if (!copy) return NULL;
   cursor = (char *)(copy + 1);
   copy->struct_size = sizeof *copy;
   copy->fid = kodo_c_copy(&cursor, e->fid, fid);
@@ -149,6 +163,23 @@ static inline int kodo_event_page_add(kodo_event_page_builder *builder, const ko
   copy->payload_len = e->payload_len;
   copy->seq = e->seq;
   copy->timestamp = e->timestamp;
+  return copy;
+}
+
+/*
+ * Builds an event page: kodo_event_page_add copies each event (strings and payload), and
+ * kodo_event_page_finish hands the copies to `out` with a release that frees them. On a
+ * failed add nothing is lost: call kodo_event_page_discard and fail the call.
+ */
+typedef struct kodo_event_page_builder {
+  kodo_c_page_data *data;
+} kodo_event_page_builder;
+
+static inline int kodo_event_page_add(kodo_event_page_builder *builder, const kodo_event *e) {
+  kodo_event *copy;
+  if (!builder->data && !(builder->data = (kodo_c_page_data *)calloc(1, sizeof(kodo_c_page_data))))
+    return 0;
+  if (!(copy = kodo_event_copy(e))) return 0;
   if (!kodo_c_page_push(builder->data, copy)) {
     free(copy);
     return 0;
@@ -166,25 +197,15 @@ static inline void kodo_c_release_event_page(kodo_event_page *page) {
 
 static inline kodo_status kodo_event_page_finish(kodo_event_page_builder *builder, int has_more,
                                                  kodo_event_page *out, kodo_error *error) {
-  kodo_c_page_data *data = builder->data;
-  builder->data = NULL;
-  if (!out || !KODO_HAS_FIELD(out, private_data)) {
-    kodo_c_page_data_free(data);
-    return kodo_fail(error, KODO_ERR_INVALID_ARGUMENT, 0, "the output page is too small");
-  }
-  if (!data) data = (kodo_c_page_data *)calloc(1, sizeof(kodo_c_page_data));
-  if (!data) return kodo_fail(error, KODO_ERR_INTERNAL, 1, "out of memory");
-  {
-    const kodo_event **events = (const kodo_event **)malloc((data->count + 1) * sizeof *events);
-    size_t i;
-    if (!events) {
-      kodo_c_page_data_free(data);
-      return kodo_fail(error, KODO_ERR_INTERNAL, 1, "out of memory");
-    }
-    for (i = 0; i < data->count; ++i) events[i] = (const kodo_event *)data->items[i];
-    data->typed = (void *)events;
-    out->events = events;
-  }
+  kodo_c_page_data *data = NULL;
+  const kodo_event **events;
+  size_t i;
+  kodo_status status = kodo_c_page_take(&builder->data, out && KODO_HAS_FIELD(out, private_data),
+                                        sizeof *events, &data, error);
+  if (status != KODO_OK) return status;
+  events = (const kodo_event **)data->typed;
+  for (i = 0; i < data->count; ++i) events[i] = (const kodo_event *)data->items[i];
+  out->events = events;
   out->count = data->count;
   out->has_more = has_more ? 1 : 0;
   out->private_data = data;
@@ -235,26 +256,15 @@ static inline void kodo_c_release_execution_page(kodo_execution_page *page) {
 static inline kodo_status kodo_execution_page_finish(kodo_execution_page_builder *builder,
                                                      int has_more, kodo_execution_page *out,
                                                      kodo_error *error) {
-  kodo_c_page_data *data = builder->data;
-  builder->data = NULL;
-  if (!out || !KODO_HAS_FIELD(out, private_data)) {
-    kodo_c_page_data_free(data);
-    return kodo_fail(error, KODO_ERR_INVALID_ARGUMENT, 0, "the output page is too small");
-  }
-  if (!data) data = (kodo_c_page_data *)calloc(1, sizeof(kodo_c_page_data));
-  if (!data) return kodo_fail(error, KODO_ERR_INTERNAL, 1, "out of memory");
-  {
-    const kodo_execution_info **items =
-        (const kodo_execution_info **)malloc((data->count + 1) * sizeof *items);
-    size_t i;
-    if (!items) {
-      kodo_c_page_data_free(data);
-      return kodo_fail(error, KODO_ERR_INTERNAL, 1, "out of memory");
-    }
-    for (i = 0; i < data->count; ++i) items[i] = (const kodo_execution_info *)data->items[i];
-    data->typed = (void *)items;
-    out->executions = items;
-  }
+  kodo_c_page_data *data = NULL;
+  const kodo_execution_info **items;
+  size_t i;
+  kodo_status status = kodo_c_page_take(&builder->data, out && KODO_HAS_FIELD(out, private_data),
+                                        sizeof *items, &data, error);
+  if (status != KODO_OK) return status;
+  items = (const kodo_execution_info **)data->typed;
+  for (i = 0; i < data->count; ++i) items[i] = (const kodo_execution_info *)data->items[i];
+  out->executions = items;
   out->count = data->count;
   out->has_more = has_more ? 1 : 0;
   out->private_data = data;
