@@ -74,8 +74,9 @@ std::string format_seconds(double s) {
   return std::string(buf, n > 0 ? std::min(static_cast<size_t>(n), sizeof buf - 1) : 0);
 }
 
-void log_to_stderr(const std::string &message) {
-  log_error("executor: " + message);
+// Each line at its own level: a sink taking events again is news, not an error.
+void log_executor(int32_t level, const std::string &message) {
+  log_line(level, "executor: " + message);
 }
 
 std::string signal_name(int sig) {
@@ -769,8 +770,9 @@ void Executor::publish_round(std::vector<std::shared_ptr<Run>> &live) {
   for (auto &r : live) {
     if (!r->failing || r->pending.empty() || now < r->next_attempt) continue;
     if (try_publish(r->pending, &error)) {
-      log_to_stderr("fid " + r->fid + ": the sink took its events again after " +
-                    format_seconds(seconds_between(r->failing_since, now)) + " s");
+      log_executor(KODO_LOG_INFO, "fid " + r->fid + ": the sink took its events again after " +
+                                      format_seconds(seconds_between(r->failing_since, now)) +
+                                      " s");
       r->pending.clear();
       r->failing = false;
     } else {
@@ -785,9 +787,10 @@ void Executor::publish_failed(Run &run, const std::string &error) {
     run.failing = true;
     run.failing_since = now;
     run.backoff_ms = kBackoffFirstMs;
-    log_to_stderr("fid " + run.fid + ": the sink refused " + std::to_string(run.pending.size()) +
-                  " events (" + error + "); retrying for " +
-                  std::to_string(config_.publish_retry_ms) + " ms");
+    log_executor(KODO_LOG_WARN, "fid " + run.fid + ": the sink refused " +
+                                    std::to_string(run.pending.size()) + " events (" + error +
+                                    "); retrying for " + std::to_string(config_.publish_retry_ms) +
+                                    " ms");
   } else {
     run.backoff_ms = std::min(run.backoff_ms * 2, kBackoffMaxMs);
   }
@@ -800,8 +803,9 @@ void Executor::publish_failed(Run &run, const std::string &error) {
   // Only the run's last events are left. Outside shutdown they are retried until taken;
   // shutdown cannot wait forever, so after one more window they are given up, loudly.
   if (stop_seen_ && now - std::max(run.failing_since, stop_at_seen_) >= window) {
-    log_to_stderr("fid " + run.fid + ": host shutting down; giving up on its last " +
-                  std::to_string(run.pending.size()) + " events, which the sink refused: " + error);
+    log_executor(KODO_LOG_ERROR, "fid " + run.fid + ": host shutting down; giving up on its last " +
+                                     std::to_string(run.pending.size()) +
+                                     " events, which the sink refused: " + error);
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.events_rejected += run.pending.size();
@@ -814,11 +818,11 @@ void Executor::publish_failed(Run &run, const std::string &error) {
 void Executor::transport_refused(Run &run, const std::string &error) {
   const size_t lost = run.pending.size();
   const int64_t first = run.pending.front().seq, last = run.pending.back().seq;
-  log_to_stderr("fid " + run.fid + " (flow " + quote_excerpt(run.flow->name) +
-                "): the sink refused " + std::to_string(lost) + " events (seq " +
-                std::to_string(first) + ".." + std::to_string(last) + ") for " +
-                std::to_string(config_.publish_retry_ms) + " ms: " + error +
-                "; they are dropped and the run is stopped");
+  log_executor(KODO_LOG_ERROR, "fid " + run.fid + " (flow " + quote_excerpt(run.flow->name) +
+                                   "): the sink refused " + std::to_string(lost) + " events (seq " +
+                                   std::to_string(first) + ".." + std::to_string(last) + ") for " +
+                                   std::to_string(config_.publish_retry_ms) + " ms: " + error +
+                                   "; they are dropped and the run is stopped");
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.events_rejected += lost;
@@ -915,7 +919,7 @@ void Executor::supervise() {
       if (pending) timeout_ms = 0;
 
       if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR)
-        log_to_stderr("poll failed: " + errno_text(errno));
+        log_executor(KODO_LOG_ERROR, "poll failed: " + errno_text(errno));
 
       if (fds[0].revents) {
         char drain[256];
@@ -956,7 +960,7 @@ void Executor::supervise() {
       }
     } catch (const std::exception &e) {
       // Only allocation can fail here; stay alive and try again shortly.
-      log_to_stderr(std::string("supervisor: ") + e.what());
+      log_executor(KODO_LOG_ERROR, std::string("supervisor: ") + e.what());
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }

@@ -62,8 +62,7 @@ struct ExecutorConfig {
   size_t max_event_bytes = 1 << 20;  // longest line taken from a child, without its newline
   double kill_grace_s = 5;
   int publish_retry_ms = 10000;
-  std::string app_url;   // into each run's meta
-  std::string exec_dir;  // not used by the executor yet
+  std::string app_url;  // into each run's meta
 };
 
 struct ExecutorStats {

@@ -109,7 +109,7 @@ po::options_description host_option_descriptions() {
 static std::string redacted_url(const std::string &url) {
   try {
     return sdk::parse_url(url).redacted();
-  } catch (const sdk::Error &) {
+  } catch (const Error &) {
     return "(a URL that does not parse)";
   }
 }
@@ -543,7 +543,6 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.executor.max_event_bytes = values["max-event-bytes"].as<size_t>();
   config.executor.kill_grace_s = seconds("kill-grace");
   config.executor.app_url = str("app-url");
-  config.executor.exec_dir = config.exec_dir;
 
   config.spooler.batch_size = std::max<size_t>(1, values["spooler-batch-size"].as<size_t>());
   config.spooler.batch_timeout_s = seconds("spooler-batch-timeout");

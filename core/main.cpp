@@ -129,7 +129,7 @@ int serve(const HostConfig &config) {
                                         std::vector<StoredObserver *>{&notifier});
     spooler->start();
   }
-  TransportSink sink(*transport, config.publish_timeout_ms);
+  TransportSink sink(*transport, config.publish_timeout_ms, &metrics.events_published);
   Executor executor(config.executor, config.flows, sink);
   ApiContext context{*storage,
                      executor,

@@ -71,6 +71,9 @@ std::string Metrics::render(const Gauges &g) const {
   counter(out, "kodo_batches_stored_total", "Batches committed to storage.", load(batches_stored));
   counter(out, "kodo_store_failures_total", "Storage append attempts that failed and were retried.",
           load(store_failures));
+  counter(out, "kodo_events_refused_total",
+          "Events storage refused for good (not retryable); each is recorded as an error event.",
+          load(events_refused));
   counter(out, "kodo_ack_failures_total", "Acknowledgements the transport refused.",
           load(ack_failures));
   counter(out, "kodo_redeliveries_total", "Deliveries received more than once.",

@@ -69,6 +69,7 @@ struct Metrics {
   std::atomic<uint64_t> batches_stored{0};
   std::atomic<uint64_t> store_failures{0};  // append attempts that failed (then retried)
   std::atomic<uint64_t> ack_failures{0};
+  std::atomic<uint64_t> events_refused{0};       // refused by storage for good, recorded as errors
   std::atomic<uint64_t> redeliveries{0};         // deliveries seen with delivery_count > 1
   std::atomic<uint64_t> executions_finished{0};  // final status stored
   std::atomic<int64_t> storage_up{1};            // 0 while appends fail

@@ -106,6 +106,11 @@ void Spooler::stop_and_drain() {
       log_warn("spooler: drain did not finish within " + std::to_string(config_.drain_timeout_s) +
                " s; what is left stays unacknowledged in the transport");
       abandon_ = true;
+      lock.unlock();
+      wake_.notify_all();
+      // A call hanging in a backend gives its thread back (when the plugin can be interrupted).
+      storage_.interrupt();
+      transport_.interrupt();
     }
   });
   for (auto &t : threads_) t.join();
@@ -118,114 +123,179 @@ void Spooler::stop_and_drain() {
   watchdog.join();
 }
 
-bool Spooler::store(const std::vector<const kodo_event *> &events) {
+bool Spooler::wait_abandoned(double seconds) {
+  std::unique_lock<std::mutex> lock(wake_mutex_);
+  return wake_.wait_for(lock, std::chrono::duration<double>(seconds),
+                        [this] { return abandon_.load(); });
+}
+
+Spooler::Attempt Spooler::append_retrying(const kodo_event *const *events, size_t count,
+                                          std::string *why) {
   double backoff = 0.05;
   for (;;) {
+    std::string failure;
     try {
-      storage_.append(events.data(), events.size());
+      storage_.append(events, count);
       if (metrics_.storage_up.exchange(1) == 0) log_info("spooler: storage is back");
-      return true;
+      return Attempt::stored;
     } catch (const Error &e) {
-      metrics_.store_failures.fetch_add(1, std::memory_order_relaxed);
-      if (metrics_.storage_up.exchange(0) == 1)
-        log_error("spooler: storing " + std::to_string(events.size()) +
-                  " events failed, retrying with backoff: " + e.what());
+      if (!e.retryable()) {
+        *why = e.what();
+        return Attempt::refused;
+      }
+      failure = e.what();
+    } catch (const std::exception &e) {  // not the plugin's verdict: retried like an outage
+      failure = std::string("unexpected exception: ") + e.what();
     }
-    std::unique_lock<std::mutex> lock(wake_mutex_);
-    if (wake_.wait_for(lock, std::chrono::duration<double>(backoff),
-                       [this] { return abandon_.load(); }))
-      return false;
+    metrics_.store_failures.fetch_add(1, std::memory_order_relaxed);
+    if (metrics_.storage_up.exchange(0) == 1)
+      log_error("spooler: storing " + std::to_string(count) +
+                " events failed, retrying with backoff: " + failure);
+    if (wait_abandoned(backoff)) return Attempt::abandoned;
     backoff = std::min(backoff * 2, config_.max_backoff_s);
   }
 }
 
-void Spooler::run(Consumer &consumer) {
+bool Spooler::store(const kodo_event *const *events, size_t count) {
+  std::string why;
+  switch (append_retrying(events, count, &why)) {
+    case Attempt::stored: return true;
+    case Attempt::abandoned: return false;
+    case Attempt::refused: break;
+  }
+  if (count == 1) return record_refused(*events[0], why);
+  // Halves until the refused events are alone: every other event is stored, in order.
+  const size_t half = count / 2;
+  return store(events, half) && store(events + half, count - half);
+}
+
+bool Spooler::record_refused(const kodo_event &refused, const std::string &why) {
+  metrics_.events_refused.fetch_add(1, std::memory_order_relaxed);
+  const std::string what = "event seq " + std::to_string(refused.seq) + " (kind '" +
+                           (refused.kind ? refused.kind : "") + "', " +
+                           std::to_string(refused.payload_len) + " bytes) of execution " +
+                           (refused.fid ? refused.fid : "(none)");
+  log_error("spooler: storage refused " + what + " for good: " + why);
+  Event error = Event::copy(refused);
+  error.kind = "error";
+  error.payload = "kodo: storage refused " + what + ": " + why;
+  const kodo_event view = error.view();
+  const kodo_event *pointer = &view;
+  std::string again;
+  switch (append_retrying(&pointer, 1, &again)) {
+    case Attempt::stored: return true;
+    case Attempt::abandoned: return false;
+    case Attempt::refused: break;
+  }
+  // Its fid or username is what storage refuses: nothing of it can be stored.
+  log_error("spooler: the error event recording it was refused too, " + what +
+            " is dropped: " + again);
+  return true;
+}
+
+struct Spooler::Buffers {
   std::vector<DeliveryBatch> batches;
   std::vector<const kodo_event *> events;
   std::vector<uint64_t> ids;
   std::vector<std::string> finished;
   bool read_failing = false;
-  const int32_t idle_block_ms = static_cast<int32_t>(config_.interval_s * 1000);
+};
+
+void Spooler::run(Consumer &consumer) {
+  Buffers buffers;
   for (;;) {
-    if (abandon_) break;
-    const bool draining = draining_;
-    if (draining && config_.stop_at_once) break;
-    batches.clear();
-    events.clear();
-    ids.clear();
-    finished.clear();
-    // The first read waits for work; once something came, keep reading for at most
-    // batch_timeout_s so that a busy transport yields full batches and a quiet one low
-    // latency.
-    const auto fill_deadline =
-        Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                           std::chrono::duration<double>(config_.batch_timeout_s));
+    // A thread ends only when told to: any exception costs this round (its deliveries stay
+    // unacked and come back), never the thread.
     try {
-      while (events.size() < config_.batch_size) {
-        int32_t block_ms = 0;
-        if (events.empty()) {
-          block_ms = draining ? 0 : idle_block_ms;
-        } else {
-          auto left =
-              std::chrono::duration_cast<std::chrono::milliseconds>(fill_deadline - Clock::now());
-          if (left.count() <= 0) break;
-          block_ms = static_cast<int32_t>(left.count());
-        }
-        DeliveryBatch batch;
-        consumer.read(config_.batch_size - events.size(), block_ms, batch);
-        if (batch.empty()) break;
-        for (size_t i = 0; i < batch.size(); ++i) {
-          events.push_back(batch[i].event);
-          ids.push_back(batch[i].delivery_id);
-          if (batch[i].delivery_count > 1)
-            metrics_.redeliveries.fetch_add(1, std::memory_order_relaxed);
-        }
-        batches.push_back(std::move(batch));
-      }
-      if (read_failing) log_info("spooler: consumer '" + consumer.name() + "' reads again");
-      read_failing = false;
-    } catch (const Error &e) {
-      // Logged when it starts failing, not on every retry while a server is away.
-      if (!read_failing) log_error("spooler: " + std::string(e.what()) + " (retrying)");
-      read_failing = true;
-      std::unique_lock<std::mutex> lock(wake_mutex_);
-      wake_.wait_for(lock, std::chrono::milliseconds(200), [this] { return abandon_.load(); });
-    }
-    if (events.empty()) {
-      if (draining) break;  // the transport is empty: drained
-      continue;
-    }
-    if (!store(events)) break;
-    const double stored_at = now_seconds();
-    try {
-      consumer.ack(ids.data(), ids.size());
-    } catch (const Error &e) {
-      // Stored but not acked: the transport redelivers and idempotent storage absorbs it.
-      metrics_.ack_failures.fetch_add(1, std::memory_order_relaxed);
-      log_warn("spooler: " + std::string(e.what()));
-    }
-    double newest = 0;
-    for (const kodo_event *e : events) {
-      metrics_.stored_latency.observe(stored_at - e->timestamp);
-      newest = std::max(newest, e->timestamp);
-      if (is_final_status_event(*e)) finished.emplace_back(e->fid);
-    }
-    metrics_.spool_lag_ms.store(static_cast<int64_t>(std::llround((stored_at - newest) * 1000)),
-                                std::memory_order_relaxed);
-    metrics_.events_stored.fetch_add(events.size(), std::memory_order_relaxed);
-    metrics_.batches_stored.fetch_add(1, std::memory_order_relaxed);
-    metrics_.batch_size.observe(static_cast<double>(events.size()));
-    for (StoredObserver *observer : observers_)
-      observer->on_stored(events.data(), events.size(), stored_at);
-    for (const std::string &fid : finished) {
-      metrics_.executions_finished.fetch_add(1, std::memory_order_relaxed);
-      try {
-        transport_.finish_execution(fid);
-      } catch (const Error &e) {
-        log_warn("spooler: " + std::string(e.what()));
-      }
+      if (!spool_once(consumer, buffers)) break;
+    } catch (const std::exception &e) {
+      log_error("spooler: consumer '" + consumer.name() + "': " + e.what() + " (continuing)");
+      if (wait_abandoned(0.2)) break;
+    } catch (...) {
+      log_error("spooler: consumer '" + consumer.name() +
+                "': unexpected non-standard exception (continuing)");
+      if (wait_abandoned(0.2)) break;
     }
   }
+}
+
+bool Spooler::spool_once(Consumer &consumer, Buffers &b) {
+  if (abandon_) return false;
+  const bool draining = draining_;
+  if (draining && config_.stop_at_once) return false;
+  b.batches.clear();
+  b.events.clear();
+  b.ids.clear();
+  b.finished.clear();
+  const int32_t idle_block_ms = static_cast<int32_t>(config_.interval_s * 1000);
+  // The first read waits for work; once something came, keep reading for at most
+  // batch_timeout_s so that a busy transport yields full batches and a quiet one low
+  // latency.
+  const auto fill_deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(config_.batch_timeout_s));
+  try {
+    while (b.events.size() < config_.batch_size) {
+      int32_t block_ms = 0;
+      if (b.events.empty()) {
+        block_ms = draining ? 0 : idle_block_ms;
+      } else {
+        auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(fill_deadline - Clock::now());
+        if (left.count() <= 0) break;
+        block_ms = static_cast<int32_t>(left.count());
+      }
+      DeliveryBatch batch;
+      consumer.read(config_.batch_size - b.events.size(), block_ms, batch);
+      if (batch.empty()) break;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        b.events.push_back(batch[i].event);
+        b.ids.push_back(batch[i].delivery_id);
+        if (batch[i].delivery_count > 1)
+          metrics_.redeliveries.fetch_add(1, std::memory_order_relaxed);
+      }
+      b.batches.push_back(std::move(batch));
+    }
+    if (b.read_failing) log_info("spooler: consumer '" + consumer.name() + "' reads again");
+    b.read_failing = false;
+  } catch (const Error &e) {
+    // Logged when it starts failing, not on every retry while a server is away.
+    if (!b.read_failing) log_error("spooler: " + std::string(e.what()) + " (retrying)");
+    b.read_failing = true;
+    if (wait_abandoned(0.2)) return false;
+  }
+  if (b.events.empty()) return !draining;  // draining and the transport is empty: drained
+  if (!store(b.events.data(), b.events.size())) return false;
+  const double stored_at = now_seconds();
+  try {
+    consumer.ack(b.ids.data(), b.ids.size());
+  } catch (const Error &e) {
+    // Stored but not acked: the transport redelivers and idempotent storage absorbs it.
+    metrics_.ack_failures.fetch_add(1, std::memory_order_relaxed);
+    log_warn("spooler: " + std::string(e.what()));
+  }
+  double newest = 0;
+  for (const kodo_event *e : b.events) {
+    metrics_.stored_latency.observe(stored_at - e->timestamp);
+    newest = std::max(newest, e->timestamp);
+    if (is_final_status_event(*e)) b.finished.emplace_back(e->fid);
+  }
+  metrics_.spool_lag_ms.store(static_cast<int64_t>(std::llround((stored_at - newest) * 1000)),
+                              std::memory_order_relaxed);
+  metrics_.events_stored.fetch_add(b.events.size(), std::memory_order_relaxed);
+  metrics_.batches_stored.fetch_add(1, std::memory_order_relaxed);
+  metrics_.batch_size.observe(static_cast<double>(b.events.size()));
+  for (StoredObserver *observer : observers_)
+    observer->on_stored(b.events.data(), b.events.size(), stored_at);
+  for (const std::string &fid : b.finished) {
+    metrics_.executions_finished.fetch_add(1, std::memory_order_relaxed);
+    try {
+      transport_.finish_execution(fid);
+    } catch (const Error &e) {
+      log_warn("spooler: " + std::string(e.what()));
+    }
+  }
+  return true;
 }
 
 }  // namespace kodo

@@ -77,10 +77,21 @@ class Spooler {
   void stop_and_drain();
 
  private:
+  struct Buffers;  // what one consumer thread reuses from batch to batch
   void run(Consumer &consumer);
-  // Appends with backoff until it succeeds; false if stopping made us give up (the batch
-  // stays unacked and the transport redelivers it).
-  bool store(const std::vector<const kodo_event *> &events);
+  // One read-store-ack round; false when the thread should end.
+  bool spool_once(Consumer &consumer, Buffers &buffers);
+  // Stores a batch; false if stopping made us give up (the batch stays unacked and the
+  // transport redelivers it). A retryable failure is retried with backoff; a batch refused
+  // for good is split down to the events that cause it, which are recorded as error events.
+  bool store(const kodo_event *const *events, size_t count);
+  enum class Attempt { stored, refused, abandoned };
+  // Appends with backoff while failures are retryable; *why says why it was refused.
+  Attempt append_retrying(const kodo_event *const *events, size_t count, std::string *why);
+  // Stores, in place of an event storage refuses for good, an error event at its seq.
+  bool record_refused(const kodo_event &refused, const std::string &why);
+  // Waits up to `seconds` unless the drain is abandoned; true when it is.
+  bool wait_abandoned(double seconds);
 
   SpoolerConfig config_;
   Transport &transport_;

@@ -8,10 +8,22 @@ Storage::Storage(std::shared_ptr<Plugin> plugin, const OptionList &options)
     : plugin_(std::move(plugin)),
       api_(plugin_->storage_api()),
       handle_(open_plugin_handle<kodo_storage>(*plugin_, options, api_.open)),
-      capabilities_(instance_capabilities(*plugin_, api_.capabilities, handle_)) {}
+      capabilities_(instance_capabilities(*plugin_, api_.capabilities, handle_)),
+      interrupter_(std::make_unique<Interrupter>(
+          api_.interrupt ? std::function<void()>([this] { api_.interrupt(handle_); }) : nullptr)) {}
 
 Storage::~Storage() {
+  interrupter_.reset();
   if (handle_) api_.close(handle_);
+}
+
+void Storage::interrupt() {
+  interrupter_->interrupt_now();
+}
+
+void Storage::set_call_timeouts(double append_s, double read_s) {
+  append_timeout_s_ = append_s;
+  read_timeout_s_ = read_s;
 }
 
 void Storage::create_schema() {
@@ -24,6 +36,7 @@ void Storage::create_schema() {
 void Storage::append(const kodo_event *const *events, size_t count) {
   if (count == 0) return;
   kodo_error error = KODO_ERROR_INIT;
+  const auto deadline = interrupter_->arm(append_timeout_s_);
   kodo_status status = api_.append(handle_, events, count, &error);
   if (status != KODO_OK)
     throw_plugin_error(plugin_->label() + ": append of " + std::to_string(count) + " events failed",
@@ -48,6 +61,7 @@ std::vector<Event> Storage::read_events(const EventQuery &query, bool *has_more)
   kodo_event_page page{};
   page.struct_size = sizeof page;
   kodo_error error = KODO_ERROR_INIT;
+  const auto deadline = interrupter_->arm(read_timeout_s_);
   kodo_status status = api_.read_events(handle_, &request, &page, &error);
   if (status != KODO_OK)
     throw_plugin_error("reading events of execution " + query.fid, status, error);
@@ -77,6 +91,7 @@ std::optional<ExecutionInfo> Storage::get_execution(const std::string &fid,
   kodo_execution_page page{};
   page.struct_size = sizeof page;
   kodo_error error = KODO_ERROR_INIT;
+  const auto deadline = interrupter_->arm(read_timeout_s_);
   kodo_status status = api_.get_execution(
       handle_, fid.c_str(), username.empty() ? nullptr : username.c_str(), &page, &error);
   if (status == KODO_ERR_NOT_FOUND) {
@@ -98,6 +113,7 @@ std::vector<ExecutionInfo> Storage::list_executions(const std::string &username,
   kodo_execution_page page{};
   page.struct_size = sizeof page;
   kodo_error error = KODO_ERROR_INIT;
+  const auto deadline = interrupter_->arm(read_timeout_s_);
   kodo_status status = api_.list_executions(handle_, &request, &page, &error);
   if (status != KODO_OK) throw_plugin_error("listing executions", status, error);
   return take_page(page, has_more);

@@ -5,6 +5,7 @@
 #include "core/metrics.hpp"
 
 #include "core/event.hpp"
+#include "core/interrupter.hpp"
 #include "core/plugin_loader.hpp"
 #include "core/plugin_options.hpp"
 
@@ -54,6 +55,12 @@ class Storage {
   // False when the execution is unknown.
   bool archive_execution(const std::string &fid, const std::string &username = "");
   int64_t purge(double older_than);
+  // Deadlines: an append or a read still running after this many seconds is interrupted
+  // (when the plugin offers interrupt) and fails with the plugin's KODO_ERR_TIMEOUT.
+  void set_call_timeouts(double append_s, double read_s);
+  // Interrupts every call now running (shutdown); false when the plugin cannot be.
+  void interrupt();
+  bool can_interrupt() const { return interrupter_->can_interrupt(); }
   // The plugin's own figures for /metrics (none when it reports none).
   std::vector<PluginMetric> metrics() const;
 
@@ -62,6 +69,10 @@ class Storage {
   const kodo_storage_api &api_;
   kodo_storage *handle_ = nullptr;
   uint64_t capabilities_ = 0;
+  double append_timeout_s_ = 60;
+  double read_timeout_s_ = 30;
+  // Stopped before close: interrupt never runs concurrently with it.
+  std::unique_ptr<Interrupter> interrupter_;
 };
 
 }  // namespace kodo

@@ -8,15 +8,23 @@ Transport::Transport(std::shared_ptr<Plugin> plugin, const OptionList &options)
     : plugin_(std::move(plugin)),
       api_(plugin_->transport_api()),
       handle_(open_plugin_handle<kodo_transport>(*plugin_, options, api_.open)),
-      capabilities_(instance_capabilities(*plugin_, api_.capabilities, handle_)) {}
+      capabilities_(instance_capabilities(*plugin_, api_.capabilities, handle_)),
+      interrupter_(std::make_unique<Interrupter>(
+          api_.interrupt ? std::function<void()>([this] { api_.interrupt(handle_); }) : nullptr)) {}
 
 Transport::~Transport() {
+  interrupter_.reset();
   if (handle_) api_.close(handle_);
+}
+
+void Transport::interrupt() {
+  interrupter_->interrupt_now();
 }
 
 void Transport::publish(const kodo_event *const *events, size_t count, int32_t timeout_ms) {
   if (count == 0) return;
   kodo_error error = KODO_ERROR_INIT;
+  const auto deadline = interrupter_->arm(timeout_ms / 1000.0 + grace_s_);
   kodo_status status = api_.publish(handle_, events, count, timeout_ms, &error);
   if (status != KODO_OK)
     throw_plugin_error(
@@ -37,7 +45,7 @@ std::unique_ptr<Consumer> Transport::open_consumer(const std::string &group,
   if (status != KODO_OK)
     throw_plugin_error(plugin_->label() + ": cannot join group '" + group + "' as '" + name + "'",
                        status, error);
-  return std::unique_ptr<Consumer>(new Consumer(plugin_, handle, name));
+  return std::unique_ptr<Consumer>(new Consumer(plugin_, handle, name, *interrupter_, grace_s_));
 }
 
 void Transport::finish_execution(const std::string &fid) {
@@ -55,6 +63,7 @@ Consumer::~Consumer() {
 void Consumer::read(size_t max, int32_t block_ms, DeliveryBatch &batch) {
   batch.reset();
   kodo_error error = KODO_ERROR_INIT;
+  const auto deadline = interrupter_.arm(block_ms / 1000.0 + grace_s_);
   kodo_status status = plugin_->transport_api().read(handle_, max, block_ms, batch.raw(), &error);
   if (status != KODO_OK)
     throw_plugin_error(plugin_->label() + ": read by consumer '" + name_ + "' failed", status,
@@ -64,6 +73,7 @@ void Consumer::read(size_t max, int32_t block_ms, DeliveryBatch &batch) {
 void Consumer::ack(const uint64_t *ids, size_t count) {
   if (count == 0) return;
   kodo_error error = KODO_ERROR_INIT;
+  const auto deadline = interrupter_.arm(grace_s_);
   kodo_status status = plugin_->transport_api().ack(handle_, ids, count, &error);
   if (status != KODO_OK)
     throw_plugin_error(plugin_->label() + ": ack of " + std::to_string(count) +

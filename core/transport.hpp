@@ -4,9 +4,11 @@
 #include "core/metrics.hpp"
 
 #include "core/event.hpp"
+#include "core/interrupter.hpp"
 #include "core/plugin_loader.hpp"
 #include "core/plugin_options.hpp"
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -66,11 +68,18 @@ class Consumer {
 
  private:
   friend class Transport;
-  Consumer(std::shared_ptr<Plugin> plugin, kodo_consumer *handle, std::string name)
-      : plugin_(std::move(plugin)), handle_(handle), name_(std::move(name)) {}
+  Consumer(std::shared_ptr<Plugin> plugin, kodo_consumer *handle, std::string name,
+           Interrupter &interrupter, double grace_s)
+      : plugin_(std::move(plugin)),
+        handle_(handle),
+        name_(std::move(name)),
+        interrupter_(interrupter),
+        grace_s_(grace_s) {}
   std::shared_ptr<Plugin> plugin_;
   kodo_consumer *handle_;
   std::string name_;
+  Interrupter &interrupter_;  // the transport's, which outlives its consumers
+  double grace_s_;
 };
 
 // Threading: publish and finish_execution from any thread; see kodo_transport_api.
@@ -90,6 +99,13 @@ class Transport {
   void publish(const kodo_event *const *events, size_t count, int32_t timeout_ms);
   void publish(const std::vector<Event> &events, int32_t timeout_ms);
   std::unique_ptr<Consumer> open_consumer(const std::string &group, const std::string &name);
+  // Deadlines: a publish, read or ack still running `grace_s` after its own timeout (or
+  // block time) is interrupted, when the plugin offers interrupt. Set before opening
+  // consumers.
+  void set_call_grace(double grace_s) { grace_s_ = grace_s; }
+  // Interrupts every call now running on the transport and its consumers (shutdown).
+  void interrupt();
+  bool can_interrupt() const { return interrupter_->can_interrupt(); }
   // Does nothing when the plugin does not claim KODO_TRANSPORT_CAP_FINISH.
   void finish_execution(const std::string &fid);
   // The plugin's own figures for /metrics (none when it reports none).
@@ -100,20 +116,27 @@ class Transport {
   const kodo_transport_api &api_;
   kodo_transport *handle_ = nullptr;
   uint64_t capabilities_ = 0;
+  double grace_s_ = 30;
+  // Stopped before close: interrupt never runs concurrently with it.
+  std::unique_ptr<Interrupter> interrupter_;
 };
 
 // Publishes what executors make into a transport, waiting up to timeout_ms when it is full.
 class TransportSink : public EventSink {
  public:
-  TransportSink(Transport &transport, int32_t timeout_ms)
-      : transport_(transport), timeout_ms_(timeout_ms) {}
+  // `published` (may be null) counts the events the transport took.
+  TransportSink(Transport &transport, int32_t timeout_ms,
+                std::atomic<uint64_t> *published = nullptr)
+      : transport_(transport), timeout_ms_(timeout_ms), published_(published) {}
   void publish(const std::vector<Event> &events) override {
     transport_.publish(events, timeout_ms_);
+    if (published_) published_->fetch_add(events.size(), std::memory_order_relaxed);
   }
 
  private:
   Transport &transport_;
   int32_t timeout_ms_;
+  std::atomic<uint64_t> *published_;
 };
 
 }  // namespace kodo

@@ -119,6 +119,21 @@ void take_executions(const char *function, kodo_execution_page &page,
   if (page.release) page.release(&page);
 }
 
+// A handle's own answer must stay within the descriptor's capabilities and agree with the
+// first handle's (every handle of a run is opened with the same options).
+void check_instance_capabilities(uint64_t answered) {
+  const uint64_t declared = target().capabilities();
+  const int32_t kind = target().kind();
+  if (answered & ~declared)
+    ADD_FAILURE() << "capabilities contract: a handle claims " << capability_names(kind, answered)
+                  << ", beyond what its descriptor declares (" << capability_names(kind, declared)
+                  << ")";
+  if ((answered & declared) != claimed_capabilities())
+    ADD_FAILURE() << "capabilities contract: handles opened with the same options claim "
+                  << capability_names(kind, answered & declared) << " and "
+                  << capability_names(kind, claimed_capabilities());
+}
+
 }  // namespace
 
 // ---- CheckedStorage ------------------------------------------------------------------------
@@ -133,6 +148,7 @@ CheckedStorage::CheckedStorage(const OptionList &options)
     ADD_FAILURE() << "ABI contract: open returned KODO_OK but no handle";
     open_outcome_.status = KODO_ERR_INTERNAL;
   }
+  if (handle_ && api_.capabilities) check_instance_capabilities(api_.capabilities(handle_));
 }
 
 CheckedStorage::~CheckedStorage() {
@@ -261,6 +277,7 @@ CheckedTransport::CheckedTransport(const OptionList &options)
     ADD_FAILURE() << "ABI contract: open returned KODO_OK but no handle";
     open_outcome_.status = KODO_ERR_INTERNAL;
   }
+  if (handle_ && api_.capabilities) check_instance_capabilities(api_.capabilities(handle_));
 }
 
 CheckedTransport::~CheckedTransport() {

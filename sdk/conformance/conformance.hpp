@@ -1,6 +1,6 @@
 // conformance.hpp: the kodo conformance kit. GoogleTest cases that hold one storage or
 // transport plugin to the contracts written in kodo_plugin.h, and to exactly the
-// capabilities it claims: no less, and no more (DESIGN.md, ABI principle 7).
+// capabilities it claims: no less, and no more ("Capabilities" in kodo_plugin.h).
 //
 // kodo-conformance runs the cases against a plugin file. A plugin's own test binary may
 // link kodo_conformance_kit instead, call set_target() and run RUN_ALL_TESTS().
@@ -33,7 +33,13 @@ namespace kodo::conformance {
 void set_target(std::shared_ptr<Plugin> plugin, OptionList given);
 const Plugin &target();
 std::shared_ptr<Plugin> target_ptr();
+// What the handles under test claim: the descriptor's capabilities, narrowed by what an
+// opened handle answers (kodo_storage_api.capabilities). Every case holds them to it.
 bool claims(uint64_t capability);
+uint64_t claimed_capabilities();
+// Records what an opened handle claims (kodo-conformance does, after its first open; every
+// handle is opened with the same options but its own directories).
+void set_instance_capabilities(uint64_t capabilities);
 
 // "LIST", "GROUPS", ... and a comma-separated list of them ("none" when empty).
 const char *capability_name(int32_t kind, uint64_t capability);
@@ -51,6 +57,8 @@ std::optional<std::string> option_value(const OptionList &options, const std::st
 
 // The directory holding every fresh directory of this run (made on first use).
 std::string scratch_root();
+// Uses `dir` (which exists) as scratch_root(): a child of kodo-conformance shares its parent's.
+void set_scratch_root(const std::string &dir);
 // Removes scratch_root() and everything in it.
 void remove_scratch_root();
 

@@ -1,6 +1,6 @@
-// storage_cases.cpp: the storage contract (kodo_storage_api in kodo_plugin.h; DESIGN.md,
-// "Contracts"). Each case opens a fresh handle with its own scratch directories and its
-// own user name, so cases never see each other's executions. Cases for a capability run
+// storage_cases.cpp: the storage contract (kodo_storage_api in kodo_plugin.h, where every
+// rule checked here is written). Each case opens a fresh handle with its own scratch directories
+// and its own user name, so cases never see each other's executions. Cases for a capability run
 // when the plugin claims it; StorageCapabilities checks that unclaimed ones are refused.
 #include "sdk/conformance/conformance.hpp"
 

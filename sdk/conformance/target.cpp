@@ -18,6 +18,7 @@ struct TargetState {
   std::mutex scratch_mutex;
   std::string scratch;
   std::atomic<uint64_t> next_dir{0};
+  std::atomic<uint64_t> instance_capabilities{~0ull};  // all: until a handle says otherwise
 };
 
 TargetState &state() {
@@ -62,8 +63,16 @@ const Plugin &target() {
   return *target_ptr();
 }
 
+void set_instance_capabilities(uint64_t capabilities) {
+  state().instance_capabilities = capabilities;
+}
+
+uint64_t claimed_capabilities() {
+  return target().capabilities() & state().instance_capabilities.load();
+}
+
 bool claims(uint64_t capability) {
-  return (target().capabilities() & capability) != 0;
+  return (claimed_capabilities() & capability) != 0;
 }
 
 const char *capability_name(int32_t kind, uint64_t capability) {
@@ -132,6 +141,11 @@ std::string scratch_root() {
     state().scratch = pattern;
   }
   return state().scratch;
+}
+
+void set_scratch_root(const std::string &dir) {
+  std::lock_guard<std::mutex> lock(state().scratch_mutex);
+  state().scratch = dir;
 }
 
 void remove_scratch_root() {

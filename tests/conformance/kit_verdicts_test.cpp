@@ -61,6 +61,43 @@ TEST(KitPasses, GoodMinimalStorageWithoutCapabilities) {
                               HasSubstr("[  skipped ]")));
 }
 
+// An opened handle may narrow what its plugin declares; the kit holds it to the narrower
+// claim, both ways.
+TEST(KitPasses, AHandleNarrowedByItsOptions) {
+  const Verdict v = run_kit("narrows_by_option", "--option archive=false");
+  EXPECT_EQ(v.exit_code, 0) << v.output;
+  EXPECT_THAT(v.output, AllOf(HasSubstr("capabilities: LIST, PURGE (narrowed by the options from "
+                                        "LIST, ARCHIVE, PURGE)"),
+                              HasSubstr("ARCHIVE not claimed")));
+  EXPECT_EQ(run_kit("narrows_by_option").exit_code, 0) << "not narrowed, it archives";
+}
+
+// A plugin that crashes or hangs costs the kit one case: it names the case and how it
+// ended, runs every other case and prints a summary of all of them.
+TEST(KitFails, ACrashIsReportedByCaseAndTheOtherCasesRun) {
+  const Verdict v = run_kit("faults_in_purge", "--option fault=crash");
+  EXPECT_EQ(v.exit_code, 1) << v.output;
+  EXPECT_THAT(v.output,
+              AllOf(HasSubstr("case StoragePurge.PurgesOnlyExecutionsOlderThanTheCutoff: killed "
+                              "by SIGSEGV"),
+                    HasSubstr("[       OK ] StorageArchive."), HasSubstr("22 passed"),
+                    HasSubstr("1 did not pass")));
+}
+
+TEST(KitFails, AHangIsReportedByCaseAndTheOtherCasesRun) {
+  const Verdict v = run_kit("faults_in_purge", "--option fault=hang --case-timeout 2");
+  EXPECT_EQ(v.exit_code, 1) << v.output;
+  EXPECT_THAT(v.output, AllOf(HasSubstr("case StoragePurge.PurgesOnlyExecutionsOlderThanTheCutoff: "
+                                        "no answer in 2 s"),
+                              HasSubstr("22 passed"), HasSubstr("1 did not pass")));
+}
+
+TEST(KitFails, AHandleThatDoesMoreThanItClaims) {
+  const Verdict v = run_kit("narrows_by_option", "--option archive=false --option honest=false");
+  EXPECT_EQ(v.exit_code, 1) << v.output;
+  EXPECT_THAT(v.output, HasSubstr("ARCHIVE"));
+}
+
 TEST(KitPasses, GoodMemoryTransport) {
   const Verdict v = run_kit("good_memory_transport");
   EXPECT_EQ(v.exit_code, 0) << v.output;

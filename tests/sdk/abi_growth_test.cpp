@@ -87,6 +87,24 @@ TEST(AbiV1Plugins, AShortTableReadsAsNotSupported) {
   }
 }
 
+// ---- Capabilities of an opened handle -------------------------------------------------------
+
+TEST(InstanceCapabilities, AHandleNarrowedByItsOptionsIsHeldToIt) {
+  const auto plugin = kodo::Plugin::load(test_plugin("narrows_by_option"), "", KODO_KIND_STORAGE);
+  kodo::PluginOptionSources sources;
+  sources.command_line = {{"archive", "false"}};
+  kodo::Storage storage(plugin, kodo::resolve_plugin_options(*plugin, sources));
+  EXPECT_TRUE(plugin->capabilities() & KODO_STORAGE_CAP_ARCHIVE);
+  EXPECT_FALSE(storage.has(KODO_STORAGE_CAP_ARCHIVE));
+  EXPECT_TRUE(storage.has(KODO_STORAGE_CAP_LIST));
+  try {
+    storage.archive_execution("0123456789abcdef01234567");
+    FAIL() << "archived through a handle that cannot";
+  } catch (const kodo::Error &e) {
+    EXPECT_EQ(e.code(), KODO_ERR_NOT_SUPPORTED);
+  }
+}
+
 // ---- Today's plugins in an older host ------------------------------------------------------
 
 TEST(AbiNegotiation, TodaysPluginOfferedOnlyVersion1AnswersIt) {
@@ -195,6 +213,51 @@ TEST(StructSizes, NothingIsWrittenPastTheCallersSize) {
   }
   EXPECT_EQ(page.events, nullptr);
   EXPECT_EQ(page.release, nullptr);
+}
+
+}  // namespace
+
+namespace {
+
+// Option declarations by name and in the struct's field order build the same spec as the
+// original shorthand.
+constexpr kodo_option_spec kByName = kodo::sdk::OptionSpec("url", KODO_OPTION_URL)
+                                         .required()
+                                         .secret()
+                                         .env_name("KODO_URL")
+                                         .default_value("redis://localhost")
+                                         .description("where");
+constexpr kodo_option_spec kInOrder =
+    kodo::sdk::option_fields("url", KODO_OPTION_URL, KODO_OPTION_REQUIRED | KODO_OPTION_SECRET,
+                             "redis://localhost", "KODO_URL", "where");
+constexpr kodo_option_spec kShorthand =
+    kodo::sdk::option("url", KODO_OPTION_URL, "redis://localhost", "where",
+                      KODO_OPTION_REQUIRED | KODO_OPTION_SECRET, "KODO_URL");
+
+bool same(const kodo_option_spec &a, const kodo_option_spec &b) {
+  return a.struct_size == b.struct_size && std::string(a.name) == b.name && a.type == b.type &&
+         a.flags == b.flags && std::string(a.default_value) == b.default_value &&
+         std::string(a.env_name) == b.env_name && std::string(a.description) == b.description;
+}
+
+TEST(OptionDeclarations, ByNameInFieldOrderAndShorthandAgree) {
+  EXPECT_TRUE(same(kByName, kShorthand));
+  EXPECT_TRUE(same(kInOrder, kShorthand));
+}
+
+// One error type: what the SDK throws, the host catches as kodo::Error, code intact.
+TEST(OneErrorType, TheHostCatchesWhatTheSdkThrows) {
+  try {
+    kodo::sdk::check_name("fid", "../etc");
+    FAIL() << "a bad fid passed";
+  } catch (const kodo::Error &e) {
+    EXPECT_EQ(e.code(), KODO_ERR_INVALID_ARGUMENT);
+    EXPECT_FALSE(e.retryable());
+  }
+  const kodo::Error host_order("refused", KODO_ERR_IO, true);
+  const kodo::sdk::Error sdk_order(KODO_ERR_IO, "refused", true);
+  EXPECT_EQ(host_order.code(), sdk_order.code());
+  EXPECT_STREQ(host_order.what(), sdk_order.what());
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
  * FFI reads C headers. This file is built as strict C99 with warnings as errors, so a C++-ism
  * slipping into kodo_plugin.h breaks the build; running it checks a few of its promises. */
 #include <kodo/kodo_plugin.h>
+#include <kodo/plugin_c.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -80,6 +81,30 @@ int main(void) {
   storage.struct_size = offsetof(kodo_storage_api, interrupt);
   check(!KODO_HAS_FIELD(&storage, interrupt), "a version-1 table has no interrupt");
   check((KODO_STORAGE_CAP_LIST & KODO_STORAGE_CAP_ARCHIVE) == 0, "capability flags are distinct");
+
+  /* plugin_c.h: the naming rule, a filled error, a page that owns its copies. */
+  check(kodo_name_problem("alice@example.org") == NULL, "a good name passes");
+  check(kodo_name_problem(".hidden") != NULL && kodo_name_problem("a/b") != NULL,
+        "a bad name is named");
+  check(kodo_check_name(&error, "fid", "../etc") == KODO_ERR_INVALID_ARGUMENT && error.message &&
+            strstr(error.message, "invalid fid") != NULL,
+        "kodo_check_name fills the error");
+  kodo_error_release(&error);
+  {
+    kodo_event_page_builder builder = {NULL};
+    kodo_event_page page;
+    memset(&page, 0, sizeof page);
+    page.struct_size = sizeof page;
+    event.username = "alice";
+    event.kind = "stdout";
+    check(kodo_event_page_add(&builder, &event), "an event is copied into the page");
+    check(kodo_event_page_finish(&builder, 1, &page, &error) == KODO_OK && page.count == 1 &&
+              page.has_more && strcmp(page.events[0]->payload, "{}") == 0 &&
+              page.events[0]->payload != event.payload,
+          "the page holds its own copy");
+    page.release(&page);
+    check(page.release == NULL && page.count == 0, "release empties the page");
+  }
 
   if (failures == 0) printf("kodo_plugin.h compiles and behaves as C99\n");
   return failures == 0 ? 0 : 1;

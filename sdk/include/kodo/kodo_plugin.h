@@ -244,7 +244,7 @@ typedef struct kodo_option {
  *       The host checks them, and so must every storage: it refuses an event, fid or
  *       username that breaks the rule with KODO_ERR_INVALID_ARGUMENT (not retryable) and
  *       stores nothing of that call, because a name becomes a path component or a key
- *       (kodo::sdk::check_name does it in C++).
+ *       (kodo::sdk::check_name in C++, kodo_check_name in kodo/plugin_c.h).
  *  seq: position in the execution, from 0, assigned where the event is made; (fid, seq) is
  *       the event's identity.
  *  timestamp: seconds since the epoch.

@@ -31,11 +31,17 @@
 
 namespace kodo::sdk {
 
-// Throw this from plugin code to report a specific status.
+// Throw this from plugin code to report a specific status. The host throws the same type
+// (kodo::Error is this class), so a status and its retryability cross from SDK helpers into
+// the host unchanged. The message-first form, whose code defaults to KODO_ERR_UNKNOWN, is
+// the host's habit; both build the same error.
 class Error : public std::runtime_error {
  public:
   Error(kodo_status code, const std::string &message, bool retryable = false)
       : std::runtime_error(message), code_(code), retryable_(retryable) {}
+  explicit Error(const std::string &message, kodo_status code = KODO_ERR_UNKNOWN,
+                 bool retryable = false)
+      : Error(code, message, retryable) {}
   kodo_status code() const { return code_; }
   bool retryable() const { return retryable_; }
 
@@ -706,7 +712,51 @@ kodo_status negotiate(uint32_t host_min, uint32_t host_max, uint32_t plugin_min,
 
 }  // namespace detail
 
-// Convenience for declaring an option table entry.
+// An option declared by name, for a table that reads without counting arguments:
+//   constexpr kodo_option_spec kDir =
+//       kodo::sdk::OptionSpec("dir", KODO_OPTION_PATH).required().description("data directory");
+class OptionSpec {
+ public:
+  constexpr OptionSpec(const char *name, int32_t type)
+      : spec_{sizeof(kodo_option_spec), name, type, 0, nullptr, nullptr, nullptr} {}
+  constexpr OptionSpec flags(int32_t flags) const {
+    OptionSpec copy = *this;
+    copy.spec_.flags |= flags;
+    return copy;
+  }
+  constexpr OptionSpec required() const { return flags(KODO_OPTION_REQUIRED); }
+  constexpr OptionSpec secret() const { return flags(KODO_OPTION_SECRET); }
+  constexpr OptionSpec default_value(const char *value) const {
+    OptionSpec copy = *this;
+    copy.spec_.default_value = value;
+    return copy;
+  }
+  constexpr OptionSpec env_name(const char *name) const {
+    OptionSpec copy = *this;
+    copy.spec_.env_name = name;
+    return copy;
+  }
+  constexpr OptionSpec description(const char *text) const {
+    OptionSpec copy = *this;
+    copy.spec_.description = text;
+    return copy;
+  }
+  constexpr operator kodo_option_spec() const { return spec_; }  // NOLINT: meant to convert
+
+ private:
+  kodo_option_spec spec_;
+};
+
+// An option table entry with its arguments in the order of kodo_option_spec's fields.
+constexpr kodo_option_spec option_fields(const char *name, int32_t type, int32_t flags,
+                                         const char *default_value, const char *env_name,
+                                         const char *description) noexcept {
+  return kodo_option_spec{
+      sizeof(kodo_option_spec), name, type, flags, default_value, env_name, description};
+}
+
+// The original shorthand, kept with its argument order so that no existing table silently
+// swaps two strings: name, type, default, description, then the rarer flags and env_name.
 constexpr kodo_option_spec option(const char *name, int32_t type, const char *default_value,
                                   const char *description, int32_t flags = 0,
                                   const char *env_name = nullptr) noexcept {
