@@ -131,6 +131,7 @@ int serve(const HostConfig &config) {
   }
   TransportSink sink(*transport, config.publish_timeout_ms);
   Executor executor(config.executor, config.flows, sink);
+  log_info("runs are contained by " + executor.containment());
   ApiContext context{*storage,
                      executor,
                      metrics,
