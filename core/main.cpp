@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "core/host_options.hpp"
 #include "core/log.hpp"
+#include "core/run_journal.hpp"
 #include "core/spooler.hpp"
 
 #include <pthread.h>
@@ -129,7 +130,13 @@ int serve(const HostConfig &config) {
                                         std::vector<StoredObserver *>{&notifier});
     spooler->start();
   }
-  TransportSink sink(*transport, config.publish_timeout_ms);
+  TransportSink transport_sink(*transport, config.publish_timeout_ms);
+  // Beside the exec dir: the journals of this machine's hosts (see run_journal.hpp).
+  std::filesystem::path exec_dir = std::filesystem::path(config.exec_dir).lexically_normal();
+  if (!exec_dir.has_filename()) exec_dir = exec_dir.parent_path();  // it ended with '/'
+  RunJournal journal((exec_dir.parent_path() / "kodo-hosts").string());
+  JournalingSink sink(transport_sink, journal);
+  reconcile_dead_hosts(journal, *storage, sink);
   Executor executor(config.executor, config.flows, sink);
   log_info("runs are contained by " + executor.containment());
   ApiContext context{*storage,
