@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "core/host_options.hpp"
 #include "core/log.hpp"
+#include "core/lost_events.hpp"
 #include "core/run_journal.hpp"
 #include "core/spooler.hpp"
 
@@ -124,10 +125,11 @@ int serve(const HostConfig &config) {
                 KODO_ERR_INVALID_ARGUMENT);
   Metrics metrics;
   StoreNotifier notifier;
+  LostEventsWatch lost_events(*storage, metrics);
   std::unique_ptr<Spooler> spooler;
   if (config.run_spooler) {
     spooler = std::make_unique<Spooler>(config.spooler, *transport, *storage, metrics,
-                                        std::vector<StoredObserver *>{&notifier});
+                                        std::vector<StoredObserver *>{&notifier, &lost_events});
     spooler->start();
   }
   TransportSink transport_sink(*transport, config.publish_timeout_ms);
@@ -185,7 +187,8 @@ int spool(const HostConfig &config) {
   Metrics metrics;
   SpoolerConfig spooler_config = config.spooler;
   spooler_config.stop_at_once = true;
-  Spooler spooler(spooler_config, *transport, *storage, metrics, {});
+  LostEventsWatch lost_events(*storage, metrics);
+  Spooler spooler(spooler_config, *transport, *storage, metrics, {&lost_events});
   spooler.start();
   log_info("kodo-host spool: group " + config.spooler.group + ", storage " +
            storage->plugin().name() + ", transport " + transport->plugin().name());

@@ -23,7 +23,10 @@
 // reads. After every reconnect the writer reads #epoch; a changed or missing value means the
 // data is gone, and every execution this producer has under way (not yet past its final
 // status, or still queued) is announced again right after its next XADD. Events written
-// before the loss and not yet stored are lost; producer_redis_data_lost_total counts losses.
+// before the loss and not yet stored are lost (the host's spooler says so in each execution,
+// see core/lost_events.hpp), except the newest final statuses (up to kKeepFinals), which are
+// written again so that every execution still ends. producer_redis_data_lost_total counts
+// losses.
 //
 // Discovery and ownership. Spoolers join the consumer group on the registry. An announcement
 // delivered to a consumer makes it the execution's owner for as long as the entry stays in
@@ -341,17 +344,61 @@ class Producer {
     return chunk;
   }
 
-  // Executions under way: from their first event until their final status is published.
+  // Executions under way: from their first event until their final status is published. The
+  // final status itself is kept a while (kKeepFinals), to be written again should Redis lose
+  // it before a spooler stored it: without it the execution would never end.
   void track(const kodo_event *const *events, size_t count) {
     std::lock_guard<std::mutex> lock(live_mutex_);
     for (size_t i = 0; i < count; ++i) {
       const kodo_event &e = *events[i];
       const std::string_view kind(e.kind), payload(e.payload ? e.payload : "", e.payload_len);
-      if (kind == "status" && (payload == "finished" || payload == "error"))
+      if (kind == "status" && (payload == "finished" || payload == "error")) {
         live_.erase(e.fid);
-      else if (!live_.count(e.fid))
+        finals_.push_back(SavedEvent{e.fid, e.username, e.seq, e.timestamp, std::string(payload)});
+        if (finals_.size() > kKeepFinals) finals_.pop_front();
+      } else if (!live_.count(e.fid)) {
         live_.emplace(e.fid, e.username);
+      }
     }
+  }
+
+  // The kept final statuses, each written again and announced, queued behind what waits.
+  // Storage is idempotent on (fid, seq), so one that was stored already changes nothing.
+  void requeue_finals() {
+    std::vector<SavedEvent> finals;
+    {
+      std::lock_guard<std::mutex> lock(live_mutex_);
+      finals.assign(finals_.begin(), finals_.end());
+    }
+    if (finals.empty()) return;
+    Chunk chunk;
+    for (const SavedEvent &f : finals) {
+      kodo_event e{};
+      e.struct_size = sizeof e;
+      e.fid = f.fid.c_str();
+      e.username = f.username.c_str();
+      e.seq = f.seq;
+      e.timestamp = f.timestamp;
+      e.kind = "status";
+      e.payload = f.status.c_str();
+      e.payload_len = f.status.size();
+      const kodo_event *one = &e;
+      Chunk c = format(&one, 1);
+      chunk.resp += c.resp;
+      chunk.ends.push_back(chunk.resp.size());
+      chunk.is_event.push_back(1);
+      if (c.ends.size() == 1) {  // seq > 0: format did not announce it
+        append_command(chunk.resp, {"EVAL", scripts::kRegister, "2", settings_.registry(),
+                                    settings_.executions(), f.fid, f.username});
+        chunk.ends.push_back(chunk.resp.size());
+        chunk.is_event.push_back(0);
+      }
+    }
+    chunk.events = finals.size();
+    std::lock_guard<std::mutex> lock(mutex_);
+    buffered_events_ += chunk.events;
+    buffered_bytes_ += chunk.resp.size();
+    queue_.push_back(std::move(chunk));  // references to the chunks in hand stay valid
   }
 
   // After a (re)connect: has Redis kept its data? If not, everything under way is announced
@@ -377,12 +424,13 @@ class Producer {
       for (const Chunk &c : queue_)
         for (const auto &[fid, username] : c.executions) reannounce_.emplace(fid, username);
     }
+    requeue_finals();
     log_(KODO_LOG_ERROR, "redis at " + settings_.endpoint.shown +
                              " lost its data (restarted empty, or failed over to an empty "
                              "replica): announcing " +
                              std::to_string(reannounce_.size()) +
-                             " executions again; their events written before and not yet "
-                             "stored are lost");
+                             " executions again and writing the last final statuses again; "
+                             "events written before and not yet stored are lost");
   }
 
   // The announcements of executions to announce again that this batch writes to: they go
@@ -418,7 +466,19 @@ class Producer {
   void write_loop() {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      // Idle, it still looks at the epoch now and then: a Redis that lost its data while
+      // nothing was written to it may hold none of the final statuses written before.
+      if (!wake_.wait_for(lock, kIdleEpochCheck, [&] { return stopping_ || !queue_.empty(); })) {
+        lock.unlock();
+        try {
+          connection_.ensure();
+          check_epoch();
+        } catch (const Error &) {
+          set_up(false);  // the next write reconnects and looks again
+        }
+        lock.lock();
+        continue;
+      }
       if (queue_.empty()) return;  // stopping, all written
       if (stopping_ && Clock::now() >= stop_by_) return;
       // Chunks are only pushed at the back, so references to the front ones stay valid
@@ -520,8 +580,17 @@ class Producer {
   Clock::time_point down_since_{};
   std::string down_error_;
   std::atomic<uint64_t> written_{0}, refused_{0}, dropped_{0}, reconnects_{0}, data_lost_{0};
+  struct SavedEvent {
+    std::string fid, username;
+    int64_t seq;
+    double timestamp;
+    std::string status;
+  };
+  static constexpr size_t kKeepFinals = 10000;
+  static constexpr milliseconds kIdleEpochCheck{1000};
   std::mutex live_mutex_;
   std::unordered_map<std::string, std::string> live_;  // fid -> username, under way
+  std::deque<SavedEvent> finals_;                      // the newest final statuses
   // The writer thread's alone.
   std::string epoch_;  // the data epoch Redis had at the last check
   uint64_t epoch_reconnects_ = 0;
