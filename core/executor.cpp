@@ -14,6 +14,7 @@
 #include "core/flow_spawn.hpp"
 #include "core/ids.hpp"
 #include "core/run_cgroup.hpp"
+#include "core/write_all.hpp"
 
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
@@ -136,17 +137,6 @@ bool move_above_child_fds(Fd &fd) {
   const int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, kChildEventsFd + 1);
   if (moved < 0) return false;
   fd.reset(moved);
-  return true;
-}
-
-bool write_all(int fd, const std::string &data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
   return true;
 }
 

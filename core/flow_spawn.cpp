@@ -68,7 +68,7 @@ struct ChildPlan {
     if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);  // some are glibc's
   sigset_t none;
   sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
   int error = ENOENT;
   for (const char *const *path = plan.candidates; *path; ++path) {
     ::execve(*path, plan.argv, plan.envp);

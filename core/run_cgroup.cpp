@@ -13,6 +13,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -70,7 +71,7 @@ std::string own_cgroup() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) ::sigaction(sig, &ignore, nullptr);
   sigset_t none;
   sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
   ::prctl(PR_SET_NAME, "kodo-run-guard");
   // Keep nothing of the host's open: no listening socket, no other guard's pipe.
   if (pipe_fd > 0) ::syscall(SYS_close_range, 0U, static_cast<unsigned>(pipe_fd - 1), 0U);
@@ -93,7 +94,7 @@ std::string own_cgroup() {
     const ssize_t n = ::read(fd, state, sizeof state - 1);
     ::close(fd);
     if (n > 0 && std::strstr(state, "populated 0")) break;
-    const struct timespec tick { 0, 10 * 1000 * 1000 };
+    const struct timespec tick { 0, 10000000L };
     ::nanosleep(&tick, nullptr);
   }
   const int dir = ::open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -5,6 +5,7 @@
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/storage.hpp"
+#include "core/write_all.hpp"
 
 #include <cerrno>
 #include <filesystem>
@@ -25,17 +26,6 @@ constexpr uint64_t kCompactAfterLines = 1024;
 
 std::string errno_text(int e) {
   return std::generic_category().message(e);
-}
-
-bool write_all(int fd, const std::string &data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
 }
 
 int open_runs(const std::string &path) {
@@ -61,6 +51,7 @@ std::vector<RunJournal::Orphan> unended_runs(const std::string &path, const std:
   std::map<uint64_t, RunJournal::Orphan> ordered;
   for (auto &[fid, at] : open) ordered[at.first] = {fid, at.second, instance};
   std::vector<RunJournal::Orphan> out;
+  out.reserve(ordered.size());
   for (auto &[line_at, orphan] : ordered) out.push_back(std::move(orphan));
   return out;
 }
@@ -127,7 +118,8 @@ void RunJournal::rewrite_locked() {
   const std::string fresh = runs_path_ + ".new";
   const int fd = ::open(fresh.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   std::string text;
-  for (const auto &[fid, username] : active_) text += "+" + fid + " " + username + "\n";
+  for (const auto &[fid, username] : active_)
+    text.append("+").append(fid).append(" ").append(username).append("\n");
   if (fd < 0 || !write_all(fd, text) || ::rename(fresh.c_str(), runs_path_.c_str()) != 0) {
     log_error("run journal: cannot compact " + runs_path_ + ": " + errno_text(errno));
     if (fd >= 0) ::close(fd);

@@ -4,6 +4,7 @@
 // runs alone.
 #include "host_process.hpp"
 #include "postgres_server.hpp"
+#include "process_state.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
@@ -25,20 +26,8 @@ bool eventually(const std::function<bool()> &condition, int timeout_s = 30) {
   return condition();
 }
 
-// Alive and not a zombie waiting for init to reap it.
-bool alive(pid_t pid) {
-  if (pid <= 0 || kill(pid, 0) != 0) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string pid_field, comm, state;
-  stat >> pid_field >> comm >> state;
-  return stat && state != "Z" && state != "X";
-}
-
-pid_t read_pid(const std::string &path) {
-  pid_t pid = 0;
-  std::ifstream(path) >> pid;
-  return pid;
-}
+using kodo::testing::alive;
+using kodo::testing::read_pid;
 
 // Every byte under `dir`, to look for what must never be stored.
 std::string all_bytes_under(const std::string &dir) {

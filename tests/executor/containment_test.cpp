@@ -3,6 +3,7 @@
 // case runs with the machine's strongest containment (a cgroup v2 per run where allowed) and
 // with the process-group fallback, which promises less (see executor.hpp).
 #include "executor_fixture.hpp"
+#include "process_state.hpp"
 
 #include <gtest/gtest.h>
 
@@ -17,20 +18,8 @@ namespace {
 
 using namespace kodo::executor_test;
 
-// Alive and not a zombie waiting for its parent (init) to reap it.
-bool alive(pid_t pid) {
-  if (::kill(pid, 0) != 0) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string pid_field, comm, state;
-  stat >> pid_field >> comm >> state;
-  return stat && state != "Z" && state != "X";
-}
-
-pid_t read_pid(const std::string &path) {
-  pid_t pid = 0;
-  std::ifstream(path) >> pid;
-  return pid;
-}
+using kodo::testing::alive;
+using kodo::testing::read_pid;
 
 // Starts, in the background, a process that writes its pid to `name` and sleeps. `how`:
 // how it escapes: "detached" (setsid + double fork), "stubborn" (ignores TERM, INT, HUP),
