@@ -519,6 +519,14 @@ void Executor::start_run(Run &run) {
                     "; this run is contained by its process group only");
   }
   SpawnResult spawned = spawn_flow(request);
+  if (spawned.pid < 0 && spawned.failed_step == kCloneIntoCgroupStep) {
+    // The kernel refused the cgroup (a controller's rule, say): the run goes on without it.
+    log_to_stderr("fid " + run.fid + ": cannot start in " + run.cgroup->path() + ": " +
+                  errno_text(spawned.error) + "; this run is contained by its process group only");
+    run.cgroup.reset();
+    request.cgroup_fd = -1;
+    spawned = spawn_flow(request);
+  }
   if (spawned.pid < 0) {
     run.cgroup.reset();
     const std::string step =

@@ -143,7 +143,7 @@ SpawnResult spawn_flow(const SpawnRequest &request) {
   ::close(report[1]);
   if (pid < 0) {
     ::close(report[0]);
-    return failed(request.cgroup_fd >= 0 ? "clone3 into the run's cgroup" : "clone3", clone_error);
+    return failed(request.cgroup_fd >= 0 ? kCloneIntoCgroupStep : "clone3", clone_error);
   }
 
   ChildFailure failure{};

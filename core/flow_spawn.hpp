@@ -35,6 +35,9 @@ struct SpawnResult {
   std::string failed_step;  // "exec", "chdir <cwd>", "clone3", ...
 };
 
+// failed_step when clone3 refused the cgroup (the caller may try again without one).
+inline constexpr const char *kCloneIntoCgroupStep = "clone3 into the run's cgroup";
+
 // Never throws for a failure of the child's setup: that is in the result.
 SpawnResult spawn_flow(const SpawnRequest &request);
 

@@ -32,6 +32,7 @@ class RunCgroup {
   RunCgroup(const RunCgroup &) = delete;
   RunCgroup &operator=(const RunCgroup &) = delete;
 
+  const std::string &path() const { return path_; }
   int dir_fd() const { return dir_fd_; }  // for CLONE_INTO_CGROUP
   bool kill();                            // SIGKILL to every process in it; false on failure
   bool populated() const;                 // any process left (an unreadable state counts)
