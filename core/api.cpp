@@ -198,6 +198,8 @@ void Api::health(HttpResponder &response) {
   write_string(w, ctx_.transport_name);
   w.Key("running_executions");
   w.Uint64(ctx_.executor.stats().running);
+  w.Key("events_lost");
+  w.Uint64(ctx_.metrics.events_lost.load());
   w.EndObject();
   send_json(response, up ? 200 : 503, buffer);
 }

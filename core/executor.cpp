@@ -10,7 +10,11 @@
 
 #include "core/error.hpp"
 #include "core/event_line.hpp"
+#include "core/flow_env.hpp"
+#include "core/flow_spawn.hpp"
 #include "core/ids.hpp"
+#include "core/run_cgroup.hpp"
+#include "core/write_all.hpp"
 
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
@@ -31,7 +35,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -47,8 +50,9 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 
 constexpr size_t kReadChunk =
-    size_t{64} * 1024;                // per descriptor per poll round: keeps rounds fair
-constexpr double kDrainGraceS = 1.0;  // how long an exited child's pipes may stay open
+    size_t{64} * 1024;                    // per descriptor per poll round: keeps rounds fair
+constexpr double kDrainGraceS = 1.0;      // how long an exited child's pipes may stay open
+constexpr double kLeftoversWaitS = 10.0;  // for SIGKILLed processes to leave a run's cgroup
 constexpr int kBackoffFirstMs = 50;
 constexpr int kBackoffMaxMs = 1000;
 constexpr int kChildEventsFd = 3;
@@ -134,17 +138,6 @@ bool move_above_child_fds(Fd &fd) {
   const int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, kChildEventsFd + 1);
   if (moved < 0) return false;
   fd.reset(moved);
-  return true;
-}
-
-bool write_all(int fd, const std::string &data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
   return true;
 }
 
@@ -254,6 +247,9 @@ struct Executor::Run {
   TimePoint kill_at;
   TimePoint drain_until;
   bool drain_killed = false;
+  std::unique_ptr<RunCgroup> cgroup;  // null: contained by its process group only
+  bool leftovers_killed = false;      // what the child left behind was sent SIGKILL
+  TimePoint leftovers_until;          // how long to wait for them to go
   bool outcome_emitted = false;
 
   std::vector<Event> pending;  // made, not yet taken by the sink: always a suffix by seq
@@ -284,9 +280,8 @@ Executor::Executor(ExecutorConfig config, std::vector<FlowSpec> flows, EventSink
       throw Error("executor: flow " + quote_excerpt(f.name) + " has no executable (argv[0])",
                   KODO_ERR_INVALID_ARGUMENT);
     for (const std::string &kv : f.env)
-      if (kv.find('=') == std::string::npos || kv[0] == '=')
-        throw Error("executor: flow " + quote_excerpt(f.name) + " env entry " + quote_excerpt(kv) +
-                        " is not NAME=VALUE",
+      if (std::string problem = flow_env_entry_problem(kv); !problem.empty())
+        throw Error("executor: flow " + quote_excerpt(f.name) + ": " + problem,
                     KODO_ERR_INVALID_ARGUMENT);
     if (!flow_index_.emplace(f.name, i).second)
       throw Error("executor: flow " + quote_excerpt(f.name) + " is defined twice",
@@ -294,7 +289,18 @@ Executor::Executor(ExecutorConfig config, std::vector<FlowSpec> flows, EventSink
   }
   // The host environment is read once, here: setenv elsewhere in the process later would race
   // with reading environ from the supervisor thread.
-  for (char **e = environ; e && *e; ++e) host_env_.emplace_back(*e);
+  for (char **e = environ; e && *e; ++e) {
+    host_env_.emplace_back(*e);
+    if (host_env_.back().rfind("PATH=", 0) == 0) host_path_ = host_env_.back().substr(5);
+  }
+  if (config_.cgroups) {
+    std::string why_not;
+    cgroups_ = RunCgroups::create(&why_not);
+    if (!cgroups_) containment_ = "process groups only (cgroup v2 unavailable: " + why_not + ")";
+  } else {
+    containment_ = "process groups only (cgroups turned off)";
+  }
+  if (cgroups_) containment_ = "a cgroup v2 per run under " + cgroups_->path();
 
   int wake[2];
   if (::pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0)
@@ -318,6 +324,10 @@ Executor::~Executor() {
 
 const std::vector<FlowSpec> &Executor::flows() const {
   return flows_;
+}
+
+const std::string &Executor::containment() const {
+  return containment_;
 }
 
 ExecutorStats Executor::stats() const {
@@ -492,77 +502,44 @@ void Executor::start_run(Run &run) {
   }
   if (!move_above_child_fds(input)) return fail("fcntl", errno);
 
-  // Host env, then the flow's, then ours: a flow cannot redirect its own events descriptor.
-  std::vector<std::string> env;
-  std::map<std::string, size_t> env_index;
-  auto set_env = [&](const std::string &kv) {
-    const std::string name = kv.substr(0, kv.find('='));
-    const auto [it, added] = env_index.emplace(name, env.size());
-    if (added)
-      env.push_back(kv);
+  SpawnRequest request;
+  request.argv = flow.argv;
+  request.env =
+      flow_environment(host_env_, flow.env, {run.fid, run.username, flow.name, kChildEventsFd});
+  request.cwd = flow.cwd;
+  request.search_path = host_path_;
+  request.fds[0] = input.get();
+  for (int i = 0; i < 3; ++i) request.fds[i + 1] = write_end[i].get();
+  if (cgroups_) {
+    std::string error;
+    run.cgroup = cgroups_->make_run(run.fid, &error);
+    if (run.cgroup)
+      request.cgroup_fd = run.cgroup->dir_fd();
     else
-      env[it->second] = kv;
-  };
-  for (const std::string &kv : host_env_) set_env(kv);
-  for (const std::string &kv : flow.env) set_env(kv);
-  set_env("KODO_FID=" + run.fid);
-  set_env("KODO_USERNAME=" + run.username);
-  set_env("KODO_FLOW=" + flow.name);
-  set_env("KODO_EVENTS_FD=" + std::to_string(kChildEventsFd));
-  std::vector<char *> envp;
-  envp.reserve(env.size() + 1);
-  for (std::string &kv : env) envp.push_back(kv.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = flow.argv;
-  std::vector<char *> argv;
-  argv.reserve(args.size() + 1);
-  for (std::string &a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_adddup2(&actions, input.get(), 0);
-  posix_spawn_file_actions_adddup2(&actions, write_end[0].get(), 1);
-  posix_spawn_file_actions_adddup2(&actions, write_end[1].get(), 2);
-  posix_spawn_file_actions_adddup2(&actions, write_end[2].get(), kChildEventsFd);
-  int rc = 0;
-  if (!flow.cwd.empty()) {
-#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 29)
-    rc = posix_spawn_file_actions_addchdir_np(&actions, flow.cwd.c_str());
-#else
-    rc = ENOSYS;
-#endif
+      log_to_stderr("fid " + run.fid + ": " + error +
+                    "; this run is contained by its process group only");
   }
-#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
-  // O_CLOEXEC covers our own descriptors; this also closes ones other code leaked.
-  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, kChildEventsFd + 1);
-#endif
-  // Own process group (so signals reach the flow's children too), a clean signal state.
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigfillset(&defaults);
-  sigdelset(&defaults, SIGKILL);
-  sigdelset(&defaults, SIGSTOP);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  pid_t pid = -1;
-  if (rc == 0) rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return fail(quote_excerpt(flow.argv[0]), rc);
+  SpawnResult spawned = spawn_flow(request);
+  if (spawned.pid < 0 && spawned.failed_step == kCloneIntoCgroupStep) {
+    // The kernel refused the cgroup (a controller's rule, say): the run goes on without it.
+    log_to_stderr("fid " + run.fid + ": cannot start in " + run.cgroup->path() + ": " +
+                  errno_text(spawned.error) + "; this run is contained by its process group only");
+    run.cgroup.reset();
+    request.cgroup_fd = -1;
+    spawned = spawn_flow(request);
+  }
+  if (spawned.pid < 0) {
+    run.cgroup.reset();
+    const std::string step =
+        spawned.failed_step == "exec" ? quote_excerpt(flow.argv[0]) : spawned.failed_step;
+    return fail(step, spawned.error);
+  }
+  const pid_t pid = spawned.pid;
+  run.pidfd.reset(spawned.pidfd);
 
   run.pid = pid;
   run.started = true;
   for (int i = 0; i < 3; ++i) run.pipes[i]->fd = read_end[i].release();
-#ifdef SYS_pidfd_open
-  // Lets poll() see the exit; without it the loop polls waitpid every kTickMs.
-  run.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-#endif
   if (flow.timeout_s > 0) {
     run.has_timeout = true;
     run.timeout_at = after(flow.timeout_s);
@@ -676,7 +653,7 @@ void Executor::check_timers(Run &run) {
       terminate(run, "timed out after " + format_seconds(run.flow->timeout_s) + " s",
                 config_.kill_grace_s);
     if (run.term_sent && !run.kill_sent && now >= run.kill_at) {
-      ::kill(-run.pid, SIGKILL);
+      kill_all(run);
       run.kill_sent = true;
     }
   }
@@ -685,8 +662,8 @@ void Executor::check_timers(Run &run) {
       run.drain_until = std::max(run.drain_until, after(kDrainGraceS));  // not our child's fault
     } else if (now >= run.drain_until) {
       if (!run.drain_killed) {
-        // Something the flow started still holds its pipes: end the rest of its group.
-        ::kill(-run.pid, SIGKILL);
+        // Something the flow started still holds its pipes: end it.
+        kill_all(run);
         run.drain_killed = true;
         run.drain_until = after(kDrainGraceS);
       } else {
@@ -694,6 +671,30 @@ void Executor::check_timers(Run &run) {
       }
     }
   }
+}
+
+void Executor::kill_all(Run &run) {
+  if (run.cgroup && !run.cgroup->kill())
+    log_to_stderr("fid " + run.fid + ": cgroup.kill failed: " + errno_text(errno));
+  // The group too, for a run without a cgroup. Its id stays reserved while any member lives,
+  // so this reaches no stranger; once all are gone it reaches nobody (ESRCH).
+  ::kill(-run.pid, SIGKILL);
+}
+
+bool Executor::leftovers_gone(Run &run) {
+  if (!run.leftovers_killed) {
+    kill_all(run);
+    run.leftovers_killed = true;
+    run.leftovers_until = after(kLeftoversWaitS);
+  }
+  if (!run.cgroup) return true;  // a group can only be signalled, not watched
+  if (run.cgroup->populated()) {
+    if (Clock::now() < run.leftovers_until) return false;
+    log_to_stderr("fid " + run.fid + ": processes are still in its cgroup " +
+                  format_seconds(kLeftoversWaitS) + " s after SIGKILL (stuck in the kernel?)");
+  }
+  run.cgroup.reset();
+  return true;
 }
 
 void Executor::emit_outcome(Run &run) {
@@ -905,6 +906,8 @@ void Executor::supervise() {
           if (r->term_sent && !r->kill_sent) next = std::min(next, r->kill_at);
         } else if (r->pipes_open()) {
           next = std::min(next, r->drain_until);
+        } else if (r->cgroup && !r->outcome_emitted) {
+          tick = true;  // waiting for its leftovers to leave the cgroup
         }
       }
       int timeout_ms = -1;
@@ -939,7 +942,9 @@ void Executor::supervise() {
         if (r->started && !r->exited && (r->exit_ready || r->pidfd.get() < 0)) reap(*r);
       for (auto &r : live) check_timers(*r);
       for (auto &r : live)
-        if (r->started && r->exited && !r->pipes_open() && !r->outcome_emitted) emit_outcome(*r);
+        if (r->started && r->exited && !r->pipes_open() && !r->outcome_emitted &&
+            leftovers_gone(*r))
+          emit_outcome(*r);
 
       publish_round(live);
 

@@ -12,11 +12,24 @@
 // The child: argv[0] looked up in the host's PATH (a relative path with '/' is taken from
 // the flow's cwd); stdin = the inputs JSON (a memfd, so a child that never reads it cannot
 // block us); stdout/stderr pipes; the events pipe's write end at descriptor 3, named by
-// KODO_EVENTS_FD. The environment is the host's, then the flow's extra env, then KODO_FID,
-// KODO_USERNAME, KODO_FLOW, KODO_EVENTS_FD (these cannot be overridden). It runs in its own
-// process group; timeout, cancel and shutdown send SIGTERM to the group, SIGKILL after the
-// grace. Processes of the group that still hold the pipes a second after the child exited
-// are killed: a run's processes do not outlive it.
+// KODO_EVENTS_FD. Its environment is an allowlist (flow_env.hpp): never the host's KODO_*
+// settings or secrets, unless the flow's config names one.
+//
+// Containment: when a run ends, for whatever reason, every process it started is gone.
+//   - Where a writable cgroup v2 with cgroup.kill exists (Linux 5.14+, root or a delegated
+//     subtree), each run starts inside a cgroup of its own (run_cgroup.hpp, flow_spawn.hpp).
+//     Nothing the flow does (setsid, double fork, closing its pipes, ignoring signals) takes a
+//     process out of it. A run ends only once its cgroup is empty: after the child exited and
+//     its pipes closed (or the drain grace passed), whatever is left gets SIGKILL and the
+//     outcome waits (up to 10 s, then a log line) until the cgroup is empty. A guard process
+//     empties every run's cgroup when the host dies, SIGKILL included.
+//   - Otherwise (ExecutorConfig::cgroups false, or the machine does not allow it: the reason
+//     is in containment()), a run is its process group. The limit: a process that leaves the
+//     group (setsid, setpgid) is out of reach and outlives its run; a host SIGKILL ends the
+//     direct child (PR_SET_PDEATHSIG) but not the rest of its group.
+// Either way, timeout, cancel and shutdown send SIGTERM to the group, then SIGKILL to the
+// whole run after the grace; a child that exited while its descendants still hold the pipes
+// a second later has them killed.
 //
 // One supervisor thread multiplexes every child with poll() and publishes each round's
 // events of all runs in one EventSink::publish call. When publish throws, each affected run
@@ -32,6 +45,7 @@
 #pragma once
 
 #include "core/event.hpp"
+#include "core/run_cgroup.hpp"
 
 #include <chrono>
 #include <condition_variable>
@@ -63,6 +77,7 @@ struct ExecutorConfig {
   double kill_grace_s = 5;
   int publish_retry_ms = 10000;
   std::string app_url;  // into each run's meta
+  bool cgroups = true;  // a cgroup v2 per run where the machine allows; false: groups only
 };
 
 struct ExecutorStats {
@@ -103,6 +118,8 @@ class Executor {
   bool wait_inactive(const std::string &fid, double timeout_s) const;
 
   const std::vector<FlowSpec> &flows() const;
+  // How runs are contained: "a cgroup v2 per run under PATH" or "process groups only (why)".
+  const std::string &containment() const;
   ExecutorStats stats() const;
 
   // Refuses new launches, cancels every run ("host shutting down") with grace_s before
@@ -125,6 +142,8 @@ class Executor {
   void close_pipe(Run &run, Pipe &pipe);
   void reap(Run &run);
   void terminate(Run &run, const std::string &reason, double grace_s);
+  void kill_all(Run &run);
+  bool leftovers_gone(Run &run);
   void check_timers(Run &run);
   void emit_outcome(Run &run);
   void publish_round(std::vector<std::shared_ptr<Run>> &live);
@@ -135,7 +154,10 @@ class Executor {
   const ExecutorConfig config_;
   const std::vector<FlowSpec> flows_;
   std::map<std::string, size_t> flow_index_;
-  std::vector<std::string> host_env_;  // "K=V", read once at construction
+  std::vector<std::string> host_env_;    // "K=V", read once at construction
+  std::string host_path_;                // its PATH, where argv[0] is looked up
+  std::unique_ptr<RunCgroups> cgroups_;  // null: process groups only
+  std::string containment_;              // how runs are contained, for the log
   EventSink &sink_;
 
   // Shared with the supervisor; guarded by mu_.

@@ -1,6 +1,7 @@
 #include "core/host_options.hpp"
 
 #include "core/error.hpp"
+#include "core/flow_env.hpp"
 
 #include <kodo/url.hpp>
 
@@ -63,7 +64,7 @@ po::options_description host_option_descriptions() {
       "flow-arg", po::value<std::vector<std::string>>()->composing(),
       "NAME=ARG: one more argument for a flow's command")(
       "flow-env", po::value<std::vector<std::string>>()->composing(),
-      "NAME=KEY=VALUE: an environment variable for a flow")(
+      "NAME=KEY=VALUE: an environment variable for a flow; NAME=KEY passes the host's KEY")(
       "flow-cwd", po::value<std::vector<std::string>>()->composing(),
       "NAME=DIR: a flow's working directory")(
       "flow-timeout", po::value<std::vector<std::string>>()->composing(),
@@ -263,7 +264,8 @@ static void apply_flow_settings(const po::variables_map &values, FlowTable &flow
   };
   each("flow-arg", [](FlowSpec &f, const std::string &v) { f.argv.push_back(v); });
   each("flow-env", [](FlowSpec &f, const std::string &v) {
-    split_key_value(v, "--flow-env for flow '" + f.name + "'");
+    if (std::string problem = flow_env_entry_problem(v); !problem.empty())
+      throw Error("--flow-env for flow '" + f.name + "': " + problem, KODO_ERR_INVALID_ARGUMENT);
     f.env.push_back(v);
   });
   each("flow-cwd", [](FlowSpec &f, const std::string &v) { f.cwd = v; });

@@ -9,6 +9,8 @@
 #include "core/error.hpp"
 #include "core/host_options.hpp"
 #include "core/log.hpp"
+#include "core/lost_events.hpp"
+#include "core/run_journal.hpp"
 #include "core/spooler.hpp"
 
 #include <pthread.h>
@@ -123,14 +125,22 @@ int serve(const HostConfig &config) {
                 KODO_ERR_INVALID_ARGUMENT);
   Metrics metrics;
   StoreNotifier notifier;
+  LostEventsWatch lost_events(*storage, metrics);
   std::unique_ptr<Spooler> spooler;
   if (config.run_spooler) {
     spooler = std::make_unique<Spooler>(config.spooler, *transport, *storage, metrics,
-                                        std::vector<StoredObserver *>{&notifier});
+                                        std::vector<StoredObserver *>{&notifier, &lost_events});
     spooler->start();
   }
-  TransportSink sink(*transport, config.publish_timeout_ms, &metrics.events_published);
+  TransportSink transport_sink(*transport, config.publish_timeout_ms, &metrics.events_published);
+  // Beside the exec dir: the journals of this machine's hosts (see run_journal.hpp).
+  std::filesystem::path exec_dir = std::filesystem::path(config.exec_dir).lexically_normal();
+  if (!exec_dir.has_filename()) exec_dir = exec_dir.parent_path();  // it ended with '/'
+  RunJournal journal((exec_dir.parent_path() / "kodo-hosts").string());
+  JournalingSink sink(transport_sink, journal);
+  reconcile_dead_hosts(journal, *storage, sink);
   Executor executor(config.executor, config.flows, sink);
+  log_info("runs are contained by " + executor.containment());
   ApiContext context{*storage,
                      executor,
                      metrics,
@@ -177,7 +187,8 @@ int spool(const HostConfig &config) {
   Metrics metrics;
   SpoolerConfig spooler_config = config.spooler;
   spooler_config.stop_at_once = true;
-  Spooler spooler(spooler_config, *transport, *storage, metrics, {});
+  LostEventsWatch lost_events(*storage, metrics);
+  Spooler spooler(spooler_config, *transport, *storage, metrics, {&lost_events});
   spooler.start();
   log_info("kodo-host spool: group " + config.spooler.group + ", storage " +
            storage->plugin().name() + ", transport " + transport->plugin().name());

@@ -69,6 +69,10 @@ std::string Metrics::render(const Gauges &g) const {
   counter(out, "kodo_events_stored_total", "Events committed to storage and acknowledged.",
           load(events_stored));
   counter(out, "kodo_batches_stored_total", "Batches committed to storage.", load(batches_stored));
+  counter(out, "kodo_events_lost_total",
+          "Events lost in the transport before storage (e.g. Redis lost its data); each "
+          "execution concerned says so in an error event.",
+          load(events_lost));
   counter(out, "kodo_store_failures_total", "Storage append attempts that failed and were retried.",
           load(store_failures));
   counter(out, "kodo_events_refused_total",

@@ -25,6 +25,13 @@ namespace kodo::redis::scripts {
   "  return g['last-delivered-id']\n"                                                 \
   "end\n"
 
+// The data epoch: KEYS epoch key; ARGV a fresh value. Sets it when missing and returns the
+// one in place. A producer that finds it changed after a reconnect knows Redis lost its data
+// (restarted without persistence, or failed over to an empty replica).
+inline constexpr const char *kEpoch =
+    "redis.call('SET', KEYS[1], ARGV[1], 'NX')\n"
+    "return redis.call('GET', KEYS[1])\n";
+
 // Announces an execution once: KEYS registry stream, executions hash; ARGV fid, username.
 // The hash remembers the registry entry's id, so a repeated announcement (a producer that
 // resent a pipeline after a reconnect) adds nothing, and cleanup knows what to acknowledge.

@@ -8,6 +8,7 @@
 //   <prefix>#executions   hash fid -> id of its announcement (makes announcing idempotent)
 //   <prefix>#finished     sorted set fid -> when its stream may be deleted (ms, server time)
 //   <prefix>#stored:<group>  hash fid -> id of the entry up to which the group has stored it
+//   <prefix>#epoch        a value set once per data set, to notice that Redis lost its data
 //
 // Producer. publish() formats the batch as RESP (one XADD per event, plus the announcement
 // script after an execution's seq 0) in the caller's thread and queues it; one writer thread
@@ -16,6 +17,16 @@
 // fills, then publish waits up to its timeout and fails with a retryable KODO_ERR_TIMEOUT
 // that says so. A pipeline cut by a lost connection is resent from its first unconfirmed
 // command: an event may then be in its stream twice, which idempotent storage absorbs.
+//
+// Data loss. A Redis that comes back empty (no persistence, or a failover to an empty replica)
+// has lost the announcements, so an execution's later events would go into a stream no spooler
+// reads. After every reconnect the writer reads #epoch; a changed or missing value means the
+// data is gone, and every execution this producer has under way (not yet past its final
+// status, or still queued) is announced again right after its next XADD. Events written
+// before the loss and not yet stored are lost (the host's spooler says so in each execution,
+// see core/lost_events.hpp), except the newest final statuses (up to kKeepFinals), which are
+// written again so that every execution still ends. producer_redis_data_lost_total counts
+// losses.
 //
 // Discovery and ownership. Spoolers join the consumer group on the registry. An announcement
 // delivered to a consumer makes it the execution's owner for as long as the entry stays in
@@ -130,6 +141,7 @@ struct Settings {
   }
   std::string stream(std::string_view fid) const { return prefix + std::string(fid); }
   std::string registry() const { return prefix + "#registry"; }
+  std::string epoch() const { return prefix + "#epoch"; }
   std::string executions() const { return prefix + "#executions"; }
   std::string finished() const { return prefix + "#finished"; }
   std::string stored(const std::string &group) const { return prefix + "#stored:" + group; }
@@ -194,6 +206,7 @@ struct Chunk {
   std::vector<uint8_t> is_event;  // per command: an XADD of one event (else an announcement)
   size_t first = 0;               // commands before this one are confirmed
   size_t events = 0;              // events not yet confirmed
+  std::vector<std::pair<std::string, std::string>> executions;  // (fid, username), once each
 };
 
 class Producer {
@@ -228,6 +241,7 @@ class Producer {
       invalid("publish: timeout_ms must be >= 0, got " + std::to_string(timeout_ms));
     validate(events, count);
     Chunk chunk = format(events, count);
+    track(events, count);
     const size_t bytes = chunk.resp.size();
     std::unique_lock<std::mutex> lock(mutex_);
     const auto deadline = Clock::now() + milliseconds(timeout_ms);
@@ -273,7 +287,11 @@ class Producer {
         {"producer_reconnects_total", "Times the producer's connection was made again.", "",
          KODO_METRIC_COUNTER, static_cast<double>(reconnects_.load())},
         {"producer_up", "1 while the producer's connection to Redis works.", "", KODO_METRIC_GAUGE,
-         up_ ? 1.0 : 0.0}};
+         up_ ? 1.0 : 0.0},
+        {"producer_redis_data_lost_total",
+         "Times Redis came back without its data (restarted empty, or failed over to an empty "
+         "replica): executions under way were announced again; events not yet stored were lost.",
+         "", KODO_METRIC_COUNTER, static_cast<double>(data_lost_.load())}};
   }
 
  private:
@@ -294,6 +312,9 @@ class Producer {
     RespWriter w(chunk.resp);
     for (size_t i = 0; i < count; ++i) {
       const kodo_event &e = *events[i];
+      if (std::none_of(chunk.executions.begin(), chunk.executions.end(),
+                       [&](const auto &x) { return x.first == e.fid; }))
+        chunk.executions.emplace_back(e.fid, e.username);
       w.array(13);
       w.bulk("XADD");
       w.bulk(settings_.prefix, e.fid);
@@ -323,6 +344,113 @@ class Producer {
     return chunk;
   }
 
+  // Executions under way: from their first event until their final status is published. The
+  // final status itself is kept a while (kKeepFinals), to be written again should Redis lose
+  // it before a spooler stored it: without it the execution would never end.
+  void track(const kodo_event *const *events, size_t count) {
+    std::lock_guard<std::mutex> lock(live_mutex_);
+    for (size_t i = 0; i < count; ++i) {
+      const kodo_event &e = *events[i];
+      const std::string_view kind(e.kind), payload(e.payload ? e.payload : "", e.payload_len);
+      if (kind == "status" && (payload == "finished" || payload == "error")) {
+        live_.erase(e.fid);
+        finals_.push_back(SavedEvent{e.fid, e.username, e.seq, e.timestamp, std::string(payload)});
+        if (finals_.size() > kKeepFinals) finals_.pop_front();
+      } else if (!live_.count(e.fid)) {
+        live_.emplace(e.fid, e.username);
+      }
+    }
+  }
+
+  // The kept final statuses, each written again and announced, queued behind what waits.
+  // Storage is idempotent on (fid, seq), so one that was stored already changes nothing.
+  void requeue_finals() {
+    std::vector<SavedEvent> finals;
+    {
+      std::lock_guard<std::mutex> lock(live_mutex_);
+      finals.assign(finals_.begin(), finals_.end());
+    }
+    if (finals.empty()) return;
+    Chunk chunk;
+    for (const SavedEvent &f : finals) {
+      kodo_event e{};
+      e.struct_size = sizeof e;
+      e.fid = f.fid.c_str();
+      e.username = f.username.c_str();
+      e.seq = f.seq;
+      e.timestamp = f.timestamp;
+      e.kind = "status";
+      e.payload = f.status.c_str();
+      e.payload_len = f.status.size();
+      const kodo_event *one = &e;
+      Chunk c = format(&one, 1);
+      chunk.resp += c.resp;
+      chunk.ends.push_back(chunk.resp.size());
+      chunk.is_event.push_back(1);
+      if (c.ends.size() == 1) {  // seq > 0: format did not announce it
+        append_command(chunk.resp, {"EVAL", scripts::kRegister, "2", settings_.registry(),
+                                    settings_.executions(), f.fid, f.username});
+        chunk.ends.push_back(chunk.resp.size());
+        chunk.is_event.push_back(0);
+      }
+    }
+    chunk.events = finals.size();
+    std::lock_guard<std::mutex> lock(mutex_);
+    buffered_events_ += chunk.events;
+    buffered_bytes_ += chunk.resp.size();
+    queue_.push_back(std::move(chunk));  // references to the chunks in hand stay valid
+  }
+
+  // After a (re)connect: has Redis kept its data? If not, everything under way is announced
+  // again. Writer thread only.
+  void check_epoch() {
+    const std::string fresh =
+        std::to_string(::getpid()) + "-" +
+        std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+    auto reply = connection_.command({"EVAL", scripts::kEpoch, "1", settings_.epoch(), fresh},
+                                     "reading the data epoch");
+    const std::string now(text(reply.get()));
+    const bool lost = !epoch_.empty() && now != epoch_;
+    epoch_ = now;
+    epoch_reconnects_ = connection_.reconnects();
+    if (!lost) return;
+    data_lost_.fetch_add(1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(live_mutex_);
+      for (const auto &[fid, username] : live_) reannounce_.emplace(fid, username);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const Chunk &c : queue_)
+        for (const auto &[fid, username] : c.executions) reannounce_.emplace(fid, username);
+    }
+    requeue_finals();
+    log_(KODO_LOG_ERROR, "redis at " + settings_.endpoint.shown +
+                             " lost its data (restarted empty, or failed over to an empty "
+                             "replica): announcing " +
+                             std::to_string(reannounce_.size()) +
+                             " executions again and writing the last final statuses again; "
+                             "events written before and not yet stored are lost");
+  }
+
+  // The announcements of executions to announce again that this batch writes to: they go
+  // after the batch's XADDs, so a spooler that takes one finds the stream.
+  size_t reannouncements(const std::vector<Chunk *> &batch, std::string &resp,
+                         std::vector<std::pair<std::string, std::string>> &sent) {
+    size_t commands = 0;
+    for (Chunk *c : batch)
+      for (const auto &[fid, username] : c->executions) {
+        const auto it = reannounce_.find(fid);
+        if (it == reannounce_.end()) continue;
+        append_command(resp, {"EVAL", scripts::kRegister, "2", settings_.registry(),
+                              settings_.executions(), fid, username});
+        sent.emplace_back(*it);
+        reannounce_.erase(it);
+        ++commands;
+      }
+    return commands;
+  }
+
   void set_up(bool up) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (up_ == up) return;
@@ -338,7 +466,19 @@ class Producer {
   void write_loop() {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      // Idle, it still looks at the epoch now and then: a Redis that lost its data while
+      // nothing was written to it may hold none of the final statuses written before.
+      if (!wake_.wait_for(lock, kIdleEpochCheck, [&] { return stopping_ || !queue_.empty(); })) {
+        lock.unlock();
+        try {
+          connection_.ensure();
+          check_epoch();
+        } catch (const Error &) {
+          set_up(false);  // the next write reconnects and looks again
+        }
+        lock.lock();
+        continue;
+      }
       if (queue_.empty()) return;  // stopping, all written
       if (stopping_ && Clock::now() >= stop_by_) return;
       // Chunks are only pushed at the back, so references to the front ones stay valid
@@ -350,10 +490,12 @@ class Producer {
       lock.unlock();
       size_t confirmed_events = 0, done_chunks = 0, freed_bytes = 0;
       bool retry_later = false;
+      std::vector<std::pair<std::string, std::string>> announcing;
       try {
         connection_.ensure();
         set_up(true);
         reconnects_ = connection_.reconnects();
+        if (epoch_.empty() || epoch_reconnects_ != connection_.reconnects()) check_epoch();
         std::vector<std::string_view> parts;
         size_t commands = 0;
         for (Chunk *c : batch) {
@@ -361,8 +503,20 @@ class Producer {
           parts.emplace_back(c->resp.data() + from, c->resp.size() - from);
           commands += c->ends.size() - c->first;
         }
+        std::string extra;
+        if (!reannounce_.empty()) {
+          commands += reannouncements(batch, extra, announcing);
+          parts.emplace_back(extra);
+        }
         size_t ci = 0;
         connection_.stream(parts, commands, [&](const Value *reply) {
+          if (ci == batch.size()) {  // a re-announcement, after every chunk
+            if (is_error(reply))
+              log_(KODO_LOG_ERROR,
+                   "redis at " + settings_.endpoint.shown +
+                       " refused to announce an execution again: " + std::string(text(reply)));
+            return true;
+          }
           Chunk &c = *batch[ci];
           const bool event = c.is_event[c.first] != 0;
           if (is_error(reply)) {
@@ -394,6 +548,7 @@ class Producer {
       } catch (const Error &e) {
         set_up(false);
         retry_later = true;
+        for (auto &a : announcing) reannounce_.insert(std::move(a));  // unconfirmed: again
       }
       for (size_t i = 0; i < done_chunks; ++i) freed_bytes += batch[i]->resp.size();
       written_.fetch_add(confirmed_events, std::memory_order_relaxed);
@@ -424,8 +579,23 @@ class Producer {
   bool up_ = true;
   Clock::time_point down_since_{};
   std::string down_error_;
-  std::atomic<uint64_t> written_{0}, refused_{0}, dropped_{0}, reconnects_{0};
-  std::thread writer_;  // last: starts once everything above exists
+  std::atomic<uint64_t> written_{0}, refused_{0}, dropped_{0}, reconnects_{0}, data_lost_{0};
+  struct SavedEvent {
+    std::string fid, username;
+    int64_t seq;
+    double timestamp;
+    std::string status;
+  };
+  static constexpr size_t kKeepFinals = 10000;
+  static constexpr milliseconds kIdleEpochCheck{1000};
+  std::mutex live_mutex_;
+  std::unordered_map<std::string, std::string> live_;  // fid -> username, under way
+  std::deque<SavedEvent> finals_;                      // the newest final statuses
+  // The writer thread's alone.
+  std::string epoch_;  // the data epoch Redis had at the last check
+  uint64_t epoch_reconnects_ = 0;
+  std::map<std::string, std::string> reannounce_;  // fid -> username, to announce again
+  std::thread writer_;                             // last: starts once everything above exists
 };
 
 // An entry id, "<ms>-<seq>".

@@ -1,8 +1,10 @@
 // executor_test.cpp: runs small /bin/sh flows and checks the events the executor publishes.
 // Waits use generous timeouts; nothing asserts how fast anything is.
-#include "core/executor.hpp"
+#include "executor_fixture.hpp"
+
 #include "core/error.hpp"
 #include "core/event.hpp"
+#include "core/executor.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
@@ -25,150 +27,7 @@
 
 namespace {
 
-using kodo::Event;
-using kodo::Executor;
-using kodo::ExecutorConfig;
-using kodo::FlowSpec;
-
-constexpr double kWait = 30;  // seconds: generous, only reached when something is broken
-
-// Records what it is given; refuses everything while failing.
-class TestSink : public kodo::EventSink {
- public:
-  void publish(const std::vector<Event> &events) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (failing_) {
-      ++refusals_;
-      throw kodo::Error("test sink is down", KODO_ERR_UNAVAILABLE, true);
-    }
-    events_.insert(events_.end(), events.begin(), events.end());
-    changed_.notify_all();
-  }
-
-  void set_failing(bool failing) {
-    std::lock_guard<std::mutex> lock(mu_);
-    failing_ = failing;
-  }
-  int refusals() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return refusals_;
-  }
-
-  std::vector<Event> of(const std::string &fid) {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::vector<Event> out;
-    for (const Event &e : events_)
-      if (e.fid == fid) out.push_back(e);
-    return out;
-  }
-
-  // Waits until fid has an event of this kind and payload.
-  bool wait_for(const std::string &fid, const std::string &kind, const std::string &payload,
-                double timeout_s = kWait) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return changed_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] {
-      for (const Event &e : events_)
-        if (e.fid == fid && e.kind == kind && e.payload == payload) return true;
-      return false;
-    });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::vector<Event> events_;
-  bool failing_ = false;
-  int refusals_ = 0;
-};
-
-bool eventually(const std::function<bool()> &condition, double timeout_s = kWait) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return true;
-}
-
-std::vector<std::string> payloads(const std::vector<Event> &events, const std::string &kind) {
-  std::vector<std::string> out;
-  for (const Event &e : events)
-    if (e.kind == kind) out.push_back(e.payload);
-  return out;
-}
-
-bool has_payload_containing(const std::vector<Event> &events, const std::string &kind,
-                            const std::string &part) {
-  for (const Event &e : events)
-    if (e.kind == kind && e.payload.find(part) != std::string::npos) return true;
-  return false;
-}
-
-// Seqs 0..n-1, in the order published.
-void expect_contiguous(const std::vector<Event> &events) {
-  for (size_t i = 0; i < events.size(); ++i)
-    EXPECT_EQ(events[i].seq, static_cast<int64_t>(i)) << "event " << i << " " << events[i].kind;
-}
-
-// The run's last events: error <reason part> then status error.
-void expect_failed_with(const std::vector<Event> &events, const std::string &reason) {
-  ASSERT_GE(events.size(), 2u);
-  const Event &error = events[events.size() - 2];
-  EXPECT_EQ(error.kind, "error");
-  EXPECT_NE(error.payload.find(reason), std::string::npos)
-      << "error payload: " << error.payload << "\nexpected: " << reason;
-  EXPECT_EQ(events.back().kind, "status");
-  EXPECT_EQ(events.back().payload, "error");
-  expect_contiguous(events);
-}
-
-class ExecutorTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char pattern[] = "/tmp/kodo-executor-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(pattern), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    executor_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-
-  // A flow running `body` with /bin/sh; EV is its events descriptor.
-  FlowSpec flow(const std::string &name, const std::string &body, double timeout_s = 0) {
-    const std::string path = dir_ + "/" + name + ".sh";
-    std::ofstream(path) << "EV=$KODO_EVENTS_FD\n" << body << "\n";
-    FlowSpec f;
-    f.name = name;
-    f.argv = {"/bin/sh", path};
-    f.cwd = dir_;
-    f.timeout_s = timeout_s;
-    f.description = "test flow " + name;
-    return f;
-  }
-
-  Executor &start(std::vector<FlowSpec> flows, ExecutorConfig config = {}) {
-    if (config.app_url.empty()) config.app_url = "http://test.local";
-    executor_ = std::make_unique<Executor>(std::move(config), std::move(flows), sink_);
-    return *executor_;
-  }
-
-  // Launches and waits until the run's last event is published.
-  std::vector<Event> run_to_end(const std::string &flow_name, const std::string &inputs = "{}") {
-    const std::string fid = executor_->launch(flow_name, "alice", inputs);
-    EXPECT_TRUE(executor_->wait_inactive(fid, kWait)) << flow_name;
-    return sink_.of(fid);
-  }
-
-  std::string file(const std::string &name) const { return dir_ + "/" + name; }
-  void touch(const std::string &name) const { std::ofstream(file(name)) << "x"; }
-
-  std::string dir_;
-  TestSink sink_;
-  std::unique_ptr<Executor> executor_;
-};
-
-const char *kFinal = R"(echo '{"kind":"final","payload":"done"}' >&$EV)";
+using namespace kodo::executor_test;
 
 TEST_F(ExecutorTest, FullEventOrderAndContiguousSeqs) {
   auto &ex = start({flow("ok", std::string(R"(
@@ -252,6 +111,48 @@ pwd
   EXPECT_EQ(out[0], fid + " bob@example env 3 extra value");
   EXPECT_EQ(std::filesystem::canonical(out[1]), std::filesystem::canonical(dir_));
   EXPECT_EQ(sink_.of(fid).back().payload, "finished");
+}
+
+// Set for one test: the host's environment holds settings and secrets no flow should see.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char *name, const char *value) : name_(name) { ::setenv(name, value, 1); }
+  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv &) = delete;
+  ScopedEnv &operator=(const ScopedEnv &) = delete;
+
+ private:
+  const char *name_;
+};
+
+TEST_F(ExecutorTest, ChildGetsAnAllowlistedEnvironmentWithoutHostSecrets) {
+  const ScopedEnv database("KODO_EXECUTION_DATABASE", "postgresql://kodo:SECRETPW1@127.0.0.1/k");
+  const ScopedEnv redis("KODO_REDIS_URL", "redis://:SECRETPW2@127.0.0.1:6379/0");
+  const ScopedEnv other("SOME_HOST_TOKEN", "SECRETPW3");
+  const ScopedEnv passed("PASSED_TOKEN", "tok123");
+  const ScopedEnv locale("LC_ALL", "C.UTF-8");
+  FlowSpec f = flow("printenv", std::string("env\n") + kFinal);
+  f.env = {"PASSED_TOKEN", "MISSING_ON_HOST", "OWN=1", "PATH=/usr/bin:/bin"};
+  start({f});
+  const auto events = run_to_end("printenv");
+  EXPECT_EQ(events.back().payload, "finished");
+  std::map<std::string, std::string> env;
+  for (const std::string &line : payloads(events, "stdout"))
+    if (const size_t eq = line.find('='); eq != std::string::npos)
+      env[line.substr(0, eq)] = line.substr(eq + 1);
+  for (const Event &e : events) EXPECT_EQ(e.payload.find("SECRETPW"), std::string::npos) << e.kind;
+  EXPECT_EQ(env.count("KODO_EXECUTION_DATABASE"), 0u);
+  EXPECT_EQ(env.count("KODO_REDIS_URL"), 0u);
+  EXPECT_EQ(env.count("SOME_HOST_TOKEN"), 0u);
+  EXPECT_EQ(env.count("MISSING_ON_HOST"), 0u);
+  EXPECT_EQ(env["PASSED_TOKEN"], "tok123");  // named in the flow's config
+  EXPECT_EQ(env["OWN"], "1");
+  EXPECT_EQ(env["PATH"], "/usr/bin:/bin");
+  EXPECT_EQ(env["LC_ALL"], "C.UTF-8");
+  EXPECT_EQ(env["KODO_FLOW"], "printenv");
+  EXPECT_EQ(env["KODO_USERNAME"], "alice");
+  EXPECT_EQ(env["KODO_EVENTS_FD"], "3");
+  EXPECT_EQ(env["KODO_FID"].size(), 24u);
 }
 
 TEST_F(ExecutorTest, ChildGetsNoOtherDescriptors) {
@@ -556,8 +457,10 @@ TEST_F(ExecutorTest, InvalidFlowsAreRefused) {
   noargv.name = "x";
   EXPECT_THROW(Executor(ExecutorConfig{}, {noargv}, sink_), kodo::Error);
   FlowSpec badenv = flow("y", kFinal);
-  badenv.env = {"NOEQUALS"};
-  EXPECT_THROW(Executor(ExecutorConfig{}, {badenv}, sink_), kodo::Error);
+  for (const char *entry : {"=x", "BAD NAME=1", "1ST=x", ""}) {
+    badenv.env = {entry};
+    EXPECT_THROW(Executor(ExecutorConfig{}, {badenv}, sink_), kodo::Error) << entry;
+  }
   FlowSpec dup = flow("z", kFinal);
   EXPECT_THROW(Executor(ExecutorConfig{}, {dup, dup}, sink_), kodo::Error);
   Executor fine(ExecutorConfig{}, {dup}, sink_);

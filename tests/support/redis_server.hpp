@@ -4,6 +4,8 @@
 
 #include "service_process.hpp"
 
+#include <filesystem>
+
 namespace kodo::testing {
 
 class RedisServer {
@@ -29,6 +31,13 @@ class RedisServer {
   void stop() { process_.stop(SIGTERM); }
   void restart() {
     stop();
+    start();
+  }
+  // As a Redis without persistence, or a failover to an empty replica: back, with nothing.
+  void restart_empty() {
+    stop();
+    std::filesystem::remove_all(dir_.path() + "/appendonlydir");
+    std::filesystem::remove(dir_.path() + "/dump.rdb");
     start();
   }
   bool running() { return process_.running(); }

@@ -229,6 +229,42 @@ TEST_F(RedisHostE2E, RedisRestartMidRunLosesNothing) {
   EXPECT_GE(metric(host_, "kodo_transport_reconnects_total"), 1);
 }
 
+TEST_F(RedisHostE2E, RedisRestartedEmptyMidRunStillEndsEveryRunAndSaysWhatWasLost) {
+  // A standalone spooler, stopped for a moment, so that Redis holds events not yet stored.
+  ASSERT_NO_FATAL_FAILURE(start_host({"--no-spooler"}, env()));
+  ASSERT_NO_FATAL_FAILURE(start_spoolers(1));
+  std::vector<std::string> fids;
+  for (int i = 0; i < 10; ++i) fids.push_back(launch("steady"));
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (metric(*spoolers_[0], "kodo_events_stored_total") <= 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_GT(metric(*spoolers_[0], "kodo_events_stored_total"), 0);
+  spoolers_[0]->kill_now();  // SIGKILL: what it read and did not store stays in Redis
+  const double published = metric(host_, "kodo_events_in_total");
+  while (metric(host_, "kodo_events_in_total") <= published && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+
+  redis_.restart_empty();  // announcements, streams, groups and unstored events: all gone
+  ASSERT_TRUE(spoolers_[0]->start(common_, env(), "spool")) << spoolers_[0]->log();
+
+  // The producer notices, announces its executions again, and the spooler carries them to
+  // the end; each run that lost events says which in an error event.
+  ASSERT_NO_FATAL_FAILURE(wait_for_end(fids));
+  int runs_with_losses = 0;
+  for (const auto &fid : fids) {
+    EXPECT_EQ(status(fid), "finished") << fid;
+    auto r = host_.request("GET", "/api/v1/executions/" + fid + "/events?kinds=error&limit=100");
+    if (r.body.find("were lost in the transport") != std::string::npos) ++runs_with_losses;
+  }
+  const double lost = metric(*spoolers_[0], "kodo_events_lost_total");
+  std::cout << lost << " events lost in " << runs_with_losses << " of " << fids.size() << " runs\n";
+  EXPECT_GT(lost, 0);
+  EXPECT_GT(runs_with_losses, 0);
+  EXPECT_NE(host_.request("GET", "/health").body.find("\"events_lost\":"), std::string::npos);
+  EXPECT_EQ(metric(host_, "kodo_transport_producer_redis_data_lost_total"), 1);
+  EXPECT_NE(host_.log().find("lost its data"), std::string::npos) << "the log does not say so";
+}
+
 TEST_F(RedisHostE2E, RunWhoseEventsRedisCannotTakeEndsInAVisibleError) {
   ASSERT_NO_FATAL_FAILURE(
       start_host({"--publish-timeout", "1"}, env({"KODO_REDIS_BUFFER_EVENTS=200"})));

@@ -1,0 +1,145 @@
+// run_journal_test.cpp: the journal a host keeps of its runs under way, and what a starting
+// host takes over from dead ones (and never from live ones).
+#include "core/run_journal.hpp"
+#include "core/error.hpp"
+#include "core/ids.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using kodo::Event;
+using kodo::JournalingSink;
+using kodo::RunJournal;
+
+class RunJournalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/kodo-journal-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    for (const auto &e : fs::directory_iterator(dir_)) out.push_back(e.path().filename());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::string read(const std::string &name) const {
+    std::ifstream in(dir_ + "/" + name);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  std::string dir_;
+};
+
+TEST_F(RunJournalTest, ADeadHostsUnendedRunsAreTakenOverOnce) {
+  const std::string a = kodo::new_fid(), b = kodo::new_fid(), c = kodo::new_fid();
+  // A host that died: its lock file is there, nobody holds it.
+  std::ofstream(dir_ + "/host-1-dead.lock") << "";
+  std::ofstream(dir_ + "/host-1-dead.runs")
+      << "+" << a << " alice\n+" << b << " bob\n-" << a << "\n+" << c << " carol\n+6b0c";
+  RunJournal journal(dir_);
+  const auto orphans = journal.take_dead_hosts_runs();
+  ASSERT_EQ(orphans.size(), 2u);  // the torn last line is skipped
+  EXPECT_EQ(orphans[0].fid, b);
+  EXPECT_EQ(orphans[0].username, "bob");
+  EXPECT_EQ(orphans[0].instance, "host-1-dead");
+  EXPECT_EQ(orphans[1].fid, c);
+  EXPECT_EQ(orphans[1].username, "carol");
+  EXPECT_TRUE(journal.take_dead_hosts_runs().empty());
+  EXPECT_EQ(files(),
+            (std::vector<std::string>{journal.instance() + ".lock", journal.instance() + ".runs"}));
+}
+
+TEST_F(RunJournalTest, ALiveHostsRunsAreLeftAlone) {
+  RunJournal live(dir_);
+  const std::string fid = kodo::new_fid();
+  live.begun(fid, "alice");
+  RunJournal other(dir_);  // its lock held by `live`, as by another process
+  EXPECT_TRUE(other.take_dead_hosts_runs().empty());
+  EXPECT_EQ(read(live.instance() + ".runs"), "+" + fid + " alice\n");
+}
+
+TEST_F(RunJournalTest, ACleanStopLeavesNothingAndARunStillListedStays) {
+  {
+    RunJournal journal(dir_);
+    const std::string fid = kodo::new_fid();
+    journal.begun(fid, "alice");
+    journal.ended(fid);
+  }
+  EXPECT_TRUE(files().empty());
+  const std::string kept = kodo::new_fid();
+  std::string instance;
+  {
+    RunJournal journal(dir_);
+    instance = journal.instance();
+    journal.begun(kept, "alice");
+  }
+  RunJournal next(dir_);
+  const auto orphans = next.take_dead_hosts_runs();
+  ASSERT_EQ(orphans.size(), 1u);
+  EXPECT_EQ(orphans[0].fid, kept);
+  EXPECT_EQ(orphans[0].instance, instance);
+}
+
+TEST_F(RunJournalTest, TheFileStaysInProportionToTheRunsUnderWay) {
+  RunJournal journal(dir_);
+  const std::string active = kodo::new_fid();
+  journal.begun(active, "alice");
+  for (int i = 0; i < 3000; ++i) {
+    const std::string fid = kodo::new_fid();
+    journal.begun(fid, "bob");
+    journal.ended(fid);
+  }
+  EXPECT_LT(read(journal.instance() + ".runs").size(), size_t{1024} * 64);
+  EXPECT_NE(read(journal.instance() + ".runs").find("+" + active + " alice\n"), std::string::npos);
+}
+
+class RecordingSink : public kodo::EventSink {
+ public:
+  void publish(const std::vector<Event> &events) override {
+    if (refuse) throw kodo::Error("refused", KODO_ERR_UNAVAILABLE, true);
+    published += events.size();
+  }
+  bool refuse = false;
+  size_t published = 0;
+};
+
+Event status(const std::string &fid, int64_t seq, const std::string &value) {
+  Event e;
+  e.fid = fid;
+  e.username = "alice";
+  e.seq = seq;
+  e.kind = "status";
+  e.payload = value;
+  return e;
+}
+
+TEST_F(RunJournalTest, TheSinkWritesRunsBegunAndEnded) {
+  RunJournal journal(dir_);
+  RecordingSink next;
+  JournalingSink sink(next, journal);
+  const std::string ran = kodo::new_fid(), refused = kodo::new_fid();
+  sink.publish({status(ran, 0, "starting")});
+  EXPECT_EQ(read(journal.instance() + ".runs"), "+" + ran + " alice\n");
+  sink.publish({status(ran, 3, "running"), status(ran, 4, "finished")});
+  next.refuse = true;
+  EXPECT_THROW(sink.publish({status(refused, 0, "starting")}), kodo::Error);
+  EXPECT_EQ(read(journal.instance() + ".runs"),
+            "+" + ran + " alice\n-" + ran + "\n+" + refused + " alice\n-" + refused + "\n");
+}
+
+}  // namespace
