@@ -516,14 +516,14 @@ void Executor::start_run(Run &run) {
     if (run.cgroup)
       request.cgroup_fd = run.cgroup->dir_fd();
     else
-      log_to_stderr("fid " + run.fid + ": " + error +
-                    "; this run is contained by its process group only");
+      log_warn("fid " + run.fid + ": " + error +
+               "; this run is contained by its process group only");
   }
   SpawnResult spawned = spawn_flow(request);
   if (spawned.pid < 0 && spawned.failed_step == kCloneIntoCgroupStep) {
     // The kernel refused the cgroup (a controller's rule, say): the run goes on without it.
-    log_to_stderr("fid " + run.fid + ": cannot start in " + run.cgroup->path() + ": " +
-                  errno_text(spawned.error) + "; this run is contained by its process group only");
+    log_warn("fid " + run.fid + ": cannot start in " + run.cgroup->path() + ": " +
+             errno_text(spawned.error) + "; this run is contained by its process group only");
     run.cgroup.reset();
     request.cgroup_fd = -1;
     spawned = spawn_flow(request);
@@ -675,7 +675,7 @@ void Executor::check_timers(Run &run) {
 
 void Executor::kill_all(Run &run) {
   if (run.cgroup && !run.cgroup->kill())
-    log_to_stderr("fid " + run.fid + ": cgroup.kill failed: " + errno_text(errno));
+    log_warn("fid " + run.fid + ": cgroup.kill failed: " + errno_text(errno));
   // The group too, for a run without a cgroup. Its id stays reserved while any member lives,
   // so this reaches no stranger; once all are gone it reaches nobody (ESRCH).
   ::kill(-run.pid, SIGKILL);
@@ -690,8 +690,8 @@ bool Executor::leftovers_gone(Run &run) {
   if (!run.cgroup) return true;  // a group can only be signalled, not watched
   if (run.cgroup->populated()) {
     if (Clock::now() < run.leftovers_until) return false;
-    log_to_stderr("fid " + run.fid + ": processes are still in its cgroup " +
-                  format_seconds(kLeftoversWaitS) + " s after SIGKILL (stuck in the kernel?)");
+    log_warn("fid " + run.fid + ": processes are still in its cgroup " +
+             format_seconds(kLeftoversWaitS) + " s after SIGKILL (stuck in the kernel?)");
   }
   run.cgroup.reset();
   return true;
