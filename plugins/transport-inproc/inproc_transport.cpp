@@ -591,7 +591,7 @@ kodo_status transport_metrics(kodo_transport *t, kodo_metric_page *out, kodo_err
 
 // Filled by name from a zeroed table, so a function appended to the ABI starts as NULL
 // ("not supported") without touching this code.
-const kodo_transport_api kTable = [] {
+const kodo_transport_api kTable = []() noexcept {
   kodo_transport_api t{};
   t.struct_size = sizeof t;
   t.open = transport_open;

@@ -622,10 +622,13 @@ typedef kodo_status (*kodo_plugin_entry_fn)(uint32_t host_min, uint32_t host_max
                                             const kodo_plugin **plugin_out, uint32_t *abi_out,
                                             kodo_error *error);
 
+/* The arguments name the parameters, so they cannot be parenthesized. */
+/* NOLINTBEGIN(bugprone-macro-parentheses) */
 #define KODO_DEFINE_ENTRY(host_min, host_max, host, plugin_out, abi_out, error) \
   KODO_EXPORT kodo_status kodo_plugin_entry(                                    \
       uint32_t host_min, uint32_t host_max, const kodo_host_api *host,          \
       const kodo_plugin **plugin_out, uint32_t *abi_out, kodo_error *error)
+/* NOLINTEND(bugprone-macro-parentheses) */
 
 /* The prototype: a definition with another signature does not compile. */
 KODO_EXPORT kodo_status kodo_plugin_entry(uint32_t host_min, uint32_t host_max,
