@@ -18,6 +18,7 @@ import asyncio
 import collections
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -28,6 +29,7 @@ import ray
 from ray.exceptions import RayActorError, RayError
 
 FINAL_STATUSES = ("finished", "error")
+FID = re.compile(r"^[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,63}$")  # kodo_event's naming rule
 
 
 # ---- Frames --------------------------------------------------------------------------------
@@ -118,6 +120,35 @@ class KodoStream:
 
     async def depth(self):
         return len(self.log)
+
+
+@ray.remote(num_cpus=0)
+class Drainer:
+    """Makes the destructive reads of runners' queues inside Ray and keeps what it read until
+    the bridge has it on disk, so a bridge killed while a read is in flight loses nothing: the
+    next bridge takes the rest from here. Positions count a runner's queue items from 0."""
+
+    def __init__(self):
+        self.held = {}  # fid -> (position of the first held item, items)
+
+    async def drain(self, fid, queue, n):
+        size = await queue.actor.qsize.remote()
+        start, held = self.held.setdefault(fid, (0, []))
+        items = await queue.actor.get_nowait_batch.remote(min(size, n)) if size else []
+        held.extend(items)
+        return size, start + len(held) - len(items), items
+
+    async def release(self, fid, upto):
+        start, held = self.held.get(fid, (0, []))
+        if upto > start:
+            del held[: upto - start]
+            self.held[fid] = (upto, held)
+
+    async def forget(self, fid):
+        self.held.pop(fid, None)
+
+    async def holding(self, fid):
+        return self.held.get(fid, (0, []))
 
 
 # ---- Spill file: kodosumi events drained and not yet acked ------------------------------------
@@ -220,9 +251,14 @@ class Bridge:
             raise ConnectionError("cannot reach the Ray head at %s: %s" % (self.args.address, e))
         ray.init(address=self.args.address, namespace="kodo", logging_level="error",
                  log_to_driver=False)
+        self.drainer = self.make_drainer()
         self.stream = KodoStream.options(
             name=self.args.stream, namespace="kodo", lifetime="detached", get_if_exists=True
         ).remote(self.args.capacity)
+
+    def make_drainer(self):
+        return Drainer.options(name=self.args.stream + "-drainer", namespace="kodo",
+                               lifetime="detached", get_if_exists=True).remote()
 
     # -- messages from the plugin
 
@@ -276,7 +312,11 @@ class Bridge:
     # -- kodosumi's runners
 
     async def replay_spill(self):
-        rows = [["r"] + e + [2] for e in self.spill.unacked.values() if e[1]]
+        rows = []
+        for e in self.spill.unacked.values():
+            e[1] = e[1] or self.spill.usernames.get(e[0])
+            if e[1]:
+                rows.append(["r"] + e + [2])
         if rows:
             self.deliver(rows)
 
@@ -290,34 +330,49 @@ class Bridge:
                 fid = entry["name"]
                 if entry["namespace"] != self.args.namespace or fid in self.runners:
                     continue
-                if fid in self.spill.done:
+                if fid in self.spill.done or not FID.match(fid):
                     continue
                 self.runners[fid] = asyncio.ensure_future(self.drain(fid))
             await asyncio.sleep(self.args.discover_interval)
 
+    def died(self, fid, e):
+        return "runner actor %s in namespace %s died before its execution finished: %s" % (
+            fid, self.args.namespace, str(e).strip().splitlines()[-1])
+
     async def drain(self, fid):
-        state = {"username": self.spill.usernames.get(fid), "finished": False, "held": []}
+        # Events spilled before their user was known wait here for it (meta, or the end).
+        held = [e for e in self.spill.unacked.values() if e[0] == fid and not e[1]]
+        state = {"username": self.spill.usernames.get(fid), "finished": False, "held": held}
         try:
             handle = ray.get_actor(fid, namespace=self.args.namespace)
             queue = await handle.get_queue.remote()
         except (RayError, ValueError) as e:
-            return self.end_runner(fid, state, "cannot reach runner actor %s: %s" % (fid, e))
+            return self.end_runner(fid, state, self.died(fid, e))
         if not state["username"]:
             try:
                 state["username"] = await handle.get_username.remote()
             except (RayError, AttributeError):
                 pass  # not every runner has it: the meta event names the user
+        # What a killed bridge's last read left in the drainer and did not spill.
+        start, items = await self.drainer.holding.remote(fid)
+        skip = self.spill.next_seq.get(fid, 0) - start
+        if len(items) > skip:
+            self.take(fid, state, items[max(skip, 0):])
+        self.drainer.release.remote(fid, self.spill.next_seq.get(fid, 0))
         idle = 0.001
         while True:
             await self.credit.wait()
             try:
-                size = await queue.actor.qsize.remote()
-                items = (await queue.actor.get_nowait_batch.remote(min(size, self.args.batch))
-                         if size else [])
-            except RayActorError as e:
-                return self.end_runner(fid, state, "runner actor %s in namespace %s died before "
-                                       "its execution finished: %s" % (
-                                           fid, self.args.namespace, str(e).splitlines()[0]))
+                size, position, items = await self.drainer.drain.remote(fid, queue,
+                                                                        self.args.batch)
+            except RayError as e:
+                try:
+                    ray.get_actor(fid, namespace=self.args.namespace)
+                except ValueError:
+                    return self.end_runner(fid, state, self.died(fid, e))
+                await asyncio.sleep(0.1)  # the runner lives: the drainer failed; again
+                self.drainer = self.make_drainer()
+                continue
             self.depths[fid] = size - len(items)
             if not items:
                 if state["finished"]:
@@ -333,13 +388,15 @@ class Bridge:
             self.drains += 1
             self.drained += len(items)
             self.largest_batch = max(self.largest_batch, len(items))
-            self.take(fid, state, [(i.get("timestamp", time.time()), i.get("kind", ""),
-                                    i.get("payload", "")) for i in items])
+            self.take(fid, state, items)
+            self.drainer.release.remote(fid, position + len(items))
 
     def take(self, fid, state, items):
         seq = self.spill.next_seq.get(fid, 0)
         events = []
-        for timestamp, kind, payload in items:
+        for item in items:
+            timestamp = item.get("timestamp", time.time())
+            kind, payload = item.get("kind", ""), item.get("payload", "")
             if not isinstance(payload, str):
                 payload = json.dumps(payload)
             if kind == "meta" and not state["username"]:
@@ -372,9 +429,11 @@ class Bridge:
     def end_runner(self, fid, state, error):
         if error is not None and not state["finished"]:
             now = time.time()
-            self.take(fid, state, [(now, "error", error), (now, "status", "error")])
+            self.take(fid, state, [{"timestamp": now, "kind": "error", "payload": error},
+                                   {"timestamp": now, "kind": "status", "payload": "error"}])
         self.release(fid, state, force=True)
         self.spill.write([["d", fid]])
+        self.drainer.forget.remote(fid)
         self.depths.pop(fid, None)
         self.runners.pop(fid, None)
 
