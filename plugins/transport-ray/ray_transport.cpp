@@ -63,34 +63,34 @@ constexpr kodo_option_spec kSpillDir = kodo::sdk::option(
     0, "KODO_RAY_SPILL_DIR");
 constexpr kodo_option_spec kNamespace =
     kodo::sdk::option("runner_namespace", KODO_OPTION_STRING, "kodosumi",
-                      "the Ray namespace of kodosumi's runner actors (named by fid)");
+                      "the Ray namespace of kodosumi's runner actors (named by fid)", 0, "KODO_RAY_RUNNER_NAMESPACE");
 constexpr kodo_option_spec kStream = kodo::sdk::option(
     "stream", KODO_OPTION_STRING, "kodo-events",
-    "name of the detached actor (namespace kodo) that carries kodo's own producers' events");
+    "name of the detached actor (namespace kodo) that carries kodo's own producers' events", 0, "KODO_RAY_STREAM");
 constexpr kodo_option_spec kBatch =
     kodo::sdk::option("drain_batch", KODO_OPTION_INT, "1000",
-                      "most events one get_nowait_batch takes from a runner's queue");
+                      "most events one get_nowait_batch takes from a runner's queue", 0, "KODO_RAY_DRAIN_BATCH");
 constexpr kodo_option_spec kCapacity = kodo::sdk::option(
     "capacity", KODO_OPTION_INT, "1000000",
-    "most unacked events kodo's stream actor holds; past it, publish waits and then fails");
+    "most unacked events kodo's stream actor holds; past it, publish waits and then fails", 0, "KODO_RAY_CAPACITY");
 constexpr kodo_option_spec kBufferEvents = kodo::sdk::option(
     "buffer_events", KODO_OPTION_INT, "100000",
-    "most published events a producer holds that the bridge has not confirmed");
+    "most published events a producer holds that the bridge has not confirmed", 0, "KODO_RAY_BUFFER_EVENTS");
 constexpr kodo_option_spec kMaxUnacked = kodo::sdk::option(
     "max_unacked", KODO_OPTION_INT, "100000",
-    "most deliveries the bridge sends ahead of the host's acks (draining pauses past it)");
+    "most deliveries the bridge sends ahead of the host's acks (draining pauses past it)", 0, "KODO_RAY_MAX_UNACKED");
 constexpr kodo_option_spec kDiscoverMs =
     kodo::sdk::option("discover_ms", KODO_OPTION_INT, "500",
-                      "how often the bridge lists named actors to find new runners");
+                      "how often the bridge lists named actors to find new runners", 0, "KODO_RAY_DISCOVER_MS");
 constexpr kodo_option_spec kUsername = kodo::sdk::option(
     "default_username", KODO_OPTION_STRING, "kodosumi",
-    "username for a runner that names none (no get_username, no meta event)");
+    "username for a runner that names none (no get_username, no meta event)", 0, "KODO_RAY_DEFAULT_USERNAME");
 constexpr kodo_option_spec kConnectMs = kodo::sdk::option(
     "connect_timeout_ms", KODO_OPTION_INT, "60000",
-    "how long open waits for the first bridge to connect to Ray");
+    "how long open waits for the first bridge to connect to Ray", 0, "KODO_RAY_CONNECT_TIMEOUT_MS");
 constexpr kodo_option_spec kRestartMaxMs = kodo::sdk::option(
     "restart_max_ms", KODO_OPTION_INT, "5000",
-    "longest pause before a dead bridge is started again (the pause doubles from 100 ms)");
+    "longest pause before a dead bridge is started again (the pause doubles from 100 ms)", 0, "KODO_RAY_RESTART_MAX_MS");
 const kodo_option_spec *const kOptions[] = {
     &kServer,   &kPython,     &kBridge,     &kSpillDir, &kNamespace, &kStream,    &kBatch,
     &kCapacity, &kBufferEvents, &kMaxUnacked, &kDiscoverMs, &kUsername, &kConnectMs, &kRestartMaxMs};

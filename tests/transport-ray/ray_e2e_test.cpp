@@ -252,5 +252,50 @@ TEST_F(RayE2E, ServeOnRayBridgeKilledMidRunEveryEventStoredOnce) {
   EXPECT_GE(metric(host_, "kodo_transport_bridge_restarts_total"), 1);
 }
 
+// A head of the case's own (`ray start --block`: ending it ends the head's processes) goes
+// away: the spooler reports the transport down and /health degraded; once a head is back on
+// the address, the bridge reconnects and drains runners of the new head.
+TEST_F(RayE2E, HeadGoneMakesHealthDegradedAndTheTransportReconnects) {
+  const std::string address = "127.0.0.1:6390";
+  auto start_head = [&](kodo::testing::ServiceProcess &head, const std::string &name) {
+    head.start({env_or_fail("KODO_RAY_VENV") + "/bin/ray", "start", "--head", "--block",
+                "--node-ip-address=127.0.0.1", "--port=6390", "--num-cpus=1",
+                "--include-dashboard=false", "--object-store-memory=100000000",
+                "--disable-usage-stats", "--temp-dir=" + env_or_fail("KODO_RAY_TMP") + "/" + name},
+               "", dir_.path() + "/" + name + ".log");
+    return head.wait_for_port(6390, 60000);
+  };
+  auto head = std::make_unique<kodo::testing::ServiceProcess>();
+  ASSERT_TRUE(start_head(*head, "head-a")) << kodo::testing::slurp(dir_.path() + "/head-a.log");
+  auto vars = env();
+  vars.insert(vars.end(), {"KODO_RAY_SERVER=" + address, "KODO_RAY_RESTART_MAX_MS=1000"});
+  ASSERT_TRUE(host_.start(common_, vars, "spool")) << host_.log();
+  EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
+  EXPECT_EQ(host_.request("GET", "/health").status, 200);
+
+  head->stop(SIGTERM);  // `ray start --block` ends the head's processes on SIGTERM
+  auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (metric(host_, "kodo_transport_up") != 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(metric(host_, "kodo_transport_up"), 0);
+  const auto health = host_.request("GET", "/health");
+  EXPECT_EQ(health.status, 503);
+  EXPECT_NE(health.body.find(R"("transport":"down")"), std::string::npos) << health.body;
+
+  head = std::make_unique<kodo::testing::ServiceProcess>();
+  ASSERT_TRUE(start_head(*head, "head-b")) << kodo::testing::slurp(dir_.path() + "/head-b.log");
+  deadline = Clock::now() + std::chrono::seconds(120);
+  while (metric(host_, "kodo_transport_up") != 1 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
+  EXPECT_EQ(host_.request("GET", "/health").status, 200);
+  const std::string fid = make_fid(6, 0);
+  const CommandResult spawned = run_command(
+      {python_, RUNNERS_SCRIPT, "spawn", "--fids", fid, "--lines", "50", "--preload"},
+      {"KODO_RAY_SERVER=" + address});
+  ASSERT_EQ(spawned.exit_code, 0) << spawned.output;
+  ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 50));
+}
+
 }  // namespace
 }  // namespace kodo::e2e
