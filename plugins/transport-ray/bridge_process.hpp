@@ -72,10 +72,11 @@ class BridgeProcess {
   bool send(const std::string &body) {
     if (fd_ < 0) return false;
     const uint32_t n = static_cast<uint32_t>(body.size());
-    const unsigned char head[4] = {static_cast<unsigned char>(n >> 24),
-                                   static_cast<unsigned char>(n >> 16),
-                                   static_cast<unsigned char>(n >> 8), static_cast<unsigned char>(n)};
-    return write_all(reinterpret_cast<const char *>(head), 4) && write_all(body.data(), body.size());
+    const unsigned char head[4] = {
+        static_cast<unsigned char>(n >> 24), static_cast<unsigned char>(n >> 16),
+        static_cast<unsigned char>(n >> 8), static_cast<unsigned char>(n)};
+    return write_all(reinterpret_cast<const char *>(head), 4) &&
+           write_all(body.data(), body.size());
   }
 
   // Reads the next frame into `body`; false at end of stream (the bridge exited or was killed).

@@ -323,7 +323,10 @@ class Bridge:
     async def discover(self):
         while True:
             try:
-                named = ray.util.list_named_actors(all_namespaces=True)
+                # In a thread: with the head away this call waits for it, and the loop must
+                # go on (report() notices the head is gone).
+                named = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: ray.util.list_named_actors(all_namespaces=True))
             except RayError:
                 named = []
             for entry in named:
@@ -447,17 +450,23 @@ class Bridge:
         except OSError:
             return False
 
-    async def report(self):
+    async def watch_head(self):
+        """Ray's client waits minutes for a head that is gone, and calls to it hang meanwhile;
+        this loop touches no Ray call, so it notices at once. The plugin then restarts the
+        bridge, which connects once the head is back."""
+        loop = asyncio.get_running_loop()
         while True:
-            if not await asyncio.get_running_loop().run_in_executor(None, self.head_reachable):
-                # Ray's client would wait for the head for minutes; the plugin restarts the
-                # bridge instead, which connects once the head is back.
+            await asyncio.sleep(0.5)
+            if not await loop.run_in_executor(None, self.head_reachable):
                 self.wire.send({"op": "fatal",
                                 "message": "lost the Ray head at %s" % self.args.address})
                 os._exit(4)
+
+    async def report(self):
+        while True:
             try:
-                self.stream_depth = await self.stream.depth.remote()
-            except RayError:
+                self.stream_depth = await asyncio.wait_for(self.stream.depth.remote(), 2)
+            except (RayError, asyncio.TimeoutError):
                 pass
             self.wire.send({"op": "status", "runners": len(self.runners),
                             "depth": sum(self.depths.values()) + self.stream_depth,
@@ -479,6 +488,7 @@ async def main(args):
     threading.Thread(target=read_frames, args=(asyncio.get_running_loop(), inbox),
                      daemon=True).start()
     asyncio.ensure_future(bridge.report())
+    asyncio.ensure_future(bridge.watch_head())
     asyncio.ensure_future(bridge.publish())
     while True:
         message = await inbox.get()

@@ -59,41 +59,48 @@ constexpr kodo_option_spec kBridge = kodo::sdk::option(
     "KODO_RAY_BRIDGE");
 constexpr kodo_option_spec kSpillDir = kodo::sdk::option(
     "spill_dir", KODO_OPTION_PATH, "data/ray-spill",
-    "where the bridge keeps events drained from kodosumi's runners until storage acked them",
-    0, "KODO_RAY_SPILL_DIR");
-constexpr kodo_option_spec kNamespace =
-    kodo::sdk::option("runner_namespace", KODO_OPTION_STRING, "kodosumi",
-                      "the Ray namespace of kodosumi's runner actors (named by fid)", 0, "KODO_RAY_RUNNER_NAMESPACE");
+    "where the bridge keeps events drained from kodosumi's runners until storage acked them", 0,
+    "KODO_RAY_SPILL_DIR");
+constexpr kodo_option_spec kNamespace = kodo::sdk::option(
+    "runner_namespace", KODO_OPTION_STRING, "kodosumi",
+    "the Ray namespace of kodosumi's runner actors (named by fid)", 0, "KODO_RAY_RUNNER_NAMESPACE");
 constexpr kodo_option_spec kStream = kodo::sdk::option(
     "stream", KODO_OPTION_STRING, "kodo-events",
-    "name of the detached actor (namespace kodo) that carries kodo's own producers' events", 0, "KODO_RAY_STREAM");
-constexpr kodo_option_spec kBatch =
-    kodo::sdk::option("drain_batch", KODO_OPTION_INT, "1000",
-                      "most events one get_nowait_batch takes from a runner's queue", 0, "KODO_RAY_DRAIN_BATCH");
+    "name of the detached actor (namespace kodo) that carries kodo's own producers' events", 0,
+    "KODO_RAY_STREAM");
+constexpr kodo_option_spec kBatch = kodo::sdk::option(
+    "drain_batch", KODO_OPTION_INT, "1000",
+    "most events one get_nowait_batch takes from a runner's queue", 0, "KODO_RAY_DRAIN_BATCH");
 constexpr kodo_option_spec kCapacity = kodo::sdk::option(
     "capacity", KODO_OPTION_INT, "1000000",
-    "most unacked events kodo's stream actor holds; past it, publish waits and then fails", 0, "KODO_RAY_CAPACITY");
-constexpr kodo_option_spec kBufferEvents = kodo::sdk::option(
-    "buffer_events", KODO_OPTION_INT, "100000",
-    "most published events a producer holds that the bridge has not confirmed", 0, "KODO_RAY_BUFFER_EVENTS");
+    "most unacked events kodo's stream actor holds; past it, publish waits and then fails", 0,
+    "KODO_RAY_CAPACITY");
+constexpr kodo_option_spec kBufferEvents =
+    kodo::sdk::option("buffer_events", KODO_OPTION_INT, "100000",
+                      "most published events a producer holds that the bridge has not confirmed", 0,
+                      "KODO_RAY_BUFFER_EVENTS");
 constexpr kodo_option_spec kMaxUnacked = kodo::sdk::option(
     "max_unacked", KODO_OPTION_INT, "100000",
-    "most deliveries the bridge sends ahead of the host's acks (draining pauses past it)", 0, "KODO_RAY_MAX_UNACKED");
-constexpr kodo_option_spec kDiscoverMs =
-    kodo::sdk::option("discover_ms", KODO_OPTION_INT, "500",
-                      "how often the bridge lists named actors to find new runners", 0, "KODO_RAY_DISCOVER_MS");
-constexpr kodo_option_spec kUsername = kodo::sdk::option(
-    "default_username", KODO_OPTION_STRING, "kodosumi",
-    "username for a runner that names none (no get_username, no meta event)", 0, "KODO_RAY_DEFAULT_USERNAME");
+    "most deliveries the bridge sends ahead of the host's acks (draining pauses past it)", 0,
+    "KODO_RAY_MAX_UNACKED");
+constexpr kodo_option_spec kDiscoverMs = kodo::sdk::option(
+    "discover_ms", KODO_OPTION_INT, "500",
+    "how often the bridge lists named actors to find new runners", 0, "KODO_RAY_DISCOVER_MS");
+constexpr kodo_option_spec kUsername =
+    kodo::sdk::option("default_username", KODO_OPTION_STRING, "kodosumi",
+                      "username for a runner that names none (no get_username, no meta event)", 0,
+                      "KODO_RAY_DEFAULT_USERNAME");
 constexpr kodo_option_spec kConnectMs = kodo::sdk::option(
     "connect_timeout_ms", KODO_OPTION_INT, "60000",
     "how long open waits for the first bridge to connect to Ray", 0, "KODO_RAY_CONNECT_TIMEOUT_MS");
 constexpr kodo_option_spec kRestartMaxMs = kodo::sdk::option(
     "restart_max_ms", KODO_OPTION_INT, "5000",
-    "longest pause before a dead bridge is started again (the pause doubles from 100 ms)", 0, "KODO_RAY_RESTART_MAX_MS");
-const kodo_option_spec *const kOptions[] = {
-    &kServer,   &kPython,     &kBridge,     &kSpillDir, &kNamespace, &kStream,    &kBatch,
-    &kCapacity, &kBufferEvents, &kMaxUnacked, &kDiscoverMs, &kUsername, &kConnectMs, &kRestartMaxMs};
+    "longest pause before a dead bridge is started again (the pause doubles from 100 ms)", 0,
+    "KODO_RAY_RESTART_MAX_MS");
+const kodo_option_spec *const kOptions[] = {&kServer,       &kPython,      &kBridge,     &kSpillDir,
+                                            &kNamespace,    &kStream,      &kBatch,      &kCapacity,
+                                            &kBufferEvents, &kMaxUnacked,  &kDiscoverMs, &kUsername,
+                                            &kConnectMs,    &kRestartMaxMs};
 
 // The folder of this shared object, where the build puts the bridge script beside it.
 std::string plugin_folder() {
@@ -261,15 +268,14 @@ class RayTransport : public kodo::sdk::TransportBase {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, settings_.connect_timeout, [&] { return up_ || !fatal_.empty(); });
     if (up_) return;
-    const std::string why = fatal_.empty() ? "no answer from the bridge within " +
-                                                 std::to_string(settings_.connect_timeout.count()) +
-                                                 " ms"
-                                           : fatal_;
+    const std::string why = fatal_.empty()
+                                ? "no answer from the bridge within " +
+                                      std::to_string(settings_.connect_timeout.count()) + " ms"
+                                : fatal_;
     lock.unlock();
     stop();
-    throw Error(KODO_ERR_UNAVAILABLE, "ray: cannot connect to the Ray head at " +
-                                          settings_.server + ": " + why,
-                true);
+    throw Error(KODO_ERR_UNAVAILABLE,
+                "ray: cannot connect to the Ray head at " + settings_.server + ": " + why, true);
   }
 
   ~RayTransport() override {
@@ -331,8 +337,8 @@ class RayTransport : public kodo::sdk::TransportBase {
          static_cast<double>(runners_)},
         {"queue_depth", "events waiting in runners' queues and kodo's stream actor", "",
          KODO_METRIC_GAUGE, static_cast<double>(depth_)},
-        {"drain_batches_total", "get_nowait_batch calls that returned events", "", KODO_METRIC_COUNTER,
-         static_cast<double>(drains_)},
+        {"drain_batches_total", "get_nowait_batch calls that returned events", "",
+         KODO_METRIC_COUNTER, static_cast<double>(drains_)},
         {"drained_events_total", "events drained from runners' queues", "", KODO_METRIC_COUNTER,
          static_cast<double>(drained_)},
         {"drain_batch_mean", "mean events per drained batch", "", KODO_METRIC_GAUGE, mean},
@@ -438,7 +444,7 @@ class RayTransport : public kodo::sdk::TransportBase {
       } else if (op == "fatal") {
         std::lock_guard<std::mutex> lock(mu_);
         fatal_ = d.HasMember("message") && d["message"].IsString() ? d["message"].GetString()
-                                                                    : "the bridge failed";
+                                                                   : "the bridge failed";
         cv_.notify_all();
       } else if (op == "published") {
         std::lock_guard<std::mutex> lock(mu_);
@@ -490,8 +496,8 @@ class RayTransport : public kodo::sdk::TransportBase {
         continue;
       }
       // Set aside, not retried forever: acked so the bridge drops it, and reported.
-      log_(KODO_LOG_ERROR, "ray: dropped a delivered event of fid '" + in.event.fid +
-                               "' seq " + std::to_string(in.event.seq) + ": " + problem);
+      log_(KODO_LOG_ERROR, "ray: dropped a delivered event of fid '" + in.event.fid + "' seq " +
+                               std::to_string(in.event.seq) + ": " + problem);
       rejected.push_back(in.ref);
     }
     cv_.notify_all();
@@ -583,5 +589,5 @@ void RayConsumer::ack(const uint64_t *ids, size_t count) {
 KODO_TRANSPORT_PLUGIN(kodo::ray::RayTransport, "ray", "0.1.0",
                       "events through Ray: drains kodosumi's runner actors and carries kodo's "
                       "own producers through a stream actor, via a supervised Python bridge",
-                      KODO_TRANSPORT_CAP_CROSS_PROCESS,
-                      kodo::ray::kOptions, sizeof(kodo::ray::kOptions) / sizeof(kodo::ray::kOptions[0]))
+                      KODO_TRANSPORT_CAP_CROSS_PROCESS, kodo::ray::kOptions,
+                      sizeof(kodo::ray::kOptions) / sizeof(kodo::ray::kOptions[0]))

@@ -42,8 +42,8 @@ double metric(const HostProcess &process, const std::string &name) {
   const std::string text = process.request("GET", "/metrics").body;
   std::regex line("(^|\n)" + name + "(\\{[^}]*\\})? ([0-9.e+-]+)");
   double sum = -1;
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), line);
-       it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), line); it != std::sregex_iterator();
+       ++it)
     sum = (sum < 0 ? 0 : sum) + std::stod((*it)[3]);
   return sum;
 }
@@ -77,9 +77,7 @@ class RayE2E : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
 
-  void start_spool() {
-    ASSERT_TRUE(host_.start(common_, env(), "spool")) << host_.log();
-  }
+  void start_spool() { ASSERT_TRUE(host_.start(common_, env(), "spool")) << host_.log(); }
 
   // kodosumi's table of one execution, in id order.
   std::vector<Row> rows(const std::string &username, const std::string &fid) const {
@@ -132,7 +130,9 @@ class RayE2E : public ::testing::Test {
     EXPECT_EQ(got.back().kind + " " + got.back().message, "status finished");
   }
 
-  pid_t bridge_pid() const { return static_cast<pid_t>(metric(host_, "kodo_transport_bridge_pid")); }
+  pid_t bridge_pid() const {
+    return static_cast<pid_t>(metric(host_, "kodo_transport_bridge_pid"));
+  }
 
   kodo::testing::TempDir dir_{"kodo-ray-e2e"};
   std::string python_, exec_dir_;
@@ -147,10 +147,10 @@ TEST_F(RayE2E, SpoolDrainsKodosumiRunnersIntoSqliteNewOnesToo) {
   ASSERT_NO_FATAL_FAILURE(runners({"spawn", "--fids", join(first), "--lines", "500", "--preload"}));
   ASSERT_NO_FATAL_FAILURE(start_spool());
   // Runners that start while the spooler runs, one naming its user only in its meta event.
-  ASSERT_NO_FATAL_FAILURE(runners({"spawn", "--fids", later[0], "--lines", "300",
-                                   "--interval", "0.002"}));
-  ASSERT_NO_FATAL_FAILURE(runners({"spawn", "--fids", later[1], "--lines", "300",
-                                   "--no-username-method", "--preload"}));
+  ASSERT_NO_FATAL_FAILURE(
+      runners({"spawn", "--fids", later[0], "--lines", "300", "--interval", "0.002"}));
+  ASSERT_NO_FATAL_FAILURE(runners(
+      {"spawn", "--fids", later[1], "--lines", "300", "--no-username-method", "--preload"}));
   for (const auto &fid : first) ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 500));
   for (const auto &fid : later) ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 300));
   EXPECT_GT(metric(host_, "kodo_transport_drain_batches_total"), 0);
@@ -163,8 +163,8 @@ TEST_F(RayE2E, BridgeKilledMidRunLosesNoRunnerEvent) {
   for (int i = 0; i < 3; ++i) fids.push_back(make_fid(2, i));
   ASSERT_NO_FATAL_FAILURE(start_spool());
   // About 4 s of events per runner: the bridge is killed while they emit.
-  ASSERT_NO_FATAL_FAILURE(runners({"spawn", "--fids", join(fids), "--lines", "800",
-                                   "--interval", "0.005"}));
+  ASSERT_NO_FATAL_FAILURE(
+      runners({"spawn", "--fids", join(fids), "--lines", "800", "--interval", "0.005"}));
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   while (rows("alice", fids[0]).size() < 100 && Clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -179,8 +179,8 @@ TEST_F(RayE2E, BridgeKilledMidRunLosesNoRunnerEvent) {
 TEST_F(RayE2E, RunnerKilledMidRunEndsItsExecutionWithAnError) {
   const std::string fid = make_fid(3, 0);
   ASSERT_NO_FATAL_FAILURE(start_spool());
-  ASSERT_NO_FATAL_FAILURE(runners({"spawn", "--fids", fid, "--lines", "100000", "--interval",
-                                   "0.001"}));
+  ASSERT_NO_FATAL_FAILURE(
+      runners({"spawn", "--fids", fid, "--lines", "100000", "--interval", "0.001"}));
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   while (rows("alice", fid).size() < 50 && Clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -252,28 +252,67 @@ TEST_F(RayE2E, ServeOnRayBridgeKilledMidRunEveryEventStoredOnce) {
   EXPECT_GE(metric(host_, "kodo_transport_bridge_restarts_total"), 1);
 }
 
-// A head of the case's own (`ray start --block`: ending it ends the head's processes) goes
-// away: the spooler reports the transport down and /health degraded; once a head is back on
-// the address, the bridge reconnects and drains runners of the new head.
+// A Ray head of a case's own, as the leader of its own process group (`ray start --block`):
+// every process of the head is in that group, so killing the group (by its id) ends the head.
+class OwnHead {
+ public:
+  OwnHead(const std::string &venv, const std::string &temp_dir, const std::string &log, int port)
+      : log_(log), port_(port) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      setsid();
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      const std::string ray = venv + "/bin/ray", port_arg = "--port=" + std::to_string(port),
+                        temp = "--temp-dir=" + temp_dir;
+      execl(ray.c_str(), ray.c_str(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+            port_arg.c_str(), "--num-cpus=1", "--include-dashboard=false",
+            "--object-store-memory=100000000", "--disable-usage-stats", temp.c_str(), nullptr);
+      _exit(127);
+    }
+  }
+  ~OwnHead() { kill_group(); }
+  bool wait_ready() const {
+    for (int waited = 0; waited < 60000; waited += 50) {
+      if (kodo::testing::port_accepts(port_)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  void kill_group() {
+    if (pid_ <= 0) return;
+    kill(-pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  std::string log() const { return kodo::testing::slurp(log_); }
+
+ private:
+  std::string log_;
+  int port_;
+  pid_t pid_ = -1;
+};
+
+// A head of the case's own goes away: the spooler reports the transport down and /health
+// degraded; once a head is back on the address, the bridge reconnects and drains runners of the
+// new head.
 TEST_F(RayE2E, HeadGoneMakesHealthDegradedAndTheTransportReconnects) {
   const std::string address = "127.0.0.1:6390";
-  auto start_head = [&](kodo::testing::ServiceProcess &head, const std::string &name) {
-    head.start({env_or_fail("KODO_RAY_VENV") + "/bin/ray", "start", "--head", "--block",
-                "--node-ip-address=127.0.0.1", "--port=6390", "--num-cpus=1",
-                "--include-dashboard=false", "--object-store-memory=100000000",
-                "--disable-usage-stats", "--temp-dir=" + env_or_fail("KODO_RAY_TMP") + "/" + name},
-               "", dir_.path() + "/" + name + ".log");
-    return head.wait_for_port(6390, 60000);
+  auto start_head = [&](const std::string &name) {
+    return std::make_unique<OwnHead>(env_or_fail("KODO_RAY_VENV"),
+                                     env_or_fail("KODO_RAY_TMP") + "/" + name,
+                                     dir_.path() + "/" + name + ".log", 6390);
   };
-  auto head = std::make_unique<kodo::testing::ServiceProcess>();
-  ASSERT_TRUE(start_head(*head, "head-a")) << kodo::testing::slurp(dir_.path() + "/head-a.log");
+  auto head = start_head("head-a");
+  ASSERT_TRUE(head->wait_ready()) << head->log();
   auto vars = env();
   vars.insert(vars.end(), {"KODO_RAY_SERVER=" + address, "KODO_RAY_RESTART_MAX_MS=1000"});
   ASSERT_TRUE(host_.start(common_, vars, "spool")) << host_.log();
   EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
   EXPECT_EQ(host_.request("GET", "/health").status, 200);
 
-  head->stop(SIGTERM);  // `ray start --block` ends the head's processes on SIGTERM
+  head->kill_group();
   auto deadline = Clock::now() + std::chrono::seconds(60);
   while (metric(host_, "kodo_transport_up") != 0 && Clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -282,17 +321,17 @@ TEST_F(RayE2E, HeadGoneMakesHealthDegradedAndTheTransportReconnects) {
   EXPECT_EQ(health.status, 503);
   EXPECT_NE(health.body.find(R"("transport":"down")"), std::string::npos) << health.body;
 
-  head = std::make_unique<kodo::testing::ServiceProcess>();
-  ASSERT_TRUE(start_head(*head, "head-b")) << kodo::testing::slurp(dir_.path() + "/head-b.log");
+  head = start_head("head-b");
+  ASSERT_TRUE(head->wait_ready()) << head->log();
   deadline = Clock::now() + std::chrono::seconds(120);
   while (metric(host_, "kodo_transport_up") != 1 && Clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
   EXPECT_EQ(host_.request("GET", "/health").status, 200);
   const std::string fid = make_fid(6, 0);
-  const CommandResult spawned = run_command(
-      {python_, RUNNERS_SCRIPT, "spawn", "--fids", fid, "--lines", "50", "--preload"},
-      {"KODO_RAY_SERVER=" + address});
+  const CommandResult spawned =
+      run_command({python_, RUNNERS_SCRIPT, "spawn", "--fids", fid, "--lines", "50", "--preload"},
+                  {"KODO_RAY_SERVER=" + address});
   ASSERT_EQ(spawned.exit_code, 0) << spawned.output;
   ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 50));
 }
