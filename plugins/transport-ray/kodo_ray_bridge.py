@@ -135,6 +135,11 @@ class Drainer:
         size = await queue.actor.qsize.remote()
         start, held = self.held.setdefault(fid, (0, []))
         items = await queue.actor.get_nowait_batch.remote(min(size, n)) if size else []
+        # As [timestamp, kind, payload] here, in the drainer's process: the bridge's is the
+        # busier one, and lists travel cheaper than dicts.
+        now = time.time()
+        items = [[i.get("timestamp", now), i.get("kind", ""), i.get("payload", "")]
+                 if isinstance(i, dict) else [now, "", i] for i in items]
         held.extend(items)
         return size, start + len(held) - len(items), items
 
@@ -155,9 +160,10 @@ class Drainer:
 
 
 class Spill:
-    """An append-only log of drained events ("e"), acks ("a"), runners done ("d") and each
-    runner's next seq ("n"). Written before an event is sent, so a killed bridge loses no event
-    it had drained; replayed and compacted at start."""
+    """An append-only log, a line per record: a batch of drained events ("e"), a batch of acks
+    ("a"), a runner done ("d") and a runner's next seq and user ("n"). Written before an event
+    is sent, so a killed bridge loses no event it had drained; replayed and compacted at start.
+    """
 
     def __init__(self, directory):
         os.makedirs(directory, exist_ok=True)
@@ -179,11 +185,12 @@ class Spill:
     def apply(self, record):
         tag = record[0]
         if tag == "e":
-            event = record[1]
-            self.unacked[(event[0], event[2])] = event
-            self.next_seq[event[0]] = max(self.next_seq.get(event[0], 0), event[2] + 1)
+            for event in record[1]:
+                self.unacked[(event[0], event[2])] = event
+                self.next_seq[event[0]] = max(self.next_seq.get(event[0], 0), event[2] + 1)
         elif tag == "a":
-            self.unacked.pop((record[1], record[2]), None)
+            for fid, seq in record[1]:
+                self.unacked.pop((fid, seq), None)
         elif tag == "n":
             self.next_seq[record[1]] = record[2]
             if record[3]:
@@ -198,8 +205,7 @@ class Spill:
                 f.write(json.dumps(["n", fid, seq, self.usernames.get(fid)]) + "\n")
             for fid in self.done:
                 f.write(json.dumps(["d", fid]) + "\n")
-            for event in self.unacked.values():
-                f.write(json.dumps(["e", event], ensure_ascii=False) + "\n")
+            f.write(json.dumps(["e", list(self.unacked.values())], ensure_ascii=False) + "\n")
         os.replace(temporary, self.path)
         self.file = open(self.path, "a", encoding="utf-8")
 
@@ -278,7 +284,7 @@ class Bridge:
             for source, fid, seq in message["refs"]:
                 (kodo if source == "k" else runner).append((fid, seq))
             if runner and self.spill:
-                self.spill.write([["a", fid, seq] for fid, seq in runner])
+                self.spill.write([["a", runner]])
             if kodo:
                 await self.stream.ack.remote(kodo)
             self.outstanding -= len(message["refs"])
@@ -397,9 +403,7 @@ class Bridge:
     def take(self, fid, state, items):
         seq = self.spill.next_seq.get(fid, 0)
         events = []
-        for item in items:
-            timestamp = item.get("timestamp", time.time())
-            kind, payload = item.get("kind", ""), item.get("payload", "")
+        for timestamp, kind, payload in items:
             if not isinstance(payload, str):
                 payload = json.dumps(payload)
             if kind == "meta" and not state["username"]:
@@ -408,7 +412,7 @@ class Bridge:
                 state["finished"] = True
             events.append([fid, None, seq, float(timestamp), str(kind), payload])
             seq += 1
-        records = [["e", e] for e in events]
+        records = [["e", events]]
         if state["username"] and self.spill.usernames.get(fid) != state["username"]:
             self.spill.usernames[fid] = state["username"]
             records.insert(0, ["n", fid, self.spill.next_seq.get(fid, 0), state["username"]])
@@ -432,8 +436,7 @@ class Bridge:
     def end_runner(self, fid, state, error):
         if error is not None and not state["finished"]:
             now = time.time()
-            self.take(fid, state, [{"timestamp": now, "kind": "error", "payload": error},
-                                   {"timestamp": now, "kind": "status", "payload": "error"}])
+            self.take(fid, state, [[now, "error", error], [now, "status", "error"]])
         self.release(fid, state, force=True)
         self.spill.write([["d", fid]])
         self.drainer.forget.remote(fid)

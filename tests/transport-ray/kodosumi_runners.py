@@ -8,7 +8,7 @@ status running, `lines` stdout lines ("line 1", ...), final, status finished.
   spawn --fids F1,F2 --lines N [--interval S] [--no-username-method] [--preload]
         starts one runner per fid; with --preload every event is queued before the command
         returns (a backlog to drain), else each runner emits while it runs (S seconds apart)
-  kill FID      ends a runner at once (ray.kill), as a crashed actor
+  kill FID | kill --fids F1,..   ends runners at once (ray.kill), as a crashed actor
   drain --fids F1,.. --batch N   drains the runners' queues as kodosumi's spooler does
         (get_nowait_batch(min(qsize, N)), one runner after another); prints events/s
 """
@@ -111,7 +111,8 @@ def main():
                    for fid in fids]
         ray.get([r.start.remote(args.preload) for r in runners])
     elif args.command == "kill":
-        ray.kill(ray.get_actor(args.fid, namespace="kodosumi"))
+        for fid in fids or [args.fid]:
+            ray.kill(ray.get_actor(fid, namespace="kodosumi"))
     else:
         queues = [ray.get(ray.get_actor(f, namespace="kodosumi").get_queue.remote()) for f in fids]
         started, total = time.time(), 0
