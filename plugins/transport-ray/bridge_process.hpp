@@ -24,6 +24,12 @@ namespace kodo::ray {
 
 using kodo::sdk::Error;
 
+// strerror, thread-safe (the GNU strerror_r, which returns the text).
+inline std::string error_text(int code) {
+  char buffer[256];
+  return ::strerror_r(code, buffer, sizeof buffer);
+}
+
 constexpr size_t kMaxFrame = 256u << 20;  // a runaway length is a broken bridge, not a batch
 
 class BridgeProcess {
@@ -38,8 +44,9 @@ class BridgeProcess {
   void start(const std::vector<std::string> &argv) {
     int fds[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
-      throw Error(KODO_ERR_IO, std::string("ray: socketpair failed: ") + std::strerror(errno));
+      throw Error(KODO_ERR_IO, std::string("ray: socketpair failed: ") + error_text(errno));
     std::vector<char *> args;
+    args.reserve(argv.size() + 1);
     for (const auto &a : argv) args.push_back(const_cast<char *>(a.c_str()));
     args.push_back(nullptr);
     const pid_t parent = getpid();
@@ -47,7 +54,7 @@ class BridgeProcess {
     if (pid < 0) {
       close(fds[0]);
       close(fds[1]);
-      throw Error(KODO_ERR_IO, std::string("ray: fork failed: ") + std::strerror(errno));
+      throw Error(KODO_ERR_IO, std::string("ray: fork failed: ") + error_text(errno));
     }
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -56,7 +63,7 @@ class BridgeProcess {
       dup2(fds[1], 1);
       execvp(args[0], args.data());
       const std::string message =
-          "ray: cannot run the bridge's python " + argv[0] + ": " + std::strerror(errno) + "\n";
+          "ray: cannot run the bridge's python " + argv[0] + ": " + error_text(errno) + "\n";
       (void)!write(2, message.data(), message.size());
       _exit(127);
     }

@@ -191,9 +191,9 @@ std::string publish_frame(uint64_t id, const kodo_event *const *events, size_t c
 
 // Where a delivery came from, as the bridge names it across restarts.
 struct Ref {
-  char source;  // 'k': kodo's stream, 'r': a kodosumi runner (spill file)
+  char source = 'k';  // 'k': kodo's stream, 'r': a kodosumi runner (spill file)
   std::string fid;
-  int64_t seq;
+  int64_t seq = 0;
 };
 
 std::string ack_frame(const std::vector<Ref> &refs) {
@@ -218,7 +218,7 @@ std::string ack_frame(const std::vector<Ref> &refs) {
 
 struct Incoming {
   Ref ref;
-  uint32_t count;
+  uint32_t count = 1;
   OwnedEvent event;
 };
 
@@ -252,6 +252,8 @@ class RayTransport;
 class RayConsumer : public kodo::sdk::ConsumerBase {
  public:
   explicit RayConsumer(RayTransport &t) : t_(t) {}
+  RayConsumer(const RayConsumer &) = delete;
+  RayConsumer &operator=(const RayConsumer &) = delete;
   ~RayConsumer() override;
   void read(size_t max, int32_t block_ms, kodo::sdk::DeliveryBatchBuilder &out) override;
   void ack(const uint64_t *ids, size_t count) override;
@@ -277,6 +279,9 @@ class RayTransport : public kodo::sdk::TransportBase {
     throw Error(KODO_ERR_UNAVAILABLE,
                 "ray: cannot connect to the Ray head at " + settings_.server + ": " + why, true);
   }
+
+  RayTransport(const RayTransport &) = delete;
+  RayTransport &operator=(const RayTransport &) = delete;
 
   ~RayTransport() override {
     // A producer's handle closes only once the bridge confirmed what it took (or gave up).

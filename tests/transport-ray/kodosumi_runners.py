@@ -60,9 +60,6 @@ class Emitter:
         if pending:
             self.queue.put_nowait_batch(pending)
 
-
-@ray.remote(num_cpus=0)
-class Runner(Emitter):
     def start(self, preload):
         if preload:
             self.emit()
@@ -72,6 +69,9 @@ class Runner(Emitter):
     def get_queue(self):
         return self.queue
 
+
+@ray.remote(num_cpus=0)
+class Runner(Emitter):
     def get_username(self):
         return "alice"
 
@@ -79,15 +79,6 @@ class Runner(Emitter):
 @ray.remote(num_cpus=0)
 class RunnerWithoutUsername(Emitter):
     """A runner that names its user only in its meta event."""
-
-    def start(self, preload):
-        if preload:
-            self.emit()
-        else:
-            threading.Thread(target=self.emit, daemon=True).start()
-
-    def get_queue(self):
-        return self.queue
 
 
 def main():
