@@ -29,6 +29,8 @@ import ray
 from ray.exceptions import RayActorError, RayError
 
 FINAL_STATUSES = ("finished", "error")
+COMPACT_BYTES = 64 << 20  # a spill file past this is rewritten ...
+COMPACT_UNACKED = 100000  # ... when it holds fewer unacked events than this
 FID = re.compile(r"^[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,63}$")  # kodo_event's naming rule
 
 
@@ -214,6 +216,9 @@ class Spill:
             self.apply(record)
         self.file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         self.file.flush()  # in the kernel's hands: survives a SIGKILL of this process
+        if self.file.tell() > COMPACT_BYTES and len(self.unacked) < COMPACT_UNACKED:
+            self.file.close()
+            self.compact()  # the log keeps only what is not acked yet
 
 
 # ---- The bridge ----------------------------------------------------------------------------

@@ -467,7 +467,8 @@ class RayTransport : public kodo::sdk::TransportBase {
     }
   }
 
-  // A bridge connected: it gets the consumer's start and every unconfirmed batch, in order.
+  // A bridge connected: it gets the consumer's start and every unconfirmed batch, in order,
+  // before any other frame.
   // Deliveries the previous bridge pushed and nobody read are dropped: this one sends them again.
   void on_hello() {
     std::lock_guard<std::mutex> wlock(write_mu_);
@@ -482,11 +483,12 @@ class RayTransport : public kodo::sdk::TransportBase {
       base_drains_ += last_drains_;
       base_drained_ += last_drained_;
       last_drains_ = last_drained_ = 0;
+      // Up while the socket is still ours: a consumer or batch that comes now sends its own
+      // frame after these (at worst a batch twice, which the stream actor keeps once).
+      up_ = true;
+      cv_.notify_all();
     }
     for (const auto &f : frames) bridge_.send(f);
-    std::lock_guard<std::mutex> lock(mu_);
-    up_ = true;
-    cv_.notify_all();
   }
 
   void on_events(const rapidjson::Value &rows) {

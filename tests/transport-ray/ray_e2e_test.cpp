@@ -4,6 +4,7 @@
 // it and the venv. Runners are kodosumi-shaped (kodosumi_runners.py); each case uses fids of
 // its own, so cases do not see each other's runners.
 #include "host_process.hpp"
+#include "postgres_server.hpp"
 #include "service_process.hpp"
 
 #include <gtest/gtest.h>
@@ -156,6 +157,40 @@ TEST_F(RayE2E, SpoolDrainsKodosumiRunnersIntoSqliteNewOnesToo) {
   EXPECT_GT(metric(host_, "kodo_transport_drain_batches_total"), 0);
   EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
   EXPECT_EQ(host_.stop(), 0);
+}
+
+// The same runners drained into PostgreSQL (the fork's execution_events table), each event
+// once, in seq order, with kodosumi's payloads.
+TEST_F(RayE2E, SpoolDrainsKodosumiRunnersIntoPostgres) {
+  kodo::testing::PostgresServer postgres;
+  ASSERT_NO_THROW(postgres.start());
+  std::vector<std::string> fids;
+  for (int i = 0; i < 3; ++i) fids.push_back(make_fid(7, i));
+  ASSERT_NO_FATAL_FAILURE(runners({"spawn", "--fids", join(fids), "--lines", "1000", "--preload"}));
+  auto vars = env();
+  vars.push_back("KODO_EXECUTION_DATABASE=" + postgres.url());
+  const CommandResult made =
+      run_command({KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "db", "create-tables"}, vars);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  ASSERT_TRUE(host_.start(common_, vars, "spool")) << host_.log();
+  for (const auto &fid : fids) {
+    std::vector<std::tuple<int64_t, std::string, std::string>> rows;
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (rows.size() < 1006 && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      try {
+        rows = kodo::testing::execution_event_rows(postgres.url(), fid);
+      } catch (const std::runtime_error &) {
+        // the spooler makes the table with its first batch
+      }
+    }
+    ASSERT_EQ(rows.size(), 1006u) << fid;
+    for (size_t i = 0; i < rows.size(); ++i)
+      ASSERT_EQ(std::get<0>(rows[i]), static_cast<int64_t>(i)) << fid << ": seq order";
+    EXPECT_EQ(std::get<2>(rows[4]), "line 1");
+    EXPECT_EQ(std::get<2>(rows[1003]), "line 1000");
+    EXPECT_EQ(std::get<1>(rows.back()) + " " + std::get<2>(rows.back()), "status finished");
+  }
 }
 
 TEST_F(RayE2E, BridgeKilledMidRunLosesNoRunnerEvent) {
