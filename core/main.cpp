@@ -176,6 +176,13 @@ int serve(const HostConfig &config) {
   return 0;
 }
 
+// A transport that reports its `up` figure as 0 (its server is away) makes a spooler degraded.
+bool transport_up(const Transport &transport) {
+  for (const auto &m : transport.metrics())
+    if (m.name == "up") return m.value != 0;
+  return true;
+}
+
 int spool(const HostConfig &config) {
   auto storage = open_storage(config);
   auto transport = open_transport(config);
@@ -205,10 +212,13 @@ int spool(const HostConfig &config) {
             response.send(200, "text/plain; version=0.0.4",
                           metrics_text(metrics, {}, *storage, transport.get()));
           } else if (request.path == "/health") {
-            const bool up = metrics.storage_up.load() != 0;
+            const bool storage_up = metrics.storage_up.load() != 0;
+            const bool carried = transport_up(*transport);
+            const bool up = storage_up && carried;
             response.send(up ? 200 : 503, "application/json",
                           std::string("{\"status\":\"") + (up ? "ok" : "degraded") +
-                              "\",\"storage\":\"" + (up ? "up" : "down") + "\"}");
+                              "\",\"storage\":\"" + (storage_up ? "up" : "down") +
+                              "\",\"transport\":\"" + (carried ? "up" : "down") + "\"}");
           } else {
             response.send(404, "text/plain", "spool serves only /health and /metrics\n");
           }

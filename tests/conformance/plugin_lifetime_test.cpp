@@ -95,7 +95,8 @@ class Round {
   std::string server_url() const {
     bool has_url = false;
     for (const auto &spec : plugin_.options())
-      has_url = has_url || std::strcmp(spec.name, "url") == 0;
+      has_url = has_url || std::strcmp(spec.name, "url") == 0 ||
+                std::strcmp(spec.name, "server") == 0;  // ray's host:port
     if (!has_url) return "-";
     if (plugin_.name() == "postgres") {
       static kodo::testing::PostgresServer server;

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The Ray figures, all on one Ray head in a private network and PID namespace
+# (tests/transport-ray/in_ray_namespace.sh), on kodosumi-shaped runners whose queues are filled
+# before the clock starts (RUNNERS runners x EVENTS stdout lines each, plus 6 events of the run):
+#   1. kodosumi's spooler pattern: get_nowait_batch(min(qsize, 10)), runner after runner,
+#   2. a bare Python drain at batches of 1,000,
+#   3. kodo-host spool, transport ray -> sqlite: drained, spilled, stored and acked, with the
+#      bridge's memory,
+#   4. kodo-bench --transport ray: kodo's own producers through Ray, lost 0 / duplicated 0.
+#   bench/ray.sh [build-dir]   (after .ci/setup; RUNNERS (default 20) and EVENTS (10000))
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+if [[ "${KODO_RAY_BENCH_INSIDE:-}" != 1 ]]; then
+  export KODO_RAY_BENCH_INSIDE=1
+  exec tests/transport-ray/in_ray_namespace.sh "$PWD/$build/venv-ray" "$0" "$@"
+fi
+runners=${RUNNERS:-20}
+events=${EVENTS:-10000}
+script=tests/transport-ray/kodosumi_runners.py
+work=$KODO_RAY_TMP/bench
+mkdir -p "$work"
+fids() { python3 -c "print(','.join('%s%020d' % ('$1', i) for i in range($runners)))"; }
+py() { "$KODO_RAY_PYTHON" "$script" "$@"; }
+total=$((runners * (events + 6)))
+
+echo "== 1. kodosumi's spooler pattern, batches of 10, $runners runners x $((events + 6)) events"
+py spawn --fids "$(fids b000)" --lines "$events" --preload
+py drain --fids "$(fids b000)" --batch 10
+py kill --fids "$(fids b000)"
+
+echo "== 2. bare Python drain, batches of 1,000"
+py spawn --fids "$(fids c000)" --lines "$events" --preload
+py drain --fids "$(fids c000)" --batch 1000
+py kill --fids "$(fids c000)"
+
+echo "== 3. kodo-host spool, ray -> sqlite"
+py spawn --fids "$(fids a000)" --lines "$events" --preload
+KODO_EVENT_TRANSPORT=ray KODO_RAY_SPILL_DIR="$work/spill" KODO_RAY_DISCOVER_MS=100 \
+  "$build/bin/kodo-host" --plugin-dir "$build/plugins" --exec-dir "$work/execution" \
+  --address 127.0.0.1:0 spool >"$work/spool.log" 2>&1 &
+spool=$!
+until url=$(grep -o 'http://127.0.0.1:[0-9]*/metrics' "$work/spool.log"); do sleep 0.05; done
+figure() { curl -s "$url" | awk -v n="$1" '$1 == n {print $2}'; }
+started=$(date +%s.%N)
+first=""
+peak=0
+while :; do
+  stored=$(figure kodo_events_stored_total)
+  [[ -z $first && ${stored%.*} -gt 0 ]] && first=$(date +%s.%N)
+  bridge=$(figure kodo_transport_bridge_pid)
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/${bridge%.*}/status" 2>/dev/null || echo 0)
+  ((rss > peak)) && peak=$rss
+  [[ ${stored%.*} -ge $total ]] && break
+  sleep 0.05
+done
+now=$(date +%s.%N)
+rate() { awk "BEGIN {printf \"%.0f\", $total / ($now - $1)}"; }
+# From the spooler's start (the bridge connects, starts its drainer actor and finds the
+# runners) and from the first stored event (the drain itself).
+echo "stored $total events: $(rate "$started") events/s from the spooler's start," \
+  "$(rate "$first") events/s from the first stored event;" \
+  "drain batches $(figure kodo_transport_drain_batches_total), mean" \
+  "$(figure kodo_transport_drain_batch_mean); bridge RSS peak $((peak / 1024)) MB"
+kill "$spool"
+wait "$spool" || true
+
+echo "== 4. kodo-bench --transport ray -> sqlite, 100 executions x 1,000 events of 100 bytes"
+KODO_RAY_SPILL_DIR="$work/bench-spill" "$build/bin/kodo-bench" --plugin-dir "$build/plugins" \
+  --transport ray --executions 100 --events 1000 --payload-bytes 100 2>&1 | tail -1
