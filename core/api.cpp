@@ -200,8 +200,23 @@ void Api::metrics(HttpResponder &response) {
   gauges.executions_launched = stats.launched;
   gauges.events_emitted = stats.events_emitted;
   gauges.events_rejected = stats.events_rejected;
-  response.send(200, "text/plain; version=0.0.4",
-                metrics_text(ctx_.metrics, gauges, ctx_.storage, ctx_.transport));
+  std::string text = metrics_text(ctx_.metrics, gauges, ctx_.storage, ctx_.transport);
+  if (ctx_.server) {
+    text +=
+        "# HELP kodo_http_connections Open client connections.\n# TYPE kodo_http_connections "
+        "gauge\n";
+    text += "kodo_http_connections " + std::to_string(ctx_.server->connections()) + "\n";
+    text +=
+        "# HELP kodo_http_descriptor_failures_total Accepts that failed for want of file "
+        "descriptors.\n# TYPE kodo_http_descriptor_failures_total counter\n";
+    text += "kodo_http_descriptor_failures_total " +
+            std::to_string(ctx_.server->descriptor_failures()) + "\n";
+  }
+  if (ctx_.hub) {
+    text += "# HELP kodo_sse_viewers Open event streams.\n# TYPE kodo_sse_viewers gauge\n";
+    text += "kodo_sse_viewers " + std::to_string(ctx_.hub->viewers()) + "\n";
+  }
+  response.send(200, "text/plain; version=0.0.4", text);
 }
 
 std::string metrics_text(const Metrics &metrics, const Metrics::Gauges &gauges,

@@ -72,6 +72,7 @@ void accept_next(const std::shared_ptr<HttpServer::Impl> &s) {
           // Out of descriptors: back off a moment (the pending connection waits in the
           // backlog) instead of spinning, and let /health say so.
           s->descriptors_short_at.store(steady_seconds());
+          s->descriptor_failures.fetch_add(1);
           s->accept_pause->expires_after(std::chrono::milliseconds(kAcceptPauseMs));
           s->accept_pause->async_wait([s](beast::error_code e) {
             if (!e) accept_next(s);
@@ -234,6 +235,10 @@ size_t HttpServer::connections() const {
 bool HttpServer::out_of_descriptors() const {
   const int64_t at = impl_->descriptors_short_at.load();
   return at >= 0 && steady_seconds() - at < kShortWindowS;
+}
+
+uint64_t HttpServer::descriptor_failures() const {
+  return impl_->descriptor_failures.load();
 }
 
 void HttpServer::stop() {

@@ -142,6 +142,8 @@ class HttpServer {
   size_t connections() const;
   // True while accepting fails for want of file descriptors (and for a moment after).
   bool out_of_descriptors() const;
+  // Accepts that failed for want of file descriptors, since start.
+  uint64_t descriptor_failures() const;
   // Closes the listener, lets running handlers finish their response (write()/wait()
   // report false, streams close), closes every connection and joins all threads. A handler
   // blocked elsewhere delays stop(). Idempotent; no restart afterwards. Throws kodo::Error

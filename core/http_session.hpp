@@ -47,6 +47,7 @@ struct HttpServer::Impl {
   uint16_t bound_port = 0;
   // Seconds (steady clock) of the last accept that failed for want of descriptors.
   std::atomic<int64_t> descriptors_short_at{-1};
+  std::atomic<uint64_t> descriptor_failures{0};  // accepts that failed for want of them
 
   std::mutex mu;  // the sessions, for stop()
   std::condition_variable all_closed;
