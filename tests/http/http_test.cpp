@@ -466,6 +466,7 @@ class Client {
       throw std::runtime_error("connect failed");
   }
   ~Client() { close(); }
+  int fd() const { return fd_; }
   Client(const Client &) = delete;
   Client &operator=(const Client &) = delete;
 
@@ -996,6 +997,124 @@ TEST(HttpServer, IdleConnectionIsClosed) {
   ASSERT_TRUE(slow.read_response(r));
   EXPECT_EQ(r.status, 408);
   EXPECT_TRUE(slow.read_to_eof(30000));
+}
+
+// A client trickling a head or a body one byte at a time used to reset the clock with each
+// byte (only the header section had a budget): 520 such clients held every slot. Each
+// phase's budget now covers the whole phase, however the bytes arrive.
+TEST(HttpServer, SlowHeadsAndSlowBodiesAreTimedOutAsAWhole) {
+  HttpServer::Options o = local_options();
+  o.idle_timeout_ms = 300;
+  o.body_timeout_ms = 300;
+  HttpServer server(o, basic_routes);
+  server.start();
+  auto trickle_until_closed = [](Client &c, const std::string &bytes) {
+    // Never more than the budget between bytes; bounded so a bug fails instead of hanging.
+    for (size_t i = 0; i < 2000; ++i) {
+      if (!c.send(bytes.substr(i % bytes.size(), 1))) return true;  // closed on us
+      pollfd p{c.fd(), POLLIN, 0};
+      if (poll(&p, 1, 50) > 0) return true;  // the 408 (or the close) arrived
+    }
+    return false;
+  };
+  Client head(server.port());
+  ASSERT_TRUE(trickle_until_closed(head, "GET /hello HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaa"));
+  Response r;
+  ASSERT_TRUE(head.read_response(r));
+  EXPECT_EQ(r.status, 408);
+  EXPECT_NE(r.body.find("head"), std::string::npos) << r.body;
+
+  Client body(server.port());
+  ASSERT_TRUE(body.send("POST /echo HTTP/1.1\r\nContent-Length: 100000\r\n\r\n"));
+  ASSERT_TRUE(trickle_until_closed(body, "x"));
+  ASSERT_TRUE(body.read_response(r));
+  EXPECT_EQ(r.status, 408);
+  EXPECT_NE(r.body.find("body"), std::string::npos) << r.body;
+
+  // The server is not held up by them.
+  Client fresh(server.port());
+  ASSERT_TRUE(fresh.send(get("/hello")));
+  ASSERT_TRUE(fresh.read_response(r));
+  EXPECT_EQ(r.status, 200);
+}
+
+// Streams handed off by their handler (as the SSE hub does) hold no thread: many at once
+// on a pool of one handler thread, fed from another thread, and a viewer that does not read
+// is cut off behind its bounded buffer while the others go on.
+TEST(HttpServer, HandedOffStreamsHoldNoThreadAndSlowViewersAreDropped) {
+  HttpServer::Options o = local_options();
+  o.handler_threads = 1;
+  o.stream_buffer_bytes = size_t{2} << 20;
+  std::mutex mu;
+  std::vector<std::shared_ptr<HttpStream>> streams;
+  HttpServer server(o, [&](const HttpRequest &req, HttpResponder &res) {
+    if (req.path != "/watch") return basic_routes(req, res);
+    auto s = res.start_async_stream(200, "text/event-stream");
+    ASSERT_NE(s, nullptr);
+    std::lock_guard<std::mutex> lock(mu);
+    streams.push_back(std::move(s));
+  });
+  server.start();
+  std::vector<std::unique_ptr<Client>> viewers;
+  constexpr size_t kViewers = 6;
+  for (size_t i = 0; i < kViewers; ++i) {
+    viewers.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(viewers.back()->send(get("/watch")));
+  }
+  for (int i = 0; i < 1000; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (streams.size() == kViewers) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  Response r;
+  Client other(server.port());
+  ASSERT_TRUE(other.send(get("/hello")));
+  ASSERT_TRUE(other.read_response(r));  // the one handler thread is free
+  EXPECT_EQ(r.status, 200);
+  // Viewer 0 never reads; the rest read everything as it comes. 24 MB is far past what
+  // its 2 MB buffer and the kernel's socket buffers hold.
+  const std::string piece(8192, 'e');
+  constexpr int kPieces = 3000;
+  std::vector<size_t> got(kViewers, 0);
+  std::vector<std::thread> readers;
+  std::vector<int> ok(kViewers, 0);
+  for (size_t i = 1; i < kViewers; ++i)
+    readers.emplace_back([&, i] {
+      // Counts the bytes as they come (keeping them would make the reader the slow one).
+      std::string tail;
+      char buf[65536];
+      while (tail.find("\r\n0\r\n\r\n") == std::string::npos) {
+        pollfd p{viewers[i]->fd(), POLLIN, 0};
+        if (::poll(&p, 1, 10000) <= 0) return;
+        ssize_t n = ::recv(viewers[i]->fd(), buf, sizeof buf, 0);
+        if (n <= 0) return;
+        got[i] += static_cast<size_t>(n);
+        tail = tail.substr(tail.size() > 16 ? tail.size() - 16 : 0) +
+               std::string(buf + (n > 16 ? n - 16 : 0), buf + n);
+      }
+      ok[i] = 1;
+    });
+  bool dropped = false;
+  for (int k = 0; k < kPieces; ++k) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (size_t i = 0; i < streams.size(); ++i)
+        if (!streams[i]->write(piece) && i == 0) dropped = true;
+    }
+    std::this_thread::sleep_for(1ms);  // a live source's pace: readers keep up
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto &s : streams) s->end();
+  }
+  for (auto &t : readers) t.join();
+  for (size_t i = 1; i < kViewers; ++i) {
+    EXPECT_EQ(ok[i], 1) << i;
+    EXPECT_GT(got[i], kPieces * piece.size()) << i;  // every piece, with its framing
+  }
+  EXPECT_TRUE(dropped) << "the viewer that never reads was not cut off";
 }
 
 TEST(HttpServer, StartFailsNamingTheAddress) {
