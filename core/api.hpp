@@ -23,8 +23,6 @@ struct ApiContext {
   Metrics &metrics;
   StoreNotifier *notifier = nullptr;  // null when no spooler runs in this process
   std::string default_user = "admin";
-  double sse_keepalive_s = 3;
-  double sse_poll_s = 0.25;   // how often an idle stream looks at storage again
   double delete_wait_s = 30;  // how long DELETE waits for a cancelled run's last event
   std::string transport_name;
   const Transport *transport = nullptr;  // for the plugin's own figures on /metrics

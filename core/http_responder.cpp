@@ -142,33 +142,30 @@ void HttpResponder::send(int status, std::string_view content_type, std::string_
   session_->enqueue(out);
 }
 
-bool HttpResponder::start_stream(int status, std::string_view content_type,
-                                 const HttpHeaders &extra_headers) {
+bool HttpResponder::open_stream(int status, std::string_view content_type,
+                                const HttpHeaders &extra_headers, State state) {
   // HTTP/1.0 has no chunked coding: the stream's end is the connection's close.
   const bool chunked = http_minor_ >= 1;
   if (!chunked) keep_alive_ = false;
   std::string out = head(status, content_type, extra_headers,
                          chunked ? "Transfer-Encoding: chunked\r\n" : std::string());
   chunked_ = chunked;
-  state_ = State::Streaming;
+  state_ = state;
   if (!session_->enqueue(out)) return false;
   if (head_request_) return false;  // HEAD: the headers are the whole answer
-  session_->begin_stream(false, chunked);
+  session_->begin_stream(chunked);
   return session_->usable();
+}
+
+bool HttpResponder::start_stream(int status, std::string_view content_type,
+                                 const HttpHeaders &extra_headers) {
+  return open_stream(status, content_type, extra_headers, State::Streaming);
 }
 
 std::shared_ptr<HttpStream> HttpResponder::start_async_stream(int status,
                                                               std::string_view content_type,
                                                               const HttpHeaders &extra_headers) {
-  const bool chunked = http_minor_ >= 1;
-  if (!chunked) keep_alive_ = false;
-  std::string out = head(status, content_type, extra_headers,
-                         chunked ? "Transfer-Encoding: chunked\r\n" : std::string());
-  chunked_ = chunked;
-  state_ = State::Detached;
-  if (!session_->enqueue(out) || head_request_) return nullptr;
-  session_->begin_stream(true, chunked);
-  if (!session_->usable()) return nullptr;
+  if (!open_stream(status, content_type, extra_headers, State::Detached)) return nullptr;
   return std::make_shared<HttpStream>(session_);
 }
 

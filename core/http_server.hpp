@@ -100,8 +100,11 @@ class HttpResponder {
   HttpResponder(std::shared_ptr<http_detail::Session> session, const HttpRequest &request);
   std::string head(int status, std::string_view content_type, const HttpHeaders &extra,
                    const std::string &framing);
-
   enum class State { None, Sent, Streaming, Detached };
+  // Sends a stream's head; true when the stream is usable.
+  bool open_stream(int status, std::string_view content_type, const HttpHeaders &extra_headers,
+                   State state);
+
   std::shared_ptr<http_detail::Session> session_;
   bool head_request_;
   int http_minor_;

@@ -365,12 +365,11 @@ void Session::fire_close_callbacks_locked(std::unique_lock<std::mutex> &lock) {
 
 // ---- streams ----------------------------------------------------------------------------
 
-void Session::begin_stream(bool detached, bool chunked) {
+void Session::begin_stream(bool chunked) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stream_ = true;
     chunked_ = chunked;
-    (void)detached;
   }
   asio::post(socket_.get_executor(), [self = shared_from_this()] { self->watch(); });
 }

@@ -74,7 +74,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Queues bytes; false when the connection is already broken.
   bool enqueue(std::string_view bytes);
   // A streamed response started (its head is queued): watch for a hang-up from now on.
-  void begin_stream(bool detached, bool chunked);
+  void begin_stream(bool chunked);
   // One piece of the open stream, framed as a chunk when chunked. bounded: cut the client
   // (false) when its queue would pass the stream limit, instead of waiting for it to drain.
   bool stream_write(std::string_view chunk, bool bounded);

@@ -162,8 +162,6 @@ int serve(const HostConfig &given) {
                      metrics,
                      spooler ? &notifier : nullptr,
                      config.default_user,
-                     config.sse_keepalive_s,
-                     /*sse_poll_s=*/0.25,
                      /*delete_wait_s=*/config.shutdown_grace_s + 20,
                      transport->plugin().name(),
                      transport.get()};

@@ -118,8 +118,6 @@ struct Service {
                        metrics,
                        /*notifier=*/nullptr,
                        "admin",
-                       /*sse_keepalive_s=*/0.05,
-                       /*sse_poll_s=*/0.005,
                        /*delete_wait_s=*/5,
                        "fuzz"};
     context.hub = &hub;
