@@ -72,7 +72,7 @@ po::options_description host_option_descriptions() {
                                                 "threads running every connection's I/O")(
       "http-handler-threads", po::value<size_t>()->default_value(16),
       "threads answering requests (event streams do not hold one)")(
-      "sse-viewer-buffer", po::value<size_t>()->default_value(size_t{1} << 20),
+      "sse-viewer-buffer", po::value<size_t>()->default_value(size_t{256} << 10),
       "bytes waiting for one stream viewer at most; a viewer this far behind is cut off");
 
   po::options_description flows("Flows", kHelpWidth);

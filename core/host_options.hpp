@@ -45,7 +45,7 @@ struct HostConfig {
   double http_body_timeout_s = 60;
   size_t http_io_threads = 2;
   size_t http_handler_threads = 16;
-  size_t sse_viewer_buffer = size_t{1} << 20;
+  size_t sse_viewer_buffer = size_t{256} << 10;
   double shutdown_grace_s = 10;
 };
 

@@ -125,7 +125,7 @@ class HttpServer {
     int write_timeout_ms = 30000;  // one write that makes no progress this long cuts the client
     size_t io_threads = 2;         // threads running every connection's I/O
     size_t handler_threads = 16;   // threads running handlers (which may block)
-    size_t stream_buffer_bytes = size_t{1} << 20;  // per HttpStream, before the client is cut
+    size_t stream_buffer_bytes = size_t{256} << 10;  // per HttpStream, before the client is cut
     HttpLimits limits;
   };
   // Called on a handler thread, possibly many at once: it must be thread-safe.

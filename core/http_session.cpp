@@ -208,13 +208,22 @@ bool Session::enqueue(std::string_view bytes) {
   return true;
 }
 
+// At most one kick waits in the strand's queue: a viewer fed a million small writes must not
+// queue a million handlers (they held gigabytes and all the latency); what they would have
+// done, the one kick or the running write's completion does with everything queued.
 void Session::post_kick() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (kick_posted_) return;
+    kick_posted_ = true;
+  }
   asio::post(socket_.get_executor(), [self = shared_from_this()] { self->kick(); });
 }
 
 void Session::kick() {
-  if (closed_ || phase_ != Phase::Handling) return;
   std::unique_lock<std::mutex> lock(mu_);
+  kick_posted_ = false;
+  if (closed_ || phase_ != Phase::Handling) return;
   if (writing_) return;
   if (broken_) {
     lock.unlock();

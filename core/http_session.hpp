@@ -126,7 +126,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::condition_variable changed_;
   std::string pending_;
   bool writing_ = false;
-  bool broken_ = false;  // client gone, write failed, or cut
+  bool kick_posted_ = false;  // a kick() waits in the strand's queue
+  bool broken_ = false;       // client gone, write failed, or cut
   bool handler_running_ = false;
   size_t inflight_ = 0;         // bytes in out_
   bool stream_ = false;         // a streamed response is open
