@@ -18,7 +18,7 @@ bool serving_from(const void *server) {
 
 namespace http_detail {
 
-void Session::run_handler(HttpRequest request) {
+void Session::run_handler(const HttpRequest &request) {
   serving_server = server_.get();
   HttpResponder res(shared_from_this(), request);
   std::string failure;

@@ -190,10 +190,9 @@ void Session::dispatch() {
     keep_alive_ = request.keep_alive;
     closing_after_ = false;
   }
-  asio::post(*server_->handler_pool,
-             [self = shared_from_this(), request = std::move(request)]() mutable {
-               self->run_handler(std::move(request));
-             });
+  asio::post(*server_->handler_pool, [self = shared_from_this(), request = std::move(request)] {
+    self->run_handler(request);
+  });
 }
 
 // ---- writing ----------------------------------------------------------------------------

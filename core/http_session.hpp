@@ -91,7 +91,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_head(beast::error_code ec);
   void on_body(beast::error_code ec);
   void dispatch();
-  void run_handler(HttpRequest request);
+  void run_handler(const HttpRequest &request);
   void kick();  // on the strand: write what is queued, or move to the next request
   void on_write(beast::error_code ec);
   void watch();  // on the strand: a pending read while a stream is open
