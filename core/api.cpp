@@ -2,6 +2,7 @@
 
 #include "core/error.hpp"
 #include "core/ids.hpp"
+#include "core/json_bounded.hpp"
 #include "core/log.hpp"
 
 #include <rapidjson/document.h>
@@ -104,25 +105,6 @@ std::vector<std::string> split_path(const HttpRequest &request) {
   return parts;
 }
 
-// One SSE frame in kodosumi's form: event: <kind>, id: <row id>, data: <timestamp>:<message>.
-// A payload with line breaks continues on further data: lines, as SSE requires.
-void append_frame(std::string &out, const std::string &kind, int64_t id, double timestamp,
-                  const std::string &payload) {
-  char stamp[40];
-  const int n = std::snprintf(stamp, sizeof stamp, "%.6f", timestamp);
-  out.append("event: ").append(kind).append("\nid: ").append(std::to_string(id));
-  out.append("\ndata: ")
-      .append(stamp, n > 0 ? std::min(static_cast<size_t>(n), sizeof stamp - 1) : 0);
-  out += ':';
-  for (char c : payload) {
-    if (c == '\n')
-      out += "\ndata: ";
-    else if (c != '\r')
-      out += c;
-  }
-  out += "\n\n";
-}
-
 }  // namespace
 
 void Api::handle(const HttpRequest &request, HttpResponder &response) {
@@ -189,7 +171,7 @@ void Api::health(HttpResponder &response) {
   JsonWriter w(buffer);
   w.StartObject();
   w.Key("status");
-  w.String(up ? "ok" : "degraded");
+  w.String(up && !(ctx_.server && ctx_.server->out_of_descriptors()) ? "ok" : "degraded");
   w.Key("storage");
   w.String(up ? "up" : "down");
   w.Key("storage_plugin");
@@ -200,8 +182,16 @@ void Api::health(HttpResponder &response) {
   w.Uint64(ctx_.executor.stats().running);
   w.Key("events_lost");
   w.Uint64(ctx_.metrics.events_lost.load());
+  // Running out of file descriptors: new connections and runs fail until some free up.
+  const bool descriptors_short = ctx_.server && ctx_.server->out_of_descriptors();
+  w.Key("descriptors");
+  w.String(descriptors_short ? "exhausted" : "ok");
+  if (ctx_.hub) {
+    w.Key("stream_viewers");
+    w.Uint64(ctx_.hub->viewers());
+  }
   w.EndObject();
-  send_json(response, up ? 200 : 503, buffer);
+  send_json(response, up && !descriptors_short ? 200 : 503, buffer);
 }
 
 void Api::metrics(HttpResponder &response) {
@@ -212,8 +202,23 @@ void Api::metrics(HttpResponder &response) {
   gauges.executions_launched = stats.launched;
   gauges.events_emitted = stats.events_emitted;
   gauges.events_rejected = stats.events_rejected;
-  response.send(200, "text/plain; version=0.0.4",
-                metrics_text(ctx_.metrics, gauges, ctx_.storage, ctx_.transport));
+  std::string text = metrics_text(ctx_.metrics, gauges, ctx_.storage, ctx_.transport);
+  if (ctx_.server) {
+    text +=
+        "# HELP kodo_http_connections Open client connections.\n# TYPE kodo_http_connections "
+        "gauge\n";
+    text += "kodo_http_connections " + std::to_string(ctx_.server->connections()) + "\n";
+    text +=
+        "# HELP kodo_http_descriptor_failures_total Accepts that failed for want of file "
+        "descriptors.\n# TYPE kodo_http_descriptor_failures_total counter\n";
+    text += "kodo_http_descriptor_failures_total " +
+            std::to_string(ctx_.server->descriptor_failures()) + "\n";
+  }
+  if (ctx_.hub) {
+    text += "# HELP kodo_sse_viewers Open event streams.\n# TYPE kodo_sse_viewers gauge\n";
+    text += "kodo_sse_viewers " + std::to_string(ctx_.hub->viewers()) + "\n";
+  }
+  response.send(200, "text/plain; version=0.0.4", text);
 }
 
 std::string metrics_text(const Metrics &metrics, const Metrics::Gauges &gauges,
@@ -251,8 +256,12 @@ void Api::list_flows(HttpResponder &response) {
 
 void Api::launch(const HttpRequest &request, HttpResponder &response) {
   rapidjson::Document body;
-  body.Parse(request.body.c_str(), request.body.size());
-  if (body.HasParseError() || !body.IsObject())
+  const JsonRead read = parse_json_bounded(request.body, ctx_.json_max_depth, body);
+  if (read == JsonRead::TooDeep)
+    throw Error(
+        "the request body nests deeper than " + std::to_string(ctx_.json_max_depth) + " levels",
+        KODO_ERR_INVALID_ARGUMENT);
+  if (read != JsonRead::Ok || !body.IsObject())
     throw Error("the request body must be a JSON object like {\"flow\": NAME, \"inputs\": {...}}",
                 KODO_ERR_INVALID_ARGUMENT);
   auto flow = body.FindMember("flow");
@@ -439,8 +448,9 @@ void Api::status(const std::string &fid, HttpResponder &response) {
   for (const auto &e : events) {
     if (e.kind == "meta") {
       rapidjson::Document parsed;
-      parsed.Parse(e.payload.c_str(), e.payload.size());
-      if (!parsed.HasParseError() && parsed.IsObject()) meta.CopyFrom(parsed, meta.GetAllocator());
+      if (parse_json_bounded(e.payload, ctx_.json_max_depth, parsed) == JsonRead::Ok &&
+          parsed.IsObject())
+        meta.CopyFrom(parsed, meta.GetAllocator());
     } else if (e.kind == "final") {
       final_event = &e;
     } else if (e.kind == "status") {
@@ -458,12 +468,21 @@ void Api::status(const std::string &fid, HttpResponder &response) {
   if (!final_event) {
     w.Null();
   } else {
+    // A stored payload that cannot be rendered is an error for this field, never a crash:
+    // one deep event must not take every later status request (and the host) down.
     rapidjson::Document parsed;
-    parsed.Parse(final_event->payload.c_str(), final_event->payload.size());
-    if (parsed.HasParseError())
-      write_string(w, final_event->payload);
-    else
-      parsed.Accept(w);
+    switch (parse_json_bounded(final_event->payload, ctx_.json_max_depth, parsed)) {
+      case JsonRead::Ok: parsed.Accept(w); break;
+      case JsonRead::Invalid: write_string(w, final_event->payload); break;
+      case JsonRead::TooDeep:
+        w.StartObject();
+        w.Key("error");
+        write_string(w, "the final payload nests deeper than " +
+                            std::to_string(ctx_.json_max_depth) +
+                            " levels; read it raw from /api/v1/executions/" + fid + "/events");
+        w.EndObject();
+        break;
+    }
   }
   w.Key("fid");
   write_string(w, fid);
@@ -502,55 +521,12 @@ void Api::stream(const std::string &fid, const std::string &which, const HttpReq
     long long id = std::strtoll(last->c_str(), &end, 10);
     if (!last->empty() && *end == '\0' && id > 0) query.after_seq = id - 1;
   }
-  if (!response.start_stream(200, "text/event-stream",
-                             {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}}))
-    return;
-
-  using Clock = std::chrono::steady_clock;
-  auto next_alive = Clock::now();
-  bool ended = false;
-  std::string out;
-  for (;;) {
-    out.clear();
-    bool has_more = false;
-    std::vector<Event> events;
-    try {
-      events = ctx_.storage.read_events(query, &has_more);
-    } catch (const Error &e) {
-      if (e.code() != KODO_ERR_NOT_FOUND) {
-        log_warn("SSE " + fid + ": " + e.what());
-        return;  // the client reconnects with Last-Event-ID
-      }
-    }
-    for (const auto &e : events) {
-      append_frame(out, e.kind, e.seq + 1, e.timestamp, e.payload);
-      query.after_seq = e.seq;
-    }
-    if (Clock::now() >= next_alive) {
-      append_frame(out, "alive", 0, now_seconds(), "");
-      next_alive = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(ctx_.sse_keepalive_s));
-    }
-    if (!out.empty() && !response.write(out)) return;
-    if (has_more) continue;
-    if (ended) {
-      // Everything up to the final status has been sent.
-      std::string eof;
-      append_frame(eof, "eof", 0, now_seconds(), "");
-      response.write(eof);
-      return;
-    }
-    // The final status is the last event of a run: once the summary shows it, one more
-    // read sends whatever was committed before it.
-    auto info = ctx_.storage.get_execution(fid, ctx_.default_user);
-    if (info && is_final_status(info->status) && !ctx_.executor.is_active(fid)) {
-      ended = true;
-      continue;
-    }
-    if (!info && !known(fid, nullptr)) return;  // archived meanwhile
-    if (ctx_.notifier) ctx_.notifier->wait_for_change(fid, query.after_seq, ctx_.sse_poll_s);
-    if (!response.wait(ctx_.notifier ? 0 : static_cast<int>(ctx_.sse_poll_s * 1000))) return;
-  }
+  if (!ctx_.hub) throw Error("event streams are not served here", KODO_ERR_NOT_SUPPORTED);
+  // The stream outlives this handler: the hub writes to it without holding a thread.
+  auto stream = response.start_async_stream(
+      200, "text/event-stream", {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
+  if (!stream) return;
+  ctx_.hub->subscribe(fid, std::move(query.kinds), query.after_seq, std::move(stream));
 }
 
 void Api::remove(const std::string &fid, HttpResponder &response) {

@@ -6,6 +6,7 @@
 #include "core/http_server.hpp"
 #include "core/metrics.hpp"
 #include "core/spooler.hpp"
+#include "core/sse_hub.hpp"
 #include "core/storage.hpp"
 #include "core/transport.hpp"
 
@@ -22,11 +23,12 @@ struct ApiContext {
   Metrics &metrics;
   StoreNotifier *notifier = nullptr;  // null when no spooler runs in this process
   std::string default_user = "admin";
-  double sse_keepalive_s = 3;
-  double sse_poll_s = 0.25;   // how often an idle stream looks at storage again
   double delete_wait_s = 30;  // how long DELETE waits for a cancelled run's last event
   std::string transport_name;
   const Transport *transport = nullptr;  // for the plugin's own figures on /metrics
+  size_t json_max_depth = 64;  // request bodies deeper are refused; stored ones not rendered
+  SseHub *hub = nullptr;       // event streams are served from it
+  const HttpServer *server = nullptr;  // for /health: descriptors running out
 };
 
 // The /metrics page: the host's figures, then the storage's and the transport's own.

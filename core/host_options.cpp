@@ -56,7 +56,25 @@ po::options_description host_option_descriptions() {
       "listen address: host:port or http://host:port (spool: /health and /metrics, only when "
       "given)")("default-user", po::value<std::string>()->default_value("admin"),
                 "the user requests act as until authentication exists")(
-      "sse-keepalive", po::value<double>()->default_value(3), "seconds between SSE `alive` events");
+      "sse-keepalive", po::value<double>()->default_value(3), "seconds between SSE `alive` events")(
+      "http-max-connections", po::value<size_t>()->default_value(0),
+      "open client connections at most (more get 503); 0: sized from the open-files limit")(
+      "http-max-header-bytes", po::value<size_t>()->default_value(16384),
+      "a request's head (request line and header fields) at most; more gets 431")(
+      "http-max-body-bytes", po::value<size_t>()->default_value(size_t{8} << 20),
+      "a request body at most; more gets 413")(
+      "http-json-depth", po::value<size_t>()->default_value(64),
+      "JSON nesting at most in request bodies (deeper gets 400) and in stored payloads rendered")(
+      "http-head-timeout", po::value<double>()->default_value(30),
+      "seconds a request head may take, whole (also the idle time of a kept-alive connection)")(
+      "http-body-timeout", po::value<double>()->default_value(60),
+      "seconds a request body may take, whole")("http-io-threads",
+                                                po::value<size_t>()->default_value(2),
+                                                "threads running every connection's I/O")(
+      "http-handler-threads", po::value<size_t>()->default_value(16),
+      "threads answering requests (event streams do not hold one)")(
+      "sse-viewer-buffer", po::value<size_t>()->default_value(size_t{256} << 10),
+      "bytes waiting for one stream viewer at most; a viewer this far behind is cut off");
 
   po::options_description flows("Flows", kHelpWidth);
   flows.add_options()("flow", po::value<std::vector<std::string>>()->composing(),
@@ -540,6 +558,16 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.default_user = str("default-user");
   config.log_level = str("log-level");
   config.sse_keepalive_s = seconds("sse-keepalive");
+  config.http_max_connections = values["http-max-connections"].as<size_t>();
+  config.http_max_header_bytes =
+      std::max<size_t>(256, values["http-max-header-bytes"].as<size_t>());
+  config.http_max_body_bytes = values["http-max-body-bytes"].as<size_t>();
+  config.json_max_depth = std::max<size_t>(1, values["http-json-depth"].as<size_t>());
+  config.http_head_timeout_s = seconds("http-head-timeout");
+  config.http_body_timeout_s = seconds("http-body-timeout");
+  config.http_io_threads = std::max<size_t>(1, values["http-io-threads"].as<size_t>());
+  config.http_handler_threads = std::max<size_t>(1, values["http-handler-threads"].as<size_t>());
+  config.sse_viewer_buffer = std::max<size_t>(4096, values["sse-viewer-buffer"].as<size_t>());
 
   config.executor.max_running = std::max<size_t>(1, values["max-running"].as<size_t>());
   config.executor.max_event_bytes = values["max-event-bytes"].as<size_t>();

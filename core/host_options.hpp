@@ -36,7 +36,16 @@ struct HostConfig {
   int publish_timeout_ms = 5000;  // how long a producer waits on a full transport
   double retention_s = 0;         // purge executions older than this; 0 keeps everything
   double purge_interval_s = 3600;
-  double sse_keepalive_s = 3;  // kodosumi's `alive` every 3 s
+  double sse_keepalive_s = 3;       // kodosumi's `alive` every 3 s
+  size_t http_max_connections = 0;  // 0: from the open-files limit
+  size_t http_max_header_bytes = 16384;
+  size_t http_max_body_bytes = size_t{8} << 20;
+  size_t json_max_depth = 64;
+  double http_head_timeout_s = 30;
+  double http_body_timeout_s = 60;
+  size_t http_io_threads = 2;
+  size_t http_handler_threads = 16;
+  size_t sse_viewer_buffer = size_t{256} << 10;
   double shutdown_grace_s = 10;
 };
 

@@ -1,45 +1,17 @@
-// http_parser.cpp: see http_parser.hpp. Every index is checked against the buffer size,
-// numbers are parsed with overflow checks, and no function here throws on input (only
-// std::bad_alloc can escape, and allocations are bounded by the input and the limits).
+// http_parser.cpp: see http_parser.hpp. Framing (request line, fields, Content-Length,
+// chunked coding, limits) is Boost.Beast's strict HTTP/1.1 parser; this file turns its
+// message into an HttpRequest: target forms, percent-decoding, the methods kodo serves.
+// Nothing here throws on input (only std::bad_alloc can escape).
 #include "core/http_parser.hpp"
 
+#include <boost/asio/buffer.hpp>
+
 #include <cstdint>
-#include <limits>
 
 namespace kodo {
 namespace {
 
-constexpr size_t kMaxChunkLine = 1024;  // chunk-size line incl. extensions
-constexpr size_t kQuoteMax = 48;        // how much of the input an error message echoes
-
-bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~': return true;
-    default: return false;
-  }
-}
-
-bool is_token(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s)
-    if (!is_tchar(static_cast<unsigned char>(c))) return false;
-  return true;
-}
+constexpr size_t kQuoteMax = 48;  // how much of the input an error message echoes
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -50,12 +22,6 @@ int hex_value(char c) {
 
 char lower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 // Echoes a piece of the input in an error message: printable ASCII only, bounded length,
@@ -86,25 +52,6 @@ ParseResult fail(int status, std::string message) {
   return r;
 }
 
-ParseResult incomplete(bool headers_complete = false, size_t need = 0) {
-  ParseResult r;
-  r.status = ParseStatus::Incomplete;
-  r.headers_complete = headers_complete;
-  r.need_bytes = need;
-  return r;
-}
-
-// Finds the line starting at pos. On success sets line (without CR/LF) and next (the
-// position after the LF). Returns false when no LF is in the buffer yet.
-bool next_line(std::string_view buf, size_t pos, std::string_view &line, size_t &next) {
-  size_t nl = buf.find('\n', pos);
-  if (nl == std::string_view::npos) return false;
-  line = buf.substr(pos, nl - pos);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  next = nl + 1;
-  return true;
-}
-
 // Field values: visible ASCII, space, tab and obs-text (>= 0x80). CR, LF, NUL and other
 // controls are refused because they enable header injection and smuggling.
 bool valid_field_value(std::string_view v) {
@@ -114,43 +61,6 @@ bool valid_field_value(std::string_view v) {
     if (c < 0x20 || c == 0x7f) return false;
   }
   return true;
-}
-
-// Checks one "name: value" line; fills name/value on success, else returns the message.
-bool split_field(std::string_view line, std::string_view &name, std::string_view &value,
-                 std::string &why) {
-  if (line.front() == ' ' || line.front() == '\t') {
-    why = "obsolete header line folding is not accepted";
-    return false;
-  }
-  size_t colon = line.find(':');
-  if (colon == std::string_view::npos) {
-    why = "malformed header line " + quote(line) + " (no ':')";
-    return false;
-  }
-  name = line.substr(0, colon);
-  if (!is_token(name)) {
-    why = "invalid header name " + quote(name);
-    return false;
-  }
-  value = trim_ows(line.substr(colon + 1));
-  if (!valid_field_value(value)) {
-    why = "invalid character in the value of header " + quote(name);
-    return false;
-  }
-  return true;
-}
-
-// Visits the non-empty, trimmed elements of a comma-separated header list.
-template <typename F>
-void for_each_list_item(std::string_view v, F &&f) {
-  while (true) {
-    size_t comma = v.find(',');
-    std::string_view item = trim_ows(v.substr(0, comma));
-    if (!item.empty()) f(item);
-    if (comma == std::string_view::npos) break;
-    v.remove_prefix(comma + 1);
-  }
 }
 
 bool decode_query(std::string_view raw, HttpRequest &out, std::string &why) {
@@ -184,90 +94,6 @@ bool known_method(std::string_view m) {
   for (const char *k : methods)
     if (m == k) return true;
   return false;
-}
-
-// Decodes a chunked body starting at start. On Complete sets consumed (absolute).
-ParseResult parse_chunked(std::string_view buf, size_t start, const HttpLimits &limits,
-                          std::string &body) {
-  // The encoding of a body may legitimately be larger than the body itself (chunk
-  // headers, extensions), but not without bound: this caps what one request can make us
-  // buffer.
-  size_t raw_limit = limits.max_body_bytes;
-  raw_limit = raw_limit > (std::numeric_limits<size_t>::max() - 65536) / 2
-                  ? std::numeric_limits<size_t>::max()
-                  : raw_limit * 2 + 65536;
-  auto too_large = [&] {
-    return fail(413, "chunked request body exceeds the limit of " +
-                         std::to_string(limits.max_body_bytes) + " bytes");
-  };
-  size_t p = start;
-  while (true) {
-    if (p - start > raw_limit) return too_large();
-    // chunk-size [ chunk-ext ] CRLF
-    std::string_view line;
-    size_t next = 0;
-    if (!next_line(buf, p, line, next)) {
-      if (buf.size() - p > kMaxChunkLine + 1) return fail(400, "chunk size line too long");
-      return incomplete(true);
-    }
-    if (line.size() > kMaxChunkLine) return fail(400, "chunk size line too long");
-    size_t i = 0;
-    size_t size = 0;
-    bool overflow = false;
-    while (i < line.size() && hex_value(line[i]) >= 0) {
-      if (size > (std::numeric_limits<size_t>::max() >> 4)) overflow = true;
-      if (!overflow) size = size * 16 + static_cast<size_t>(hex_value(line[i]));
-      ++i;
-    }
-    if (i == 0) return fail(400, "invalid chunk size line " + quote(line));
-    std::string_view rest = trim_ows(line.substr(i));
-    if (!rest.empty() && rest.front() != ';')
-      return fail(400, "invalid chunk size line " + quote(line));
-    if (!valid_field_value(rest)) return fail(400, "invalid character in chunk extension");
-    if (overflow || size > limits.max_body_bytes - body.size()) return too_large();
-    p = next;
-
-    if (size == 0) {
-      // Trailer section: header lines up to an empty line. They are checked but not kept:
-      // nothing we serve needs them, and merging them into headers invites confusion.
-      size_t trailer_start = p;
-      while (true) {
-        if (!next_line(buf, p, line, next)) {
-          if (buf.size() - trailer_start >= limits.max_header_bytes)
-            return fail(431, "request trailers exceed " + std::to_string(limits.max_header_bytes) +
-                                 " bytes");
-          return incomplete(true);
-        }
-        if (next - trailer_start > limits.max_header_bytes)
-          return fail(
-              431, "request trailers exceed " + std::to_string(limits.max_header_bytes) + " bytes");
-        p = next;
-        if (line.empty()) break;
-        std::string_view name, value;
-        std::string why;
-        if (!split_field(line, name, value, why)) return fail(400, "in trailer: " + why);
-      }
-      ParseResult r;
-      r.status = ParseStatus::Complete;
-      r.consumed = p;
-      return r;
-    }
-
-    // chunk-data CRLF
-    if (buf.size() - p < size) return incomplete(true, p + size + 1);
-    body.append(buf.data() + p, size);
-    p += size;
-    if (p >= buf.size()) return incomplete(true, p + 1);
-    if (buf[p] == '\n') {
-      p += 1;
-    } else if (buf[p] == '\r') {
-      if (p + 1 >= buf.size()) return incomplete(true, p + 2);
-      if (buf[p + 1] != '\n') return fail(400, "chunk data not followed by CRLF");
-      p += 2;
-    } else {
-      return fail(400, "chunk data not followed by CRLF");
-    }
-  }
 }
 
 }  // namespace
@@ -379,58 +205,64 @@ std::string json_escape(std::string_view in) {
   return out;
 }
 
-ParseResult parse_http_request(std::string_view buf, const HttpLimits &limits, HttpRequest &out) {
-  out = HttpRequest();
-  const size_t max_head = limits.max_header_bytes;
-  auto head_too_large = [&] {
-    return fail(431, "request header section exceeds " + std::to_string(max_head) + " bytes");
-  };
+int parse_error_status(const boost::system::error_code &ec) {
+  namespace http = boost::beast::http;
+  if (ec == http::error::header_limit) return 431;
+  if (ec == http::error::body_limit) return 413;
+  return 400;
+}
 
-  // RFC 9112 2.2: ignore empty lines before the request line (some clients send a CRLF
-  // after a body). They count toward the header limit, so they cannot go on forever.
-  size_t pos = 0;
-  while (pos < buf.size() && (buf[pos] == '\n' || buf[pos] == '\r')) {
-    if (buf[pos] == '\r') {
-      if (pos + 1 >= buf.size()) return incomplete();
-      if (buf[pos + 1] != '\n') return fail(400, "bare CR before the request line");
-      pos += 2;
-    } else {
-      pos += 1;
+std::string parse_error_message(const boost::system::error_code &ec, const HttpLimits &limits) {
+  namespace http = boost::beast::http;
+  if (ec == http::error::header_limit)
+    return "request header section exceeds " + std::to_string(limits.max_header_bytes) + " bytes";
+  if (ec == http::error::body_limit)
+    return "request body exceeds the limit of " + std::to_string(limits.max_body_bytes) + " bytes";
+  return "malformed request: " + ec.message();
+}
+
+ParseResult check_head(const boost::beast::http::request_header<> &head) {
+  namespace http = boost::beast::http;
+  // Beast takes the last coding to be chunked; kodo decodes no other coding, so anything
+  // else is refused rather than handed on still encoded.
+  bool chunked = false;
+  for (auto it = head.find(http::field::transfer_encoding);
+       it != head.end() && it->name() == http::field::transfer_encoding; ++it) {
+    if (head.version() == 10)
+      return fail(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request");
+    std::string_view v(it->value().data(), it->value().size());
+    while (true) {
+      const size_t comma = v.find(',');
+      std::string_view item = v.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      if (!item.empty()) {
+        if (!iequals(item, "chunked"))
+          return fail(501, "unsupported transfer coding " + quote(item));
+        if (chunked) return fail(400, "chunked must appear once, as the last transfer coding");
+        chunked = true;
+      }
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
     }
-    if (pos >= max_head) return head_too_large();
   }
+  ParseResult r;
+  r.status = ParseStatus::Complete;
+  return r;
+}
 
-  // Request line.
-  std::string_view line;
-  size_t next = 0;
-  if (!next_line(buf, pos, line, next)) {
-    if (buf.size() >= max_head) return head_too_large();
-    return incomplete();
-  }
-  if (next > max_head) return head_too_large();
-  pos = next;
-
-  size_t sp1 = line.find(' ');
-  size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos)
-    return fail(400, "malformed request line " + quote(line));
-  std::string_view method = line.substr(0, sp1);
-  std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  std::string_view version = line.substr(sp2 + 1);
-  if (!is_token(method)) return fail(400, "invalid method " + quote(method));
-  if (target.empty()) return fail(400, "empty request target");
-  for (char ch : target) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c <= 0x20 || c == 0x7f) return fail(400, "invalid character in request target");
-  }
-  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[5] < '0' ||
-      version[5] > '9' || version[6] != '.' || version[7] < '0' || version[7] > '9')
-    return fail(400, "malformed HTTP version " + quote(version));
-  if (version[5] != '1' || (version[7] != '0' && version[7] != '1'))
-    return fail(505, "HTTP version " + quote(version) + " is not supported (HTTP/1.0 and 1.1 are)");
+ParseResult request_from_message(BeastRequest &&msg, const HttpLimits &limits, HttpRequest &out) {
+  out = HttpRequest();
+  const unsigned version = msg.version();
+  if (version != 10 && version != 11)
+    return fail(505, "HTTP version " + std::to_string(version / 10) + "." +
+                         std::to_string(version % 10) + " is not supported (HTTP/1.0 and 1.1 are)");
+  out.http_minor = static_cast<int>(version % 10);
+  const std::string_view method(msg.method_string().data(), msg.method_string().size());
   if (!known_method(method)) return fail(501, "method " + quote(method) + " is not implemented");
-  out.http_minor = version[7] - '0';
   out.method.assign(method);
+  const std::string_view target(msg.target().data(), msg.target().size());
+  if (target.empty()) return fail(400, "empty request target");
   out.target.assign(target);
 
   // Request target: origin-form "/path?query", absolute-form "http://host/path?query"
@@ -468,106 +300,50 @@ ParseResult parse_http_request(std::string_view buf, const HttpLimits &limits, H
   std::string why;
   if (!decode_query(out.raw_query, out, why)) return fail(400, why);
 
-  // Header fields.
-  while (true) {
-    if (!next_line(buf, pos, line, next)) {
-      if (buf.size() >= max_head) return head_too_large();
-      return incomplete();
-    }
-    if (next > max_head) return head_too_large();
-    pos = next;
-    if (line.empty()) break;
+  for (const auto &field : msg) {
     if (out.headers.size() >= limits.max_headers)
       return fail(431, "too many header fields (limit " + std::to_string(limits.max_headers) + ")");
-    std::string_view name, value;
-    if (!split_field(line, name, value, why)) return fail(400, why);
-    std::string lname(name);
-    for (char &c : lname) c = lower(c);
-    out.headers.emplace_back(std::move(lname), std::string(value));
+    std::string name(field.name_string().data(), field.name_string().size());
+    for (char &c : name) c = lower(c);
+    std::string_view value(field.value().data(), field.value().size());
+    if (!valid_field_value(value))
+      return fail(400, "invalid character in the value of header " + quote(name));
+    out.headers.emplace_back(std::move(name), std::string(value));
   }
-  const size_t head_end = pos;
-
-  // Connection semantics: 1.1 persists unless "close"; 1.0 only with "keep-alive".
-  bool saw_close = false, saw_keep_alive = false;
-  bool chunked = false, has_te = false;
-  bool has_length = false;
-  size_t length = 0;
-  for (const auto &h : out.headers) {
-    if (h.first == "connection") {
-      for_each_list_item(h.second, [&](std::string_view t) {
-        if (iequals(t, "close")) saw_close = true;
-        if (iequals(t, "keep-alive")) saw_keep_alive = true;
-      });
-    } else if (h.first == "transfer-encoding") {
-      has_te = true;
-      std::string problem;
-      int code = 0;
-      for_each_list_item(h.second, [&](std::string_view t) {
-        if (code != 0) return;
-        if (chunked) {  // something after chunked, or chunked twice
-          code = 400;
-          problem = "chunked must be the last transfer coding, and appear once";
-        } else if (iequals(t, "chunked")) {
-          chunked = true;
-        } else {
-          code = 501;
-          problem = "unsupported transfer coding " + quote(t);
-        }
-      });
-      if (code != 0) return fail(code, problem);
-    } else if (h.first == "content-length") {
-      // A list of identical values is tolerated (RFC 9110 8.6); differing values are
-      // a smuggling attempt or a broken client.
-      std::string problem;
-      bool any = false;
-      for_each_list_item(h.second, [&](std::string_view t) {
-        if (!problem.empty()) return;
-        size_t v = 0;
-        for (char c : t) {
-          if (c < '0' || c > '9') {
-            problem = "invalid Content-Length " + quote(h.second);
-            return;
-          }
-          // Saturate instead of overflowing; anything this large is refused below.
-          size_t d = static_cast<size_t>(c - '0');
-          v = v > (std::numeric_limits<size_t>::max() - d) / 10 ? std::numeric_limits<size_t>::max()
-                                                                : v * 10 + d;
-        }
-        if (has_length && v != length) {
-          problem = "conflicting Content-Length values";
-          return;
-        }
-        has_length = true;
-        any = true;
-        length = v;
-      });
-      if (!problem.empty()) return fail(400, problem);
-      if (!any) return fail(400, "empty Content-Length");
-    }
-  }
-  out.keep_alive = out.http_minor == 1 ? !saw_close : (saw_keep_alive && !saw_close);
-
-  if (has_te) {
-    if (out.http_minor == 0)
-      return fail(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request");
-    if (has_length) return fail(400, "both Transfer-Encoding and Content-Length are present");
-    if (!chunked) return fail(400, "empty Transfer-Encoding");
-    return parse_chunked(buf, head_end, limits, out.body);
-  }
-  if (has_length) {
-    if (length > limits.max_body_bytes)
-      return fail(413, "request body exceeds the limit of " +
-                           std::to_string(limits.max_body_bytes) + " bytes");
-    if (buf.size() - head_end < length) return incomplete(true, head_end + length);
-    out.body.assign(buf.data() + head_end, length);
-    ParseResult r;
-    r.status = ParseStatus::Complete;
-    r.consumed = head_end + length;
-    return r;
-  }
+  out.keep_alive = msg.keep_alive();
+  out.body = std::move(msg.body());
   ParseResult r;
   r.status = ParseStatus::Complete;
-  r.consumed = head_end;
+  return r;
+}
+
+ParseResult parse_http_request(std::string_view buf, const HttpLimits &limits, HttpRequest &out) {
+  namespace http = boost::beast::http;
+  out = HttpRequest();
+  http::request_parser<http::string_body> parser;
+  parser.eager(true);
+  parser.header_limit(
+      static_cast<std::uint32_t>(std::min<size_t>(limits.max_header_bytes, UINT32_MAX)));
+  parser.body_limit(limits.max_body_bytes);
+  size_t used = 0;
+  bool head_checked = false;
+  while (!parser.is_done()) {
+    boost::system::error_code ec;
+    const size_t n = parser.put(boost::asio::buffer(buf.data() + used, buf.size() - used), ec);
+    used += n;
+    if (ec == http::error::need_more || (!ec && n == 0)) {
+      if (used >= buf.size() || n == 0) return ParseResult{};  // Incomplete
+      continue;
+    }
+    if (ec) return fail(parse_error_status(ec), parse_error_message(ec, limits));
+    if (parser.is_header_done() && !head_checked) {
+      head_checked = true;
+      ParseResult head = check_head(parser.get().base());
+      if (head.status == ParseStatus::Error) return head;
+    }
+  }
+  ParseResult r = request_from_message(parser.release(), limits, out);
+  if (r.status == ParseStatus::Complete) r.consumed = used;
   return r;
 }
 

@@ -1,8 +1,13 @@
-// http_parser.hpp: a pure HTTP/1.x request parser. It never asserts on input, never reads
-// past the buffer, and allocates at most in proportion to the bytes it is given, so it can
-// face arbitrary (fuzzed or hostile) bytes. It keeps no state between calls: the server
-// calls it again on the whole buffer when more bytes arrive.
+// http_parser.hpp: the request model the API sees, made from Boost.Beast's strict HTTP/1.1
+// parser (CRLF only, no obs-fold, one Content-Length or chunked, limits on the header
+// section and body). The server feeds Beast from the socket; parse_http_request does the
+// same on a buffer, for tests and fuzzing.
 #pragma once
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/system/error_code.hpp>
 
 #include <cstddef>
 #include <optional>
@@ -37,6 +42,8 @@ struct HttpLimits {
   size_t max_headers = 100;         // header lines
 };
 
+using BeastRequest = boost::beast::http::request<boost::beast::http::string_body>;
+
 enum class ParseStatus { Complete, Incomplete, Error };
 
 struct ParseResult {
@@ -44,17 +51,24 @@ struct ParseResult {
   size_t consumed = 0;  // Complete: bytes of the buffer this request took (for pipelining)
   int http_status = 0;  // Error: 400, 413, 431, 501 or 505
   std::string error;    // Error: what was wrong, for a human
-  // Incomplete only: the header section has been parsed (out.headers is filled), so the
-  // server may answer "Expect: 100-continue".
-  bool headers_complete = false;
-  // Incomplete only: parsing cannot finish before the buffer holds this many bytes
-  // (0 = unknown); lets the server skip re-parsing while a large body streams in.
-  size_t need_bytes = 0;
 };
 
 // Parses one request from the start of buffer into out (which is reset first).
-// Leading empty lines are skipped; bare LF line endings are accepted.
 ParseResult parse_http_request(std::string_view buffer, const HttpLimits &limits, HttpRequest &out);
+
+// Turns a message Beast has parsed into out: checks the version (1.0, 1.1), the method
+// (those kodo serves), the target (origin-, absolute- or asterisk-form, percent-encoding,
+// no NUL), the header count and values. Moves the body out of msg.
+ParseResult request_from_message(BeastRequest &&msg, const HttpLimits &limits, HttpRequest &out);
+
+// The HTTP status for an error from Beast's parser: 431 header section too large, 413 body
+// too large, else 400.
+int parse_error_status(const boost::system::error_code &ec);
+// What was wrong, for a human, naming the limit when one was passed.
+std::string parse_error_message(const boost::system::error_code &ec, const HttpLimits &limits);
+// Checks a parsed head before its body is read: no transfer coding but chunked (501), and
+// chunked once; none in HTTP/1.0 (400).
+ParseResult check_head(const boost::beast::http::request_header<> &head);
 
 // Decodes %XX escapes (and '+' as space when asked). ok becomes false on a '%' not followed
 // by two hex digits; the returned string is then partial and must not be used.

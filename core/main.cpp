@@ -7,6 +7,7 @@
 //   db purge --older-than  delete executions older than a retention
 #include "core/api.hpp"
 #include "core/error.hpp"
+#include "core/fd_limit.hpp"
 #include "core/host_options.hpp"
 #include "core/log.hpp"
 #include "core/lost_events.hpp"
@@ -115,7 +116,27 @@ class RetentionTask {
   std::thread thread_;
 };
 
-int serve(const HostConfig &config) {
+// The HTTP server's options from the host's.
+HttpServer::Options http_options(const HostConfig &config, const FdBudget &fds) {
+  HttpServer::Options o;
+  o.address = config.address;
+  o.max_connections = config.http_max_connections ? config.http_max_connections : fds.connections;
+  o.idle_timeout_ms = static_cast<int>(config.http_head_timeout_s * 1000);
+  o.body_timeout_ms = static_cast<int>(config.http_body_timeout_s * 1000);
+  o.io_threads = config.http_io_threads;
+  o.handler_threads = config.http_handler_threads;
+  o.stream_buffer_bytes = config.sse_viewer_buffer;
+  o.limits.max_header_bytes = config.http_max_header_bytes;
+  o.limits.max_body_bytes = config.http_max_body_bytes;
+  return o;
+}
+
+int serve(const HostConfig &given) {
+  const FdBudget fds = raise_open_files_limit();
+  HostConfig config = given;
+  // A default only: an explicit storage option wins.
+  config.storage_options.host_defaults.emplace_back("max_open_databases",
+                                                    std::to_string(fds.open_databases));
   auto storage = open_storage(config);
   auto transport = open_transport(config);
   if (!config.run_spooler && !transport->has(KODO_TRANSPORT_CAP_CROSS_PROCESS))
@@ -126,38 +147,49 @@ int serve(const HostConfig &config) {
   Metrics metrics;
   StoreNotifier notifier;
   LostEventsWatch lost_events(*storage, metrics);
-  std::unique_ptr<Spooler> spooler;
-  if (config.run_spooler) {
-    spooler = std::make_unique<Spooler>(config.spooler, *transport, *storage, metrics,
-                                        std::vector<StoredObserver *>{&notifier, &lost_events});
-    spooler->start();
-  }
   TransportSink transport_sink(*transport, config.publish_timeout_ms, &metrics.events_published);
   // Beside the exec dir: the journals of this machine's hosts (see run_journal.hpp).
   std::filesystem::path exec_dir = std::filesystem::path(config.exec_dir).lexically_normal();
   if (!exec_dir.has_filename()) exec_dir = exec_dir.parent_path();  // it ended with '/'
   RunJournal journal((exec_dir.parent_path() / "kodo-hosts").string());
   JournalingSink sink(transport_sink, journal);
-  reconcile_dead_hosts(journal, *storage, sink);
   Executor executor(config.executor, config.flows, sink);
   log_info("runs are contained by " + executor.containment());
+  SseHubConfig hub_config;
+  hub_config.username = config.default_user;
+  hub_config.keepalive_s = config.sse_keepalive_s;
+  SseHub hub(*storage, executor, hub_config);
+  hub.start();
+  std::unique_ptr<Spooler> spooler;
+  if (config.run_spooler) {
+    spooler =
+        std::make_unique<Spooler>(config.spooler, *transport, *storage, metrics,
+                                  std::vector<StoredObserver *>{&notifier, &lost_events, &hub});
+    spooler->start();
+  }
+  reconcile_dead_hosts(journal, *storage, sink);
   ApiContext context{*storage,
                      executor,
                      metrics,
                      spooler ? &notifier : nullptr,
                      config.default_user,
-                     config.sse_keepalive_s,
-                     /*sse_poll_s=*/0.25,
                      /*delete_wait_s=*/config.shutdown_grace_s + 20,
                      transport->plugin().name(),
                      transport.get()};
-  Api api(context);
-  HttpServer::Options server_options;
-  server_options.address = config.address;
-  HttpServer server(server_options, [&api](const HttpRequest &request, HttpResponder &response) {
-    api.handle(request, response);
-  });
+  context.json_max_depth = config.json_max_depth;
+  context.hub = &hub;
+  std::unique_ptr<Api> api;
+  HttpServer server(http_options(config, fds),
+                    [&api](const HttpRequest &request, HttpResponder &response) {
+                      api->handle(request, response);
+                    });
+  context.server = &server;
+  api = std::make_unique<Api>(context);
   server.start();
+  log_info("open files: limit " + std::to_string(fds.limit) +
+           (fds.was != fds.limit ? " (raised from " + std::to_string(fds.was) + ")" : "") +
+           "; up to " + std::to_string(http_options(config, fds).max_connections) +
+           " connections, " + std::to_string(fds.open_databases) + " databases kept open");
   RetentionTask retention(*storage, config.retention_s, config.purge_interval_s);
   const ListenAddress bound = parse_listen_address(config.address);
   log_info("kodo-host " KODO_VERSION " serving on http://" +
@@ -169,6 +201,7 @@ int serve(const HostConfig &config) {
   int signal_number = wait_for_shutdown_signal();
   log_info(std::string("received ") + (signal_number == SIGINT ? "SIGINT" : "SIGTERM") +
            ": stopping the API, ending runs, draining the spooler");
+  hub.stop();  // streams end; their clients reconnect with Last-Event-ID
   server.stop();
   executor.shutdown(config.shutdown_grace_s);
   if (spooler) spooler->stop_and_drain();

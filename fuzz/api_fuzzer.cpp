@@ -85,13 +85,18 @@ std::vector<Event> seed_events() {
 }
 
 // Everything one input talks to, made afresh for it and torn down before the next one:
-// the server's destructor joins its connection threads, the executor's waits for its runs.
+// the hub and the server are stopped (joining their threads), the executor waits for its runs.
 // So no thread of an earlier input still works (allocating, or using a storage that is
 // gone) while the next runs or while libFuzzer checks for leaks after an input.
 struct Service {
   explicit Service(std::shared_ptr<Plugin> plugin) : storage(std::move(plugin), OptionList{}) {
     storage.append(seed_events());
+    hub.start();
     server.start();
+  }
+  ~Service() {
+    hub.stop();  // ends the streams first, then the server closes their connections
+    server.stop();
   }
 
   Storage storage;
@@ -106,16 +111,26 @@ struct Service {
                     }(),
                     {FlowSpec{"hello", {"/bin/true"}, {}, "", 0, "the fuzz flow"}},
                     sink};
-  Api api{ApiContext{storage, executor, metrics,
-                     /*notifier=*/nullptr, "admin",
-                     /*sse_keepalive_s=*/0.05,
-                     /*sse_poll_s=*/0.005,
-                     /*delete_wait_s=*/5, "fuzz"}};
+  SseHub hub{storage, executor, SseHubConfig{"admin", /*keepalive_s=*/0.05, /*poll_s=*/0.005, 1}};
+  Api api{[this] {
+    ApiContext context{storage,
+                       executor,
+                       metrics,
+                       /*notifier=*/nullptr,
+                       "admin",
+                       /*delete_wait_s=*/5,
+                       "fuzz"};
+    context.hub = &hub;
+    return context;
+  }()};
   HttpServer server{[] {
                       HttpServer::Options options;
                       options.address = "127.0.0.1:0";
-                      options.idle_timeout_ms =
-                          10000;  // well inside kAnswerTimeoutMs: a 408 is an answer
+                      // Well inside kAnswerTimeoutMs: a 408 is an answer.
+                      options.idle_timeout_ms = 10000;
+                      options.body_timeout_ms = 10000;
+                      options.io_threads = 1;
+                      options.handler_threads = 2;
                       return options;
                     }(),
                     [this](const HttpRequest &request, HttpResponder &response) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -81,6 +82,10 @@ class HostProcess {
       dup2(fd, 1);
       dup2(fd, 2);
       for (const auto &kv : env) putenv(const_cast<char *>(kv.c_str()));
+      if (open_files_limit > 0) {  // soft and hard: the host cannot raise it
+        rlimit lim{open_files_limit, open_files_limit};
+        if (setrlimit(RLIMIT_NOFILE, &lim) != 0) _exit(126);
+      }
       std::vector<std::string> all = {KODO_HOST_BINARY, "--address", "127.0.0.1:0"};
       all.insert(all.end(), args.begin(), args.end());
       all.push_back(command);
@@ -144,6 +149,10 @@ class HostProcess {
 
   std::string log() const { return read_file(log_path_); }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+
+  // When set before start(): the host's open-files limit (soft = hard).
+  rlim_t open_files_limit = 0;
 
   // One request on a fresh connection (HTTP/1.0: the response ends at close).
   HttpResult request(const std::string &method, const std::string &target,

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# HTTP figures for kodo-host, printed, never asserted (README, "Benchmarks"):
+#  1. VIEWERS SSE viewers over EXECUTIONS live executions producing RATE events/s in total
+#     (kodo-tick-flow): host RSS, threads and CPU, and event-to-viewer latency p50/p99
+#     (kodo-sse-load; the event's timestamp is set where it is made, before its commit).
+#  2. wrk on /health and on /outputs/status/{fid}, beside wrk on nginx serving a static file
+#     of the same size as that status answer.
+# Both for this tree's host (build/) and for main's (build-old/, built here from
+# `git archive main` unless it exists), in the same run. Every server is started on a free
+# loopback port with its own temporary directory and stopped by its pid.
+#   bench/http.sh [VIEWERS=10000] [EXECUTIONS=100] [RATE=10000] [SECONDS=15]
+#   KODO_BENCH_HOSTS=new bench/http.sh 200 10 1000 5     a quick look at this tree only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+viewers=${1:-10000}
+executions=${2:-100}
+rate=${3:-10000}
+seconds=${4:-15}
+wrk_seconds=5
+command -v wrk >/dev/null && command -v nginx >/dev/null ||
+  { echo "bench/http.sh needs wrk and nginx-light (.ci/setup installs them)" >&2; exit 2; }
+cmake --build build -j2 --target kodo-host kodo-sse-load kodo-tick-flow kodo_storage_sqlite \
+  kodo_transport_inproc >/dev/null
+if [[ ${KODO_BENCH_HOSTS:-new old} == *old* && ! -x build-old/bin/kodo-host ]]; then
+  echo "building main's host in build-old/ (once)"
+  old_src=$(mktemp -d)
+  git archive main | tar -x -C "$old_src"
+  cmake -S "$old_src" -B build-old -G Ninja -DKODO_BUILD_TESTS=OFF >/dev/null
+  cmake --build build-old -j2 --target kodo-host kodo_storage_sqlite kodo_transport_inproc >/dev/null
+  rm -rf "$old_src"
+fi
+ulimit -n "$(ulimit -Hn)"  # the viewers' client needs a descriptor each
+
+tmp=$(mktemp -d /tmp/kodo-bench-http-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_http() {  # url: until it answers (up to 20 s)
+  for _ in $(seq 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "no answer from $1" >&2; return 1
+}
+wrk_line() {  # label url: requests/s and p99
+  local out rps p99
+  out=$(wrk -t2 -c64 -d"${wrk_seconds}s" --latency "$2")
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  printf '  %-34s %10s req/s  p99 %s\n' "$1" "$rps" "$p99"
+}
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run_host() {  # label binary-dir
+  local label=$1 dir=$2 port data pid fids=() started ticks0 ticks1 rss_max=0 threads_max=0
+  port=$(free_port)
+  data=$tmp/$label
+  mkdir -p "$data"
+  local per_flow=$((rate / executions))
+  "$dir/bin/kodo-host" --address "127.0.0.1:$port" --plugin-dir "$dir/plugins" \
+    --exec-dir "$data/execution" --max-running $((executions + 8)) \
+    --flow "tick=$PWD/build/bin/kodo-tick-flow $per_flow $((seconds + 10))" \
+    --flow "once=$PWD/build/bin/kodo-tick-flow 10 0.1" serve >"$data/log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  wait_http "http://127.0.0.1:$port/health"
+  # A finished execution for /outputs/status.
+  local done_fid
+  done_fid=$(curl -fs -XPOST "http://127.0.0.1:$port/api/v1/executions" -d '{"flow":"once"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["fid"])')
+  for _ in $(seq 1 $executions); do
+    fids+=("$(curl -fs -XPOST "http://127.0.0.1:$port/api/v1/executions" -d '{"flow":"tick"}' |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["fid"])')")
+  done
+  sleep 1
+  echo "== $label host ($dir): $viewers viewers, $executions executions, $rate events/s, ${seconds}s"
+  started=$(date +%s.%N)
+  ticks0=$(proc_ticks "$pid")
+  build/bin/kodo-sse-load "$port" "$seconds" "$viewers" "${fids[@]}" >"$data/load" &
+  local load=$!
+  while kill -0 "$load" 2>/dev/null; do
+    local rss threads
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+    threads=$(awk '/^Threads/ {print $2}' "/proc/$pid/status")
+    ((rss > rss_max)) && rss_max=$rss
+    ((threads > threads_max)) && threads_max=$threads
+    sleep 1
+  done
+  wait "$load" || true
+  ticks1=$(proc_ticks "$pid")
+  local elapsed cpu
+  elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+  cpu=$(echo "scale=0; 100 * ($ticks1 - $ticks0) / $(getconf CLK_TCK) / $elapsed" | bc)
+  sed 's/^/  /' "$data/load"
+  printf '  host: RSS max %d MB, threads max %d, CPU %d%% of one core\n' $((rss_max / 1024)) \
+    "$threads_max" "$cpu"
+  sleep 2  # the viewers' connections close
+  curl -fs "http://127.0.0.1:$port/outputs/status/$done_fid" >"$data/status.json"
+  status_bytes=$(wc -c <"$data/status.json")
+  wrk_line "$label /health" "http://127.0.0.1:$port/health"
+  wrk_line "$label /outputs/status/{fid} (${status_bytes} B)" \
+    "http://127.0.0.1:$port/outputs/status/$done_fid"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+
+for host in ${KODO_BENCH_HOSTS:-new old}; do
+  case $host in
+    new) run_host new build ;;
+    old) run_host old build-old ;;
+  esac
+done
+
+echo "== nginx, a static file of the same size"
+port=$(free_port)
+mkdir -p "$tmp/nginx/html" "$tmp/nginx/logs"
+chmod 755 "$tmp"  # nginx workers run as another user
+head -c "$status_bytes" /dev/zero | tr '\0' 'x' >"$tmp/nginx/html/status.json"
+chmod -R a+rX "$tmp/nginx"
+cat >"$tmp/nginx/nginx.conf" <<EOF
+worker_processes 2;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/logs/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$port; root $tmp/nginx/html; }
+}
+EOF
+nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -g 'daemon off;' &
+pids+=("$!")
+wait_http "http://127.0.0.1:$port/status.json"
+wrk_line "nginx static (${status_bytes} B)" "http://127.0.0.1:$port/status.json"

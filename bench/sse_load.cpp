@@ -1,0 +1,117 @@
+// kodo-sse-load: many SSE viewers on one host, for bench/http.sh. Opens VIEWERS
+// connections to /outputs/stream/{fid}, spread round-robin over the fids given, on one
+// epoll thread, and for SECONDS measures the delay from each event's timestamp (set where
+// the event is made, just before it is published and committed, so an upper bound of
+// commit-to-viewer) to its arrival, then prints the figures.
+//   kodo-sse-load PORT SECONDS VIEWERS FID...
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+struct Viewer {
+  int fd = -1;
+  std::string pending;
+  bool in_stdout = false;  // the frame being read is a stdout event
+};
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: kodo-sse-load PORT SECONDS VIEWERS FID...\n");
+    return 2;
+  }
+  const int port = std::atoi(argv[1]);
+  const double seconds = std::atof(argv[2]);
+  const int count = std::atoi(argv[3]);
+  std::vector<std::string> fids(argv + 4, argv + argc);
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  std::vector<Viewer> viewers(static_cast<size_t>(count));
+  int refused = 0;
+  for (int i = 0; i < count; ++i) {
+    Viewer &v = viewers[static_cast<size_t>(i)];
+    v.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+    if (v.fd < 0 || connect(v.fd, reinterpret_cast<sockaddr *>(&address), sizeof address) != 0) {
+      ++refused;
+      continue;
+    }
+    const std::string request = "GET /outputs/stream/" +
+                                fids[static_cast<size_t>(i) % fids.size()] +
+                                " HTTP/1.1\r\nHost: bench\r\n\r\n";
+    if (send(v.fd, request.data(), request.size(), MSG_NOSIGNAL) < 0) ++refused;
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.u32 = static_cast<uint32_t>(i);
+    epoll_ctl(ep, EPOLL_CTL_ADD, v.fd, &e);
+  }
+  std::vector<double> delays;
+  delays.reserve(1 << 22);
+  uint64_t frames = 0, closed = 0;
+  const double start = now_s();
+  const double warmup = start + std::min(2.0, seconds / 4);  // catching up is not live
+  std::vector<epoll_event> events(1024);
+  char buffer[65536];
+  while (now_s() < start + seconds) {
+    const int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
+    for (int k = 0; k < n; ++k) {
+      Viewer &v = viewers[events[static_cast<size_t>(k)].data.u32];
+      const ssize_t got = recv(v.fd, buffer, sizeof buffer, 0);
+      if (got <= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, v.fd, nullptr);
+        ++closed;
+        continue;
+      }
+      const double arrived = now_s();
+      v.pending.append(buffer, static_cast<size_t>(got));
+      size_t pos = 0;
+      for (size_t eol; (eol = v.pending.find('\n', pos)) != std::string::npos; pos = eol + 1) {
+        const char *line = v.pending.data() + pos;
+        const size_t len = eol - pos;
+        if (len >= 7 && std::string(line, 7) == "event: ") {
+          v.in_stdout = len == 13 && std::string(line + 7, 6) == "stdout";
+        } else if (v.in_stdout && len > 6 && std::string(line, 6) == "data: ") {
+          ++frames;
+          const double stamp = std::strtod(line + 6, nullptr);
+          if (arrived >= warmup && stamp > 0) delays.push_back(arrived - stamp);
+          v.in_stdout = false;
+        }
+      }
+      v.pending.erase(0, pos);
+    }
+  }
+  std::sort(delays.begin(), delays.end());
+  auto pct = [&](double p) {
+    return delays.empty()
+               ? 0.0
+               : delays[std::min(delays.size() - 1,
+                                 static_cast<size_t>(p * static_cast<double>(delays.size())))];
+  };
+  std::printf("viewers %d (refused %d, closed by the host %llu), stdout frames %llu (%.0f/s)\n",
+              count, refused, static_cast<unsigned long long>(closed),
+              static_cast<unsigned long long>(frames), static_cast<double>(frames) / seconds);
+  std::printf("event-to-viewer latency: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%zu samples)\n",
+              pct(0.50) * 1000, pct(0.99) * 1000, delays.empty() ? 0.0 : delays.back() * 1000,
+              delays.size());
+  for (auto &v : viewers)
+    if (v.fd >= 0) close(v.fd);
+  return 0;
+}
