@@ -74,6 +74,7 @@ struct ActivityWorker::Attempt {
   Canceller watch_canceller;
   std::thread thread;
   std::atomic<bool> finished{false};
+  std::atomic<bool> cancel_requested{false};  // by the server: it takes "canceled" now
 };
 
 ActivityWorker::ActivityWorker(TemporalClient &client, ActivityWorkerOptions options,
@@ -212,7 +213,17 @@ void ActivityWorker::run(Attempt &attempt) {
         result.status = "error";
         result.error = "cancelled by " + control.cancel_reason;
       }
-      client_.respond_activity_canceled(attempt.task_token, to_json(result));
+      // The watcher may see a cancel signal before the workflow's RequestCancelActivityTask
+      // reaches this attempt, and Temporal refuses "canceled" from an attempt not asked to
+      // cancel: then the cancelled result goes back as the attempt's result (AgentWorkflow
+      // ends cancelled either way).
+      if (!attempt.cancel_requested)
+        attempt.cancel_requested =
+            client_.heartbeat(attempt.task_token, job.progress()).cancel_requested();
+      if (attempt.cancel_requested)
+        client_.respond_activity_canceled(attempt.task_token, to_json(result));
+      else
+        client_.respond_activity_completed(attempt.task_token, to_json(result));
     } else if (!failure.empty()) {
       client_.respond_activity_failed(attempt.task_token, failure);
     } else {
@@ -268,7 +279,10 @@ void ActivityWorker::heartbeat_loop() {
       Job &job = *attempt->job;
       try {
         auto response = client_.heartbeat(attempt->task_token, job.progress());
-        if (response.cancel_requested()) job.cancel("a cancel request through Temporal");
+        if (response.cancel_requested()) {
+          attempt->cancel_requested = true;
+          job.cancel("a cancel request through Temporal");
+        }
       } catch (const TemporalError &e) {
         if (e.not_found())
           job.cancel("Temporal no longer knows this attempt (timed out, or the workflow ended)");

@@ -154,6 +154,15 @@ std::vector<command::Command> decide(const WorkflowState &state, const ActivityO
     auto *failure = next.mutable_fail_workflow_execution_command_attributes()->mutable_failure();
     failure->set_message(state.input_error);
     failure->mutable_application_failure_info()->set_non_retryable(true);
+  } else if (state.outcome == ActivityOutcome::canceled ||
+             (state.cancel_requested &&
+              (state.activity_scheduled_id == 0 || state.outcome == ActivityOutcome::completed))) {
+    // A job cancelled by a signal before the cancel reached its attempt reports completed,
+    // with its cancelled result (activity_worker.cpp): the workflow still ends cancelled.
+    next.set_command_type(enums::COMMAND_TYPE_CANCEL_WORKFLOW_EXECUTION);
+    *next.mutable_cancel_workflow_execution_command_attributes()
+         ->mutable_details()
+         ->add_payloads() = json_payload(cancelled_result());
   } else if (state.outcome == ActivityOutcome::completed) {
     next.set_command_type(enums::COMMAND_TYPE_COMPLETE_WORKFLOW_EXECUTION);
     *next.mutable_complete_workflow_execution_command_attributes()
@@ -167,12 +176,6 @@ std::vector<command::Command> decide(const WorkflowState &state, const ActivityO
     auto *failure = next.mutable_fail_workflow_execution_command_attributes()->mutable_failure();
     failure->set_message(state.error);
     failure->mutable_application_failure_info()->set_type("KodoJobError");
-  } else if (state.outcome == ActivityOutcome::canceled ||
-             (state.cancel_requested && state.activity_scheduled_id == 0)) {
-    next.set_command_type(enums::COMMAND_TYPE_CANCEL_WORKFLOW_EXECUTION);
-    *next.mutable_cancel_workflow_execution_command_attributes()
-         ->mutable_details()
-         ->add_payloads() = json_payload(cancelled_result());
   } else if (state.cancel_requested && !state.activity_cancel_requested) {
     next.set_command_type(enums::COMMAND_TYPE_REQUEST_CANCEL_ACTIVITY_TASK);
     next.mutable_request_cancel_activity_task_command_attributes()->set_scheduled_event_id(
@@ -183,6 +186,7 @@ std::vector<command::Command> decide(const WorkflowState &state, const ActivityO
     schedule->set_activity_id(kActivityType);
     schedule->mutable_activity_type()->set_name(kActivityType);
     schedule->mutable_task_queue()->set_name(task_queue);
+    schedule->mutable_task_queue()->set_kind(enums::TASK_QUEUE_KIND_NORMAL);
     *schedule->mutable_input()->add_payloads() = json_payload(to_json(state.input));
     set_seconds(schedule->mutable_start_to_close_timeout(), options.start_to_close > 0
                                                                 ? options.start_to_close
@@ -201,7 +205,7 @@ std::vector<command::Command> decide(const WorkflowState &state, const ActivityO
 
 std::string status(const WorkflowState &state) {
   switch (state.outcome) {
-    case ActivityOutcome::completed: return "completed";
+    case ActivityOutcome::completed: return state.cancel_requested ? "cancelled" : "completed";
     case ActivityOutcome::failed:
     case ActivityOutcome::timed_out: return "failed";
     case ActivityOutcome::canceled: return "cancelled";

@@ -55,7 +55,7 @@ api::common::v1::WorkflowExecution execution(const std::string &workflow_id,
 void Canceller::cancel() {
   std::lock_guard<std::mutex> lock(mutex_);
   cancelled_ = true;
-  if (context_) context_->TryCancel();
+  for (auto *context : contexts_) context->TryCancel();
 }
 
 bool Canceller::cancelled() {
@@ -65,13 +65,13 @@ bool Canceller::cancelled() {
 
 void Canceller::attach(grpc::ClientContext *context) {
   std::lock_guard<std::mutex> lock(mutex_);
-  context_ = context;
+  contexts_.push_back(context);
   if (cancelled_) context->TryCancel();
 }
 
-void Canceller::detach() {
+void Canceller::detach(grpc::ClientContext *context) {
   std::lock_guard<std::mutex> lock(mutex_);
-  context_ = nullptr;
+  contexts_.erase(std::find(contexts_.begin(), contexts_.end(), context));
 }
 
 TemporalClient::TemporalClient(ClientOptions options) : options_(std::move(options)) {
@@ -103,7 +103,7 @@ bool TemporalClient::call(const char *name, Method method, const Request &reques
                                                                 : options_.call_timeout));
     if (canceller) canceller->attach(&context);
     grpc::Status status = method(*stub_, &context, request, &response);
-    if (canceller) canceller->detach();
+    if (canceller) canceller->detach(&context);
     if (status.ok()) return true;
     if (canceller && canceller->cancelled()) return false;
     const auto code = status.error_code();
@@ -142,13 +142,21 @@ StartResult TemporalClient::start_workflow(const StartRequest &start) {
   request.set_workflow_id(start.workflow_id);
   request.mutable_workflow_type()->set_name(start.workflow_type);
   request.mutable_task_queue()->set_name(start.task_queue);
+  request.mutable_task_queue()->set_kind(api::enums::v1::TASK_QUEUE_KIND_NORMAL);
   *request.mutable_input()->add_payloads() = json_payload(start.input_json);
   request.set_identity(identity_);
   request.set_request_id(start.request_id);
   request.set_workflow_id_conflict_policy(api::enums::v1::WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING);
+  // A fid runs once: a workflow that already ended is not started again either.
+  request.set_workflow_id_reuse_policy(api::enums::v1::WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE);
   wf::StartWorkflowExecutionResponse response;
-  call("StartWorkflowExecution", KODO_TEMPORAL_RPC(StartWorkflowExecution), request, response,
-       Kind::ordinary, nullptr);
+  try {
+    call("StartWorkflowExecution", KODO_TEMPORAL_RPC(StartWorkflowExecution), request, response,
+         Kind::ordinary, nullptr);
+  } catch (const TemporalError &e) {
+    if (e.code() != grpc::StatusCode::ALREADY_EXISTS) throw;
+    return {describe(start.workflow_id).workflow_execution_info().execution().run_id(), false};
+  }
   return {response.run_id(), response.started()};
 }
 
@@ -233,6 +241,7 @@ bool TemporalClient::poll_workflow_task(const std::string &task_queue,
   wf::PollWorkflowTaskQueueRequest request;
   request.set_namespace_(options_.namespace_name);
   request.mutable_task_queue()->set_name(task_queue);
+  request.mutable_task_queue()->set_kind(api::enums::v1::TASK_QUEUE_KIND_NORMAL);
   request.set_identity(identity_);
   return call("PollWorkflowTaskQueue", KODO_TEMPORAL_RPC(PollWorkflowTaskQueue), request, task,
               Kind::long_poll, canceller) &&
@@ -245,6 +254,7 @@ bool TemporalClient::poll_activity_task(const std::string &task_queue,
   wf::PollActivityTaskQueueRequest request;
   request.set_namespace_(options_.namespace_name);
   request.mutable_task_queue()->set_name(task_queue);
+  request.mutable_task_queue()->set_kind(api::enums::v1::TASK_QUEUE_KIND_NORMAL);
   request.set_identity(identity_);
   return call("PollActivityTaskQueue", KODO_TEMPORAL_RPC(PollActivityTaskQueue), request, task,
               Kind::long_poll, canceller) &&

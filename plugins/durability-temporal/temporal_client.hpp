@@ -12,6 +12,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "temporal/api/workflowservice/v1/service.grpc.pb.h"
 
@@ -48,19 +49,20 @@ class TemporalError : public std::runtime_error {
   grpc::StatusCode code_;
 };
 
-// Lets another thread end a long poll in flight (TryCancel) and the polls that follow.
+// Lets another thread end the calls in flight (TryCancel) and those that follow; shared by any
+// number of threads' calls.
 class Canceller {
  public:
   void cancel();
   bool cancelled();
-  // The context of the call in flight; cleared when it returns.
+  // A call in flight, from its start to its return.
   void attach(grpc::ClientContext *context);
-  void detach();
+  void detach(grpc::ClientContext *context);
 
  private:
   std::mutex mutex_;
   bool cancelled_ = false;
-  grpc::ClientContext *context_ = nullptr;
+  std::vector<grpc::ClientContext *> contexts_;
 };
 
 struct StartRequest {
@@ -86,7 +88,9 @@ class TemporalClient {
   // Reachability and namespace: throws TemporalError when the server or namespace is not there.
   void check_namespace();
 
-  // Starts a workflow, or returns the running one of the same id (conflict policy USE_EXISTING).
+  // Starts a workflow, or returns the one of the same id: a running one (conflict policy
+  // USE_EXISTING) or one that ended (reuse policy REJECT_DUPLICATE): a fid runs once. The same
+  // request_id sent again gets the first answer again.
   StartResult start_workflow(const StartRequest &request);
   void signal(const std::string &workflow_id, const std::string &signal_name,
               const std::optional<std::string> &argument_json = std::nullopt,

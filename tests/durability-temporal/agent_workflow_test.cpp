@@ -168,6 +168,24 @@ TEST(AgentWorkflow, CancelOfARunningActivityRequestsItsCancelOnceThenEnds) {
             R"("cancelled by signal cancel_workflow from tester@host")");
 }
 
+TEST(AgentWorkflow, JobCancelledBeforeItsAttemptWasAskedStillEndsTheWorkflowCancelled) {
+  History h;
+  h.scheduled().signal("cancel_workflow", R"("alice")");
+  auto &done = h.add(enums::EVENT_TYPE_ACTIVITY_TASK_COMPLETED);
+  *done.mutable_activity_task_completed_event_attributes()->mutable_result()->add_payloads() =
+      json_payload(R"({"fid":"f1","status":"error","error":"cancelled by alice"})");
+  auto commands = h.commands();
+  ASSERT_EQ(commands[0].command_type(), enums::COMMAND_TYPE_CANCEL_WORKFLOW_EXECUTION);
+  EXPECT_EQ(
+      job_result_from_json(
+          payload_json(
+              commands[0].cancel_workflow_execution_command_attributes().details().payloads(0),
+              "d"))
+          .error,
+      "cancelled by alice");
+  EXPECT_EQ(status(h.state()), "cancelled");
+}
+
 TEST(AgentWorkflow, TemporalsOwnCancelRequestCancelsToo) {
   History h;
   h.scheduled();
