@@ -67,7 +67,8 @@ int worker(const std::string &address, const std::string &queue, int job_ms) {
 
 double percentile(std::vector<double> values, double p) {
   std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1, static_cast<size_t>(p * values.size()))];
+  const auto rank = static_cast<size_t>(p * static_cast<double>(values.size()));
+  return values[std::min(values.size() - 1, rank)];
 }
 
 int latency(const std::string &address, const std::string &queue, int count) {
