@@ -95,6 +95,11 @@ void ActivityWorker::start() {
 
 void ActivityWorker::stop() {
   poll_canceller_.cancel();
+  {
+    // A poller waiting for a free slot wakes up too.
+    std::lock_guard<std::mutex> lock(mutex_);
+    cv_.notify_all();
+  }
   if (poller_.joinable()) poller_.join();
   reap(true);
   {

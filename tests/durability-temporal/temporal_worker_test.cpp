@@ -191,8 +191,12 @@ TEST_F(TemporalWorkerTest, PauseStopsTheRunningJobAndResumeContinuesIt) {
   })) << join(log_.lines());
   EXPECT_EQ(client_->query("kodo-f-pause", "is_paused"), "true");
   EXPECT_EQ(client_->query("kodo-f-pause", "get_status"), R"("paused")");
+  // Any client: the temporal CLI queries and resumes it.
+  EXPECT_NE(
+      server_.cli({"workflow", "query", "-w", "kodo-f-pause", "--type", "is_paused"}).find("true"),
+      std::string::npos);
   const size_t lines_when_paused = log_.lines().size();
-  client_->signal("kodo-f-pause", "resume");
+  server_.cli({"workflow", "signal", "-w", "kodo-f-pause", "--name", "resume"});
   auto closed = client_->wait_closed("kodo-f-pause");
   ASSERT_EQ(closed.event_type(), enums::EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED);
   auto lines = log_.lines();
@@ -300,6 +304,21 @@ TEST_F(TemporalWorkerTest, WorkerProcessKilledMidActivityIsRetriedFromItsLastHea
             enums::EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED);
   const std::string timeline = server_.cli({"workflow", "show", "-w", "kodo-f-lost"});
   EXPECT_NE(timeline.find("ActivityTaskStarted"), std::string::npos) << timeline;
+}
+
+TEST_F(TemporalWorkerTest, AFullWorkerTakesNoMoreJobsAndStopsOnceItsJobsEnd) {
+  activity_options_.max_concurrent = 1;
+  start_workers();
+  launch("f-first", 10, 20);
+  launch("f-second", 2, 10);
+  ASSERT_TRUE(logged("f-first step 1"));
+  ASSERT_TRUE(logged("f-second finished"));
+  EXPECT_LT(log_.index("f-first finished"), log_.index("f-second attempt 1 from step 0"))
+      << join(log_.lines());
+  launch("f-third", 10, 20);
+  ASSERT_TRUE(logged("f-third step 1"));
+  activities_->stop();  // returns once f-third has ended and reported
+  EXPECT_TRUE(log_.has("f-third finished"));
 }
 
 TEST_F(TemporalWorkerTest, ServerThatIsNotThereIsNamedInTheError) {
