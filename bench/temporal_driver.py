@@ -3,6 +3,7 @@ prints the rate; the same driver for kodo's worker and for the Python SDK's.
     temporal_driver.py ADDRESS QUEUE N CONCURRENCY
 """
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -36,3 +37,6 @@ async def main(address, queue, count, concurrency):
 
 if __name__ == "__main__":
     asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    # No interpreter finalization: temporalio's Rust threads can race it and abort.
+    sys.stdout.flush()
+    os._exit(0)

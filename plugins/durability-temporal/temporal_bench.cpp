@@ -30,6 +30,22 @@ std::string status_line(const std::string &key) {
   return "?";
 }
 
+// The client and both workers' options for `queue` on the server at `address`.
+struct Setup {
+  Setup(const std::string &address, const std::string &queue)
+      : client([&] {
+          ClientOptions options;
+          options.address = address;
+          return options;
+        }()) {
+    workflow_options.task_queue = queue;
+    activity_options.task_queue = queue;
+  }
+  TemporalClient client;
+  WorkflowWorkerOptions workflow_options;
+  ActivityWorkerOptions activity_options;
+};
+
 int worker(const std::string &address, const std::string &queue, int job_ms) {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -37,16 +53,10 @@ int worker(const std::string &address, const std::string &queue, int job_ms) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // every thread inherits the mask
 
-  ClientOptions client_options;
-  client_options.address = address;
-  TemporalClient client(client_options);
-  WorkflowWorkerOptions workflow_options;
-  workflow_options.task_queue = queue;
-  ActivityWorkerOptions activity_options;
-  activity_options.task_queue = queue;
-  activity_options.heartbeat_interval = 1;
-  WorkflowWorker workflows(client, workflow_options);
-  ActivityWorker activities(client, activity_options, [&](Job &job) {
+  Setup setup(address, queue);
+  setup.activity_options.heartbeat_interval = 1;
+  WorkflowWorker workflows(setup.client, setup.workflow_options);
+  ActivityWorker activities(setup.client, setup.activity_options, [&](Job &job) {
     if (job_ms > 0) {
       job.heartbeat(R"({"step":0})");
       job.wait_for_change(job.control(), std::chrono::milliseconds(job_ms));
@@ -72,18 +82,13 @@ double percentile(std::vector<double> values, double p) {
 }
 
 int latency(const std::string &address, const std::string &queue, int count) {
-  ClientOptions client_options;
-  client_options.address = address;
-  TemporalClient client(client_options);
-  WorkflowWorkerOptions workflow_options;
-  workflow_options.task_queue = queue;
-  ActivityWorkerOptions activity_options;
-  activity_options.task_queue = queue;
+  Setup setup(address, queue);
+  TemporalClient &client = setup.client;
   std::mutex mutex;
   std::condition_variable cv;
   std::string started_fid;
-  WorkflowWorker workflows(client, workflow_options);
-  ActivityWorker activities(client, activity_options, [&](Job &job) {
+  WorkflowWorker workflows(client, setup.workflow_options);
+  ActivityWorker activities(client, setup.activity_options, [&](Job &job) {
     std::lock_guard<std::mutex> lock(mutex);
     started_fid = job.input().fid;
     cv.notify_all();

@@ -50,6 +50,18 @@ api::common::v1::WorkflowExecution execution(const std::string &workflow_id,
   return e;
 }
 
+// A poll of either task queue: the same fields, no sticky queue.
+template <class PollRequest>
+PollRequest poll_request(const std::string &namespace_name, const std::string &task_queue,
+                         const std::string &identity) {
+  PollRequest request;
+  request.set_namespace_(namespace_name);
+  request.mutable_task_queue()->set_name(task_queue);
+  request.mutable_task_queue()->set_kind(api::enums::v1::TASK_QUEUE_KIND_NORMAL);
+  request.set_identity(identity);
+  return request;
+}
+
 }  // namespace
 
 void Canceller::cancel() {
@@ -238,11 +250,8 @@ api::history::v1::HistoryEvent TemporalClient::wait_closed(const std::string &wo
 bool TemporalClient::poll_workflow_task(const std::string &task_queue,
                                         wf::PollWorkflowTaskQueueResponse &task,
                                         Canceller *canceller) {
-  wf::PollWorkflowTaskQueueRequest request;
-  request.set_namespace_(options_.namespace_name);
-  request.mutable_task_queue()->set_name(task_queue);
-  request.mutable_task_queue()->set_kind(api::enums::v1::TASK_QUEUE_KIND_NORMAL);
-  request.set_identity(identity_);
+  auto request = poll_request<wf::PollWorkflowTaskQueueRequest>(options_.namespace_name, task_queue,
+                                                                identity_);
   return call("PollWorkflowTaskQueue", KODO_TEMPORAL_RPC(PollWorkflowTaskQueue), request, task,
               Kind::long_poll, canceller) &&
          !task.task_token().empty();
@@ -251,11 +260,8 @@ bool TemporalClient::poll_workflow_task(const std::string &task_queue,
 bool TemporalClient::poll_activity_task(const std::string &task_queue,
                                         wf::PollActivityTaskQueueResponse &task,
                                         Canceller *canceller) {
-  wf::PollActivityTaskQueueRequest request;
-  request.set_namespace_(options_.namespace_name);
-  request.mutable_task_queue()->set_name(task_queue);
-  request.mutable_task_queue()->set_kind(api::enums::v1::TASK_QUEUE_KIND_NORMAL);
-  request.set_identity(identity_);
+  auto request = poll_request<wf::PollActivityTaskQueueRequest>(options_.namespace_name, task_queue,
+                                                                identity_);
   return call("PollActivityTaskQueue", KODO_TEMPORAL_RPC(PollActivityTaskQueue), request, task,
               Kind::long_poll, canceller) &&
          !task.task_token().empty();

@@ -5,6 +5,7 @@ with signals, and reads the result, printing one JSON object of what it saw.
 """
 import asyncio
 import json
+import os
 import sys
 
 from temporalio.client import Client
@@ -39,3 +40,7 @@ async def main(address, task_queue, workflow_id):
 
 if __name__ == "__main__":
     asyncio.run(main(*sys.argv[1:4]))
+    # Leave without interpreter finalization: temporalio's Rust runtime threads can race it
+    # ("PyGILState_Release ... finalizing", abort) after everything above has been printed.
+    sys.stdout.flush()
+    os._exit(0)
