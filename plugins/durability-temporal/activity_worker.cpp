@@ -101,6 +101,13 @@ void ActivityWorker::stop() {
     cv_.notify_all();
   }
   if (poller_.joinable()) poller_.join();
+  std::list<std::shared_ptr<Attempt>> running;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto &attempt : attempts_)
+      if (!attempt->finished) running.push_back(attempt);
+  }
+  for (const auto &attempt : running) attempt->job->cancel(kStopping);
   reap(true);
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -213,7 +220,9 @@ void ActivityWorker::run(Attempt &attempt) {
 
   const Control control = job.control();
   try {
-    if (control.cancelled) {
+    if (control.cancelled && control.cancel_reason == kStopping) {
+      client_.respond_activity_failed(attempt.task_token, kStopping);
+    } else if (control.cancelled) {
       if (result.status.empty() || result.status == "finished") {
         result.status = "error";
         result.error = "cancelled by " + control.cancel_reason;

@@ -103,8 +103,12 @@ class ActivityWorker {
   ActivityWorker &operator=(const ActivityWorker &) = delete;
 
   void start();
-  // Stops polling, then waits for the running jobs to end and report.
+  // Stops polling and hands the running attempts back: each job is cancelled with the reason
+  // kStopping, and its attempt reported failed (retryable), so Temporal runs it again on
+  // another worker (as attempt + 1, counted against maximum_attempts). Returns once every
+  // job has ended and reported; a paused job does not hold it up.
   void stop();
+  static constexpr const char *kStopping = "the worker is stopping: another attempt takes over";
   int running() const;
   std::uint64_t jobs_done() const { return done_.load(); }
 

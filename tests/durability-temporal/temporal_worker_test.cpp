@@ -306,7 +306,7 @@ TEST_F(TemporalWorkerTest, WorkerProcessKilledMidActivityIsRetriedFromItsLastHea
   EXPECT_NE(timeline.find("ActivityTaskStarted"), std::string::npos) << timeline;
 }
 
-TEST_F(TemporalWorkerTest, AFullWorkerTakesNoMoreJobsAndStopsOnceItsJobsEnd) {
+TEST_F(TemporalWorkerTest, AFullWorkerTakesNoMoreJobsAndAStoppedOneHandsItsJobsBack) {
   activity_options_.max_concurrent = 1;
   start_workers();
   launch("f-first", 10, 20);
@@ -315,10 +315,23 @@ TEST_F(TemporalWorkerTest, AFullWorkerTakesNoMoreJobsAndStopsOnceItsJobsEnd) {
   ASSERT_TRUE(logged("f-second finished"));
   EXPECT_LT(log_.index("f-first finished"), log_.index("f-second attempt 1 from step 0"))
       << join(log_.lines());
-  launch("f-third", 10, 20);
+  launch("f-third", 1000, 20);
   ASSERT_TRUE(logged("f-third step 1"));
-  activities_->stop();  // returns once f-third has ended and reported
-  EXPECT_TRUE(log_.has("f-third finished"));
+  client_->signal("kodo-f-third", "pause");
+  ASSERT_TRUE(eventually([&] {
+    auto lines = log_.lines();
+    return lines.back().rfind("f-third paused at", 0) == 0;
+  })) << join(log_.lines());
+  activities_->stop();  // a paused job does not hold it up
+  EXPECT_TRUE(log_.has(std::string("f-third cancelled: ") + ActivityWorker::kStopping))
+      << join(log_.lines());
+  // Handed back, not ended: another worker takes attempt 2, from the last heartbeat.
+  ASSERT_TRUE(eventually([&] {
+    auto d = describe("f-third");
+    return d.pending_activities_size() == 1 && d.pending_activities(0).attempt() == 2;
+  }));
+  EXPECT_EQ(describe("f-third").workflow_execution_info().status(),
+            enums::WORKFLOW_EXECUTION_STATUS_RUNNING);
 }
 
 TEST_F(TemporalWorkerTest, ServerThatIsNotThereIsNamedInTheError) {
