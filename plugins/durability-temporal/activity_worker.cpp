@@ -1,5 +1,6 @@
 #include "activity_worker.hpp"
 
+#include <future>
 #include <iostream>
 
 #include "agent_workflow.hpp"
@@ -74,7 +75,11 @@ struct ActivityWorker::Attempt {
   Canceller watch_canceller;
   std::thread thread;
   std::atomic<bool> finished{false};
-  std::atomic<bool> cancel_requested{false};  // by the server: it takes "canceled" now
+  std::atomic<bool> cancel_requested{false};
+  // Set once the watcher has folded the history as it stood (or could not read it), so the
+  // job starts with the signals sent before its attempt began.
+  std::promise<void> primed;
+  bool primed_set = false;  // the watcher's thread only  // by the server: it takes "canceled" now
 };
 
 ActivityWorker::ActivityWorker(TemporalClient &client, ActivityWorkerOptions options,
@@ -205,6 +210,7 @@ void ActivityWorker::poll_loop() {
 void ActivityWorker::run(Attempt &attempt) {
   Job &job = *attempt.job;
   std::thread watcher([this, &attempt] { watch(attempt); });
+  attempt.primed.get_future().wait();
   JobResult result;
   std::string failure;
   try {
@@ -259,11 +265,17 @@ void ActivityWorker::watch(Attempt &attempt) {
   request.mutable_execution()->set_run_id(job.run_id());
   request.set_wait_new_event(true);
   WorkflowState state;
+  auto prime = [&attempt] {
+    if (attempt.primed_set) return;
+    attempt.primed_set = true;
+    attempt.primed.set_value();
+  };
   while (!attempt.watch_canceller.cancelled()) {
     wf::GetWorkflowExecutionHistoryResponse page;
     try {
       if (!client_.history_page(request, page, &attempt.watch_canceller)) continue;
     } catch (const TemporalError &e) {
+      prime();  // the job runs without the signals; they reach it once the server answers
       report("watching " + job.workflow_id() + ": " + e.what());
       continue;
     }
@@ -274,9 +286,11 @@ void ActivityWorker::watch(Attempt &attempt) {
       job.cancel("the workflow ended");
     else
       job.set_paused(state.paused);
-    if (page.next_page_token().empty()) return;  // the workflow is closed: nothing more comes
+    prime();  // the first page answers at once with the history as it stands
+    if (page.next_page_token().empty()) break;  // the workflow is closed: nothing more comes
     request.set_next_page_token(page.next_page_token());
   }
+  prime();
 }
 
 void ActivityWorker::heartbeat_loop() {

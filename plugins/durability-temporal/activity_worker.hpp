@@ -7,7 +7,8 @@
 // except cancellation. So each running job has a watcher that long polls the workflow's history
 // (GetWorkflowExecutionHistory, wait_new_event) and folds it with AgentWorkflow's own fold():
 // pause and resume take effect as soon as the signal is in the history, with no workflow worker
-// needed, and a signal sent before the attempt started is in the history it reads first. Cancel
+// needed; the job starts only after the watcher's first read, so a signal sent before the
+// attempt started holds it from its first step. Cancel
 // arrives the same way, and also through the heartbeat's cancel_requested (the workflow's
 // RequestCancelActivityTask); a heartbeat the server refuses as NOT_FOUND (the attempt timed out
 // and was retried elsewhere, or the workflow ended) cancels the job too, so no orphan goes on.
