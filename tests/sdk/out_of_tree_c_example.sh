@@ -3,7 +3,8 @@
 #
 # Plays a C plugin author: installs the SDK from kodo's build, builds
 # sdk/examples/storage-memory-c (C11) against that install alone with warnings as errors,
-# checks that it exports only its entry point, and runs the conformance kit on it.
+# checks that it exports only its entry point, and runs the conformance kit installed with
+# the SDK on it, through the example's own ctest (kodo::conformance).
 # Run by CTest as sdk.out_of_tree_c_example.
 set -euo pipefail
 main_build=$(cd "$1" && pwd)
@@ -29,5 +30,14 @@ plugin=$work/build/kodo-storage-memory-c.so
 [[ -f $plugin ]] || fail "the build made no $plugin"
 exported=$(nm -D --defined-only "$plugin" | awk '{print $NF}')
 [[ $exported == kodo_plugin_entry ]] || fail "$plugin exports more than kodo_plugin_entry: $exported"
-"$main_build/bin/kodo-conformance" --plugin "$plugin" || fail "the kit failed the C example"
+conformance=$work/prefix/bin/kodo-conformance
+[[ -x $conformance ]] || fail "the install has no bin/kodo-conformance (is the kit built?)"
+status=0
+ctest --test-dir "$work/build" -V >"$work/ctest.log" 2>&1 || status=$?
+cat "$work/ctest.log"
+[[ $status -eq 0 ]] || fail "the installed kodo-conformance failed the C example"
+ran=$(grep -F "Test command: $conformance " "$work/ctest.log" || true)
+[[ $ran == *"$plugin"* ]] ||
+  fail "the example's test did not run the installed $conformance on $plugin"
+grep -q '100% tests passed' "$work/ctest.log" || fail "the example's ctest ran no test"
 echo "OK: the C11 example builds against the installed SDK and passes the kit"
