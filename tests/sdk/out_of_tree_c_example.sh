@@ -17,6 +17,8 @@ fail() {
   printf '\nFAIL: %s\n' "$*" >&2
   exit 1
 }
+# shellcheck source=installed_kit.sh
+source "$(dirname "${BASH_SOURCE[0]}")/installed_kit.sh"
 
 cmake --install "$main_build" --prefix "$work/prefix" >"$work/install.log" 2>&1 ||
   { cat "$work/install.log" >&2; fail "cmake --install $main_build failed"; }
@@ -30,14 +32,6 @@ plugin=$work/build/kodo-storage-memory-c.so
 [[ -f $plugin ]] || fail "the build made no $plugin"
 exported=$(nm -D --defined-only "$plugin" | awk '{print $NF}')
 [[ $exported == kodo_plugin_entry ]] || fail "$plugin exports more than kodo_plugin_entry: $exported"
-conformance=$work/prefix/bin/kodo-conformance
-[[ -x $conformance ]] || fail "the install has no bin/kodo-conformance (is the kit built?)"
-status=0
-ctest --test-dir "$work/build" -V >"$work/ctest.log" 2>&1 || status=$?
-cat "$work/ctest.log"
-[[ $status -eq 0 ]] || fail "the installed kodo-conformance failed the C example"
-ran=$(grep -F "Test command: $conformance " "$work/ctest.log" || true)
-[[ $ran == *"$plugin"* ]] ||
-  fail "the example's test did not run the installed $conformance on $plugin"
-grep -q '100% tests passed' "$work/ctest.log" || fail "the example's ctest ran no test"
+conformance=$(installed_kit "$work/prefix" "$main_build")
+run_example_ctest "$work/build" "$plugin" "$conformance"
 echo "OK: the C11 example builds against the installed SDK and passes the kit"

@@ -28,18 +28,15 @@ fail() {
   printf '\nFAIL: %s\n' "$*" >&2
   exit 1
 }
+# shellcheck source=installed_kit.sh
+source "$(dirname "${BASH_SOURCE[0]}")/installed_kit.sh"
 
 step "installing $main_build into $prefix"
 cmake --install "$main_build" --prefix "$prefix" >"$work/install.log" 2>&1 ||
   { cat "$work/install.log" >&2; fail "cmake --install $main_build failed (is the main build built?)"; }
 [[ -f $prefix/include/kodo/kodo_plugin.h && -f $prefix/include/kodo/plugin.hpp ]] ||
   fail "the install has no include/kodo/kodo_plugin.h and plugin.hpp"
-conformance=$prefix/bin/kodo-conformance
-[[ -x $conformance ]] || fail "the install has no bin/kodo-conformance (is the kit built?)"
-# The installed kit must not reach back into the build it came from.
-if ldd "$conformance" | grep -F "$main_build"; then
-  fail "the installed $conformance loads libraries from $main_build"
-fi
+conformance=$(installed_kit "$prefix" "$main_build")
 
 # build_example DIR EXTRA_CXX_FLAGS: configures and builds the example against $prefix only.
 build_example() {
@@ -84,14 +81,7 @@ fi
 # The example's own test runs kodo::conformance, the kit installed with the SDK.
 for dir in "$new_abi" "$old_abi"; do
   step "ctest --test-dir $dir (the installed kodo-conformance on the example)"
-  status=0
-  ctest --test-dir "$dir" -V >"$dir/ctest.log" 2>&1 || status=$?
-  cat "$dir/ctest.log"
-  [[ $status -eq 0 ]] || fail "the installed kodo-conformance failed on the example in $dir"
-  ran=$(grep -F "Test command: $conformance " "$dir/ctest.log" || true)
-  [[ $ran == *"$dir/kodo-storage-jsonl.so"* ]] ||
-    fail "the example's test did not run the installed $conformance on $dir/kodo-storage-jsonl.so"
-  grep -q '100% tests passed' "$dir/ctest.log" || fail "the example's ctest ran no test in $dir"
+  run_example_ctest "$dir" "$dir/kodo-storage-jsonl.so" "$conformance"
 done
 
 [[ -x $host ]] || fail "$host does not exist: build kodo-host first"
