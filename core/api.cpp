@@ -1,9 +1,9 @@
 #include "core/api.hpp"
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/log.hpp>
 #include "core/ids.hpp"
 #include "core/json_bounded.hpp"
-#include "core/log.hpp"
 
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>

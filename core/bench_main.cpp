@@ -1,10 +1,10 @@
 // kodo-bench: drives N concurrent executions of M events each through the configured
 // transport and spooler(s) into the configured storage, then reads every execution back
 // and checks that each (fid, seq) arrived exactly once. Prints figures; asserts no timing.
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/log.hpp>
 #include "core/host_options.hpp"
 #include "core/ids.hpp"
-#include "core/log.hpp"
 #include "core/spooler.hpp"
 
 #include <sys/resource.h>

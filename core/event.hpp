@@ -1,16 +1,13 @@
-// event.hpp: the host's owning form of an event, and the sink executors publish into.
+// event.hpp: the C views of events, kodosumi's event kinds, and the sink executors publish into.
 #pragma once
 
-#include <kodo/plugin.hpp>
+#include <kodo/host/records.hpp>
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace kodo {
-
-// The host's owning event is the SDK's: the same fields, view() and copy() on both sides.
-using Event = sdk::OwnedEvent;
 
 // The C views of a vector of events and the pointer array the ABI takes; valid while the
 // events live unchanged.

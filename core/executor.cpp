@@ -6,9 +6,9 @@
 // supervisor thread alone, once launch() has handed the run over.
 #include "core/executor.hpp"
 
-#include "core/log.hpp"
+#include <kodo/host/log.hpp>
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/event_line.hpp"
 #include "core/flow_env.hpp"
 #include "core/flow_spawn.hpp"

@@ -1,6 +1,6 @@
 #include "core/host_options.hpp"
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/flow_env.hpp"
 
 #include <kodo/url.hpp>

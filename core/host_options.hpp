@@ -3,8 +3,8 @@
 // kodosumi's setting names where they exist. kodo-host and kodo-bench share it.
 #pragma once
 
+#include <kodo/host/plugin_options.hpp>
 #include "core/executor.hpp"
-#include "core/plugin_options.hpp"
 #include "core/spooler.hpp"
 
 #include <boost/program_options.hpp>

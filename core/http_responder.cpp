@@ -1,6 +1,6 @@
 // http_responder.cpp: what a handler uses to answer (HttpResponder, HttpStream), and the
 // handler's run on a handler thread.
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/http_response.hpp"
 #include "core/http_session.hpp"
 

@@ -2,7 +2,7 @@
 // connection is an http_detail::Session (http_session.cpp).
 #include "core/http_server.hpp"
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/http_response.hpp"
 #include "core/http_session.hpp"
 

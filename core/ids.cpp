@@ -2,7 +2,7 @@
 // (kodo::sdk::name_problem), so host and plugins check the same thing.
 #include "core/ids.hpp"
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 
 #include <kodo/plugin.hpp>
 

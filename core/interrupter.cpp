@@ -1,6 +1,6 @@
 #include "core/interrupter.hpp"
 
-#include "core/log.hpp"
+#include <kodo/host/log.hpp>
 
 #include <algorithm>
 

@@ -1,7 +1,7 @@
 // lost_events.cpp: see lost_events.hpp.
 #include "core/lost_events.hpp"
 
-#include "core/log.hpp"
+#include <kodo/host/log.hpp>
 
 #include <vector>
 

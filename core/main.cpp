@@ -5,11 +5,11 @@
 //   plugins describe NAME  a plugin's options, capabilities and versions
 //   db create-tables       make the storage schema (idempotent)
 //   db purge --older-than  delete executions older than a retention
+#include <kodo/host/error.hpp>
+#include <kodo/host/log.hpp>
 #include "core/api.hpp"
-#include "core/error.hpp"
 #include "core/fd_limit.hpp"
 #include "core/host_options.hpp"
-#include "core/log.hpp"
 #include "core/lost_events.hpp"
 #include "core/run_journal.hpp"
 #include "core/spooler.hpp"

@@ -1,7 +1,7 @@
 // run_cgroup.cpp: see run_cgroup.hpp.
 #include "core/run_cgroup.hpp"
 
-#include "core/log.hpp"
+#include <kodo/host/log.hpp>
 
 #include <atomic>
 #include <cerrno>

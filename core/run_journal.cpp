@@ -1,9 +1,9 @@
 // run_journal.cpp: see run_journal.hpp.
 #include "core/run_journal.hpp"
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/log.hpp>
 #include "core/ids.hpp"
-#include "core/log.hpp"
 #include "core/storage.hpp"
 #include "core/write_all.hpp"
 

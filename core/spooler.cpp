@@ -1,7 +1,7 @@
 #include "core/spooler.hpp"
 
-#include "core/error.hpp"
-#include "core/log.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/log.hpp>
 
 #include <unistd.h>
 #include <algorithm>

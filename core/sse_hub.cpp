@@ -6,9 +6,9 @@
 // live read's frames are given only to viewers whose position is below the event.
 #include "core/sse_hub.hpp"
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/log.hpp>
 #include "core/event.hpp"
-#include "core/log.hpp"
 
 #include <algorithm>
 #include <cstdio>

@@ -1,6 +1,6 @@
 #include "core/storage.hpp"
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 
 namespace kodo {
 

@@ -4,10 +4,10 @@
 
 #include "core/metrics.hpp"
 
+#include <kodo/host/plugin_loader.hpp>
+#include <kodo/host/plugin_options.hpp>
 #include "core/event.hpp"
 #include "core/interrupter.hpp"
-#include "core/plugin_loader.hpp"
-#include "core/plugin_options.hpp"
 
 #include <memory>
 #include <optional>
@@ -15,20 +15,6 @@
 #include <vector>
 
 namespace kodo {
-
-struct ExecutionInfo {
-  std::string fid, username, status;
-  double started_at = 0, updated_at = 0;
-  int64_t event_count = 0, last_seq = -1;
-};
-
-struct EventQuery {
-  std::string fid;
-  std::string username;  // empty: any user
-  int64_t after_seq = -1;
-  std::vector<std::string> kinds;  // empty: all
-  size_t limit = 1000;
-};
 
 // Threading: as kodo_storage_api; every method but the destructor may run concurrently.
 class Storage {

@@ -3,10 +3,10 @@
 
 #include "core/metrics.hpp"
 
+#include <kodo/host/plugin_loader.hpp>
+#include <kodo/host/plugin_options.hpp>
 #include "core/event.hpp"
 #include "core/interrupter.hpp"
-#include "core/plugin_loader.hpp"
-#include "core/plugin_options.hpp"
 
 #include <atomic>
 #include <memory>

@@ -4,7 +4,7 @@
 // environment entries NAME=VALUE (one a line; KODO_ is prepended when missing), and the
 // config file's text. Whatever comes in, the result is a HostConfig or a kodo::Error that
 // says what is wrong; any other exception escaping is a finding.
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/host_options.hpp"
 #include "fuzz/fuzz_check.hpp"
 

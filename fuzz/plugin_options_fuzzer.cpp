@@ -7,8 +7,8 @@
 // Properties: resolution gives the values or a kodo::Error; values the host accepted open
 // the plugin or get the plugin's own error, never an internal error (an exception in the
 // plugin's parsing of a value the host called valid).
-#include "core/error.hpp"
-#include "core/plugin_options.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/plugin_options.hpp>
 #include "core/storage.hpp"
 #include "core/transport.hpp"
 #include "fuzz/fuzz_check.hpp"

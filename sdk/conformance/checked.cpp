@@ -1,6 +1,6 @@
 // checked.cpp: calls into a plugin's C table that check, on every call, the promises
 // kodo_plugin.h makes about errors, pages, batches and events.
-#include "sdk/conformance/conformance.hpp"
+#include "conformance.hpp"
 
 namespace kodo::conformance {
 

@@ -10,10 +10,9 @@
 // tolerate a missing release or an error without a message, and the kit must not.
 #pragma once
 
-#include "core/event.hpp"
-#include "core/plugin_loader.hpp"
-#include "core/plugin_options.hpp"
-#include "core/storage.hpp"
+#include <kodo/host/plugin_loader.hpp>
+#include <kodo/host/plugin_options.hpp>
+#include <kodo/host/records.hpp>
 
 #include <gtest/gtest.h>
 

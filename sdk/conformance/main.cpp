@@ -9,13 +9,11 @@
 // Exit status: 0 when the plugin keeps every contract of its kind, 1 when a case failed,
 // 2 when the contract could not be run at all (bad arguments, the plugin does not load,
 // its options do not resolve, or it cannot be opened).
-#include "sdk/conformance/conformance.hpp"
-#include "sdk/conformance/supervisor.hpp"
+#include "conformance.hpp"
+#include "supervisor.hpp"
 
-#include "core/error.hpp"
-#include "core/log.hpp"
-#include "core/storage.hpp"
-#include "core/transport.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/log.hpp>
 
 #include <gtest/gtest.h>
 
@@ -93,9 +91,17 @@ Arguments parse_arguments(int argc, char **argv) {
 // Opens and closes one handle the way the host would, so a plugin that cannot even be
 // opened gets one clear line instead of a failure in every case. Answers what the handle
 // claims (its options may narrow the descriptor's capabilities).
-uint64_t open_once(const std::shared_ptr<kodo::Plugin> &plugin, const kodo::OptionList &options) {
-  if (plugin->kind() == KODO_KIND_STORAGE) return kodo::Storage(plugin, options).capabilities();
-  return kodo::Transport(plugin, options).capabilities();
+template <class Handle, class Api>
+uint64_t open_once(const kodo::Plugin &plugin, const kodo::OptionList &options, const Api &api) {
+  Handle *handle = kodo::open_plugin_handle<Handle>(plugin, options, api.open);
+  const uint64_t claimed = kodo::instance_capabilities(plugin, api.capabilities, handle);
+  api.close(handle);
+  return claimed;
+}
+uint64_t open_once(const kodo::Plugin &plugin, const kodo::OptionList &options) {
+  if (plugin.kind() == KODO_KIND_STORAGE)
+    return open_once<kodo_storage>(plugin, options, plugin.storage_api());
+  return open_once<kodo_transport>(plugin, options, plugin.transport_api());
 }
 
 // Runs only the cases of the plugin's kind, within whatever --gtest_filter chose.
@@ -141,7 +147,7 @@ int main(int argc, char **argv) {
     for (const auto &text : args.options) given.push_back(kodo::split_key_value(text, "--option"));
     kodo::conformance::set_target(plugin, given);
     const kodo::OptionList options = kodo::conformance::options_for_new_handle();
-    kodo::conformance::set_instance_capabilities(open_once(plugin, options));
+    kodo::conformance::set_instance_capabilities(open_once(*plugin, options));
     if (!child)
       std::cout << "kodo-conformance: " << plugin->label() << " version " << plugin->version()
                 << ", ABI version " << plugin->abi_version() << "\n"

@@ -2,7 +2,7 @@
 // rule checked here is written). Each case opens a fresh handle with its own scratch directories
 // and its own user name, so cases never see each other's executions. Cases for a capability run
 // when the plugin claims it; StorageCapabilities checks that unclaimed ones are refused.
-#include "sdk/conformance/conformance.hpp"
+#include "conformance.hpp"
 
 #include <algorithm>
 #include <atomic>

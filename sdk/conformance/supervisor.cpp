@@ -1,7 +1,7 @@
 // supervisor.cpp: one child process per run of cases, restarted past a case that crashed or
 // hung. The protocol on the report pipe: "start <suite>.<name>" and
 // "end <suite>.<name> passed|failed|skipped", one line each.
-#include "sdk/conformance/supervisor.hpp"
+#include "supervisor.hpp"
 
 #include <gtest/gtest.h>
 

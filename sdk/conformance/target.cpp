@@ -1,7 +1,7 @@
 // target.cpp: which plugin the kit runs against, and the options each new handle gets.
-#include "sdk/conformance/conformance.hpp"
+#include "conformance.hpp"
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 
 #include <atomic>
 #include <cstdlib>

@@ -1,6 +1,6 @@
 // test_data.cpp: the events the cases write, and comparisons whose failures name the
 // contract and the exact event that broke it.
-#include "sdk/conformance/conformance.hpp"
+#include "conformance.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -1,7 +1,7 @@
 // transport_cases.cpp: the transport contract (kodo_transport_api in kodo_plugin.h, where
 // every rule checked here is written). Each case opens a fresh transport and its own consumer
 // group. Consumers join before anything is published, as the host's spooler does.
-#include "sdk/conformance/conformance.hpp"
+#include "conformance.hpp"
 
 #include <sys/wait.h>
 #include <unistd.h>

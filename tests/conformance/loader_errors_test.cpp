@@ -1,8 +1,8 @@
 // loader_errors_test.cpp: each plugin that is broken before any contract applies (it does
 // not load, or does not open) fails with a message naming the file, the symbol, the
 // versions, the function or the kinds involved: what its author needs to fix it.
-#include "core/error.hpp"
-#include "core/plugin_loader.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/plugin_loader.hpp>
 #include "core/storage.hpp"
 
 #include <gmock/gmock.h>

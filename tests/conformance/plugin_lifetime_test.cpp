@@ -6,9 +6,9 @@
 // double free or a use after free; in every build it checks that what a plugin hands over
 // is released by the plugin's own code, which is the ABI's rule ("whoever allocates provides
 // the release").
-#include "core/error.hpp"
-#include "core/plugin_loader.hpp"
-#include "core/plugin_options.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/plugin_loader.hpp>
+#include <kodo/host/plugin_options.hpp>
 #include "postgres_server.hpp"
 #include "redis_server.hpp"
 

@@ -1,7 +1,7 @@
 // The options model: precedence (command line > environment > file > defaults), kodosumi's
 // names, config sections, and errors that name what was wrong.
 #include "core/host_options.hpp"
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 
 #include <gtest/gtest.h>
 

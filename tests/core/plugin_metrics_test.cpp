@@ -2,8 +2,8 @@
 // as kodo_<kind>_<name> families, whatever the plugin sends.
 #include <gtest/gtest.h>
 
+#include <kodo/host/plugin_loader.hpp>
 #include "core/metrics.hpp"
-#include "core/plugin_loader.hpp"
 #include "core/transport.hpp"
 
 using namespace kodo;

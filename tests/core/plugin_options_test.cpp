@@ -1,6 +1,6 @@
 // Options are validated against what a plugin declares before the plugin is opened.
-#include "core/plugin_options.hpp"
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/plugin_options.hpp>
 
 #include <gtest/gtest.h>
 

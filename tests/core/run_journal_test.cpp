@@ -1,7 +1,7 @@
 // run_journal_test.cpp: the journal a host keeps of its runs under way, and what a starting
 // host takes over from dead ones (and never from live ones).
 #include "core/run_journal.hpp"
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/ids.hpp"
 
 #include <gtest/gtest.h>

@@ -1,7 +1,7 @@
 // The spooler against real plugins: everything arrives once, acks follow commits, a
 // failing storage is retried with nothing lost, and stop drains the transport.
 #include "core/spooler.hpp"
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/ids.hpp"
 
 #include <gtest/gtest.h>

@@ -3,7 +3,7 @@
 // anything is.
 #pragma once
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/event.hpp"
 #include "core/executor.hpp"
 

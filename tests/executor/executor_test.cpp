@@ -2,7 +2,7 @@
 // Waits use generous timeouts; nothing asserts how fast anything is.
 #include "executor_fixture.hpp"
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/event.hpp"
 #include "core/executor.hpp"
 

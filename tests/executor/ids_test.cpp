@@ -1,6 +1,6 @@
 // ids_test.cpp: fid generation and the fid/username rule.
 #include "core/ids.hpp"
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/event.hpp"
 
 #include <gtest/gtest.h>

@@ -1,7 +1,7 @@
 // Tests of the HTTP request parser and the HTTP server. Server tests bind port 0 on
 // loopback and talk to it over real sockets with a small client below. Waits have generous
 // bounds only so that a bug fails the test instead of hanging it; no test asserts a duration.
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/http_parser.hpp"
 #include "core/http_server.hpp"
 

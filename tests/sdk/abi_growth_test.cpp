@@ -3,8 +3,8 @@
 // supported"; today's plugins agree on version 1 with a host that offers only that; the
 // SDK negotiates the highest common version and reads and writes structs only up to the
 // size their maker declared.
-#include "core/error.hpp"
-#include "core/plugin_loader.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/plugin_loader.hpp>
 #include "core/storage.hpp"
 #include "core/transport.hpp"
 

@@ -11,7 +11,7 @@
 #include <functional>
 #include <thread>
 
-#include "core/plugin_loader.hpp"
+#include <kodo/host/plugin_loader.hpp>
 #include "core/storage.hpp"
 
 namespace {

@@ -3,7 +3,7 @@
 // never drops an entry that is not acknowledged, reads record where each stream is stored and
 // a takeover resumes there, a finished execution's stream goes after its
 // grace, and the password never shows.
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 #include "core/ids.hpp"
 #include "core/transport.hpp"
 #include "redis_server.hpp"

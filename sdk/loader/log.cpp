@@ -1,6 +1,6 @@
-#include "core/log.hpp"
+#include <kodo/host/log.hpp>
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 
 #include <atomic>
 #include <cstdio>

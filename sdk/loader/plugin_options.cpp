@@ -1,6 +1,6 @@
-#include "core/plugin_options.hpp"
+#include <kodo/host/plugin_options.hpp>
 
-#include "core/error.hpp"
+#include <kodo/host/error.hpp>
 
 #include <algorithm>
 #include <cctype>

@@ -2,8 +2,8 @@
 // (name, type, required) before the plugin is opened, and prints them as documentation.
 #pragma once
 
-#include "core/error.hpp"
-#include "core/plugin_loader.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/plugin_loader.hpp>
 
 #include <map>
 #include <string>

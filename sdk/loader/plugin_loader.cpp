@@ -1,7 +1,7 @@
-#include "core/plugin_loader.hpp"
+#include <kodo/host/plugin_loader.hpp>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
+#include <kodo/host/error.hpp>
+#include <kodo/host/log.hpp>
 
 #include <kodo/plugin.hpp>
 
