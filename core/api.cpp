@@ -63,9 +63,9 @@ int64_t query_int(const HttpRequest &request, const char *name, int64_t fallback
   char *end = nullptr;
   long long parsed = std::strtoll(value->c_str(), &end, 10);
   if (value->empty() || errno != 0 || *end != '\0' || parsed < min || parsed > max)
-    throw Error("query parameter '" + std::string(name) + "' must be a whole number from " +
-                    std::to_string(min) + " to " + std::to_string(max) + ", got '" + *value + "'",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "query parameter '" + std::string(name) + "' must be a whole number from " +
+                    std::to_string(min) + " to " + std::to_string(max) + ", got '" + *value + "'");
   return parsed;
 }
 
@@ -99,7 +99,7 @@ std::vector<std::string> split_path(const HttpRequest &request) {
     bool ok = true;
     std::string decoded = percent_decode(part, false, ok);
     if (!ok)
-      throw Error("bad percent-encoding in path segment '" + part + "'", KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "bad percent-encoding in path segment '" + part + "'");
     parts.push_back(decoded);
   }
   return parts;
@@ -258,21 +258,20 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
   rapidjson::Document body;
   const JsonRead read = parse_json_bounded(request.body, ctx_.json_max_depth, body);
   if (read == JsonRead::TooDeep)
-    throw Error(
-        "the request body nests deeper than " + std::to_string(ctx_.json_max_depth) + " levels",
-        KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, "the request body nests deeper than " +
+                                               std::to_string(ctx_.json_max_depth) + " levels");
   if (read != JsonRead::Ok || !body.IsObject())
-    throw Error("the request body must be a JSON object like {\"flow\": NAME, \"inputs\": {...}}",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "the request body must be a JSON object like {\"flow\": NAME, \"inputs\": {...}}");
   auto flow = body.FindMember("flow");
   if (flow == body.MemberEnd() || !flow->value.IsString())
-    throw Error("the request body needs \"flow\": the name of a registered flow",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "the request body needs \"flow\": the name of a registered flow");
   std::string inputs = "{}";
   auto given = body.FindMember("inputs");
   if (given != body.MemberEnd()) {
     if (!given->value.IsObject())
-      throw Error("\"inputs\" must be a JSON object", KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "\"inputs\" must be a JSON object");
     rapidjson::StringBuffer buffer;
     JsonWriter w(buffer);
     given->value.Accept(w);
@@ -361,7 +360,7 @@ bool Api::known(const std::string &fid, ExecutionInfo *info) {
 
 void Api::execution(const std::string &fid, HttpResponder &response) {
   ExecutionInfo info;
-  if (!known(fid, &info)) throw Error("no execution " + fid, KODO_ERR_NOT_FOUND);
+  if (!known(fid, &info)) throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   write_execution(w, info);
@@ -377,8 +376,8 @@ static std::vector<std::string> parse_kinds(const HttpRequest &request) {
   while (std::getline(in, kind, ','))
     if (!kind.empty()) {
       if (!is_known_kind(kind))
-        throw Error("unknown event kind '" + kind + "' in query parameter 'kinds'",
-                    KODO_ERR_INVALID_ARGUMENT);
+        throw Error(KODO_ERR_INVALID_ARGUMENT,
+                    "unknown event kind '" + kind + "' in query parameter 'kinds'");
       kinds.push_back(kind);
     }
   return kinds;
@@ -391,7 +390,7 @@ void Api::events(const std::string &fid, const HttpRequest &request, HttpRespond
   query.after_seq = query_int(request, "after", -1, -1, INT64_MAX - 1);
   query.limit = static_cast<size_t>(query_int(request, "limit", 1000, 1, 10000));
   query.kinds = parse_kinds(request);
-  if (!known(fid, nullptr)) throw Error("no execution " + fid, KODO_ERR_NOT_FOUND);
+  if (!known(fid, nullptr)) throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
   bool has_more = false;
   std::vector<Event> events;
   try {
@@ -429,7 +428,7 @@ void Api::events(const std::string &fid, const HttpRequest &request, HttpRespond
 
 void Api::status(const std::string &fid, HttpResponder &response) {
   ExecutionInfo info;
-  if (!known(fid, &info)) throw Error("no execution " + fid, KODO_ERR_NOT_FOUND);
+  if (!known(fid, &info)) throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
   EventQuery query;
   query.fid = fid;
   query.username = ctx_.default_user;
@@ -508,7 +507,7 @@ void Api::status(const std::string &fid, HttpResponder &response) {
 
 void Api::stream(const std::string &fid, const std::string &which, const HttpRequest &request,
                  HttpResponder &response) {
-  if (!known(fid, nullptr)) throw Error("no execution " + fid, KODO_ERR_NOT_FOUND);
+  if (!known(fid, nullptr)) throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
   EventQuery query;
   query.fid = fid;
   query.username = ctx_.default_user;
@@ -521,7 +520,7 @@ void Api::stream(const std::string &fid, const std::string &which, const HttpReq
     long long id = std::strtoll(last->c_str(), &end, 10);
     if (!last->empty() && *end == '\0' && id > 0) query.after_seq = id - 1;
   }
-  if (!ctx_.hub) throw Error("event streams are not served here", KODO_ERR_NOT_SUPPORTED);
+  if (!ctx_.hub) throw Error(KODO_ERR_NOT_SUPPORTED, "event streams are not served here");
   // The stream outlives this handler: the hub writes to it without holding a thread.
   auto stream = response.start_async_stream(
       200, "text/event-stream", {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
@@ -534,18 +533,17 @@ void Api::remove(const std::string &fid, HttpResponder &response) {
   if (ctx_.executor.is_active(fid)) {
     was_running = ctx_.executor.cancel(fid, "deleted by request");
     if (!ctx_.executor.wait_inactive(fid, ctx_.delete_wait_s))
-      throw Error("execution " + fid + " did not stop within " +
-                      std::to_string(ctx_.delete_wait_s) + " s; try again",
-                  KODO_ERR_TIMEOUT);
+      throw Error(KODO_ERR_TIMEOUT, "execution " + fid + " did not stop within " +
+                                        std::to_string(ctx_.delete_wait_s) + " s; try again");
     // Its last events are published; archive only once they are stored, or they would
     // make the execution anew after the archive.
     if (ctx_.notifier && !ctx_.notifier->wait_for_final(fid, ctx_.delete_wait_s))
-      throw Error("the last events of execution " + fid + " were not stored within " +
-                      std::to_string(ctx_.delete_wait_s) + " s; try again",
-                  KODO_ERR_TIMEOUT);
+      throw Error(KODO_ERR_TIMEOUT, "the last events of execution " + fid +
+                                        " were not stored within " +
+                                        std::to_string(ctx_.delete_wait_s) + " s; try again");
   }
   if (!ctx_.storage.archive_execution(fid, ctx_.default_user))
-    throw Error("no execution " + fid, KODO_ERR_NOT_FOUND);
+    throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
   forget_launch(fid);
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);

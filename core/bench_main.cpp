@@ -156,7 +156,7 @@ int run(int argc, char **argv) {
   std::string temp_dir;
   if (parsed.values["exec-dir"].defaulted() && !parsed.values["keep-data"].as<bool>()) {
     char pattern[] = "/tmp/kodo-bench-XXXXXX";
-    if (!mkdtemp(pattern)) throw Error("cannot make a temporary directory", KODO_ERR_IO);
+    if (!mkdtemp(pattern)) throw Error(KODO_ERR_IO, "cannot make a temporary directory");
     temp_dir = pattern;
     config.storage_options.host_defaults = {{"exec_dir", temp_dir}};
   }

@@ -272,20 +272,20 @@ struct Executor::Run {
 Executor::Executor(ExecutorConfig config, std::vector<FlowSpec> flows, EventSink &sink)
     : config_(std::move(config)), flows_(std::move(flows)), sink_(sink) {
   if (config_.max_running == 0)
-    throw Error("executor: max_running must be at least 1", KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, "executor: max_running must be at least 1");
   for (size_t i = 0; i < flows_.size(); ++i) {
     const FlowSpec &f = flows_[i];
-    if (f.name.empty()) throw Error("executor: a flow has no name", KODO_ERR_INVALID_ARGUMENT);
+    if (f.name.empty()) throw Error(KODO_ERR_INVALID_ARGUMENT, "executor: a flow has no name");
     if (f.argv.empty() || f.argv[0].empty())
-      throw Error("executor: flow " + quote_excerpt(f.name) + " has no executable (argv[0])",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  "executor: flow " + quote_excerpt(f.name) + " has no executable (argv[0])");
     for (const std::string &kv : f.env)
       if (std::string problem = flow_env_entry_problem(kv); !problem.empty())
-        throw Error("executor: flow " + quote_excerpt(f.name) + ": " + problem,
-                    KODO_ERR_INVALID_ARGUMENT);
+        throw Error(KODO_ERR_INVALID_ARGUMENT,
+                    "executor: flow " + quote_excerpt(f.name) + ": " + problem);
     if (!flow_index_.emplace(f.name, i).second)
-      throw Error("executor: flow " + quote_excerpt(f.name) + " is defined twice",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  "executor: flow " + quote_excerpt(f.name) + " is defined twice");
   }
   // The host environment is read once, here: setenv elsewhere in the process later would race
   // with reading environ from the supervisor thread.
@@ -304,7 +304,7 @@ Executor::Executor(ExecutorConfig config, std::vector<FlowSpec> flows, EventSink
 
   int wake[2];
   if (::pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0)
-    throw Error("executor: cannot make its wake pipe: " + errno_text(errno), KODO_ERR_IO);
+    throw Error(KODO_ERR_IO, "executor: cannot make its wake pipe: " + errno_text(errno));
   wake_read_ = wake[0];
   wake_write_ = wake[1];
   try {
@@ -358,24 +358,25 @@ std::string Executor::launch(const std::string &flow, const std::string &usernam
                              const std::string &inputs_json) {
   const auto found = flow_index_.find(flow);
   if (found == flow_index_.end())
-    throw Error("unknown flow " + quote_excerpt(flow), KODO_ERR_NOT_FOUND);
+    throw Error(KODO_ERR_NOT_FOUND, "unknown flow " + quote_excerpt(flow));
   check_username(username);
   if (std::string problem = json_object_problem(inputs_json); !problem.empty())
-    throw Error("inputs for flow " + quote_excerpt(flow) + " are not a JSON object: " + problem,
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "inputs for flow " + quote_excerpt(flow) + " are not a JSON object: " + problem);
   const FlowSpec &spec = flows_[found->second];
 
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) throw Error("executor is shutting down", KODO_ERR_UNAVAILABLE);
+    if (stopping_) throw Error(KODO_ERR_UNAVAILABLE, "executor is shutting down");
     // How many runs would be waiting for a slot, this one included.
     const size_t demand = slots_used_ + queue_.size() + reserving_ + 1;
     const size_t waiting = demand > config_.max_running ? demand - config_.max_running : 0;
     if (waiting > config_.max_queued)
-      throw Error("executor is full: " + std::to_string(queue_.size()) +
+      throw Error(KODO_ERR_UNAVAILABLE,
+                  "executor is full: " + std::to_string(queue_.size()) +
                       " runs wait for a slot (max_queued " + std::to_string(config_.max_queued) +
                       ")",
-                  KODO_ERR_UNAVAILABLE, true);
+                  true);
     ++reserving_;
   }
 

@@ -160,7 +160,7 @@ static std::string env_name_for(const std::string &option) {
 }
 
 double parse_duration(const std::string &text, const std::string &what) {
-  if (text.empty()) throw Error(what + " is empty", KODO_ERR_INVALID_ARGUMENT);
+  if (text.empty()) throw Error(KODO_ERR_INVALID_ARGUMENT, what + " is empty");
   char *end = nullptr;
   errno = 0;
   double value = std::strtod(text.c_str(), &end);
@@ -172,8 +172,8 @@ double parse_duration(const std::string &text, const std::string &what) {
                  : unit == "d"               ? 86400
                                              : -1;
   if (errno != 0 || end == text.c_str() || scale < 0 || !std::isfinite(value) || value < 0)
-    throw Error(what + " '" + text + "' is not a duration (like 90s, 15m, 12h, 30d)",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                what + " '" + text + "' is not a duration (like 90s, 15m, 12h, 30d)");
   return value * scale;
 }
 
@@ -209,10 +209,10 @@ static std::vector<std::string> split_command(const std::string &text, const std
     }
   }
   if (quote)
-    throw Error("command of flow '" + flow + "' has an unclosed quote", KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, "command of flow '" + flow + "' has an unclosed quote");
   if (in_word) words.push_back(word);
   if (words.empty())
-    throw Error("flow '" + flow + "' has an empty command", KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, "flow '" + flow + "' has an empty command");
   return words;
 }
 
@@ -221,8 +221,8 @@ static void check_flow_name(const std::string &name) {
   for (char c : name)
     ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
   if (!ok)
-    throw Error("invalid flow name '" + name + "': use letters, digits, '_', '-', '.'",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "invalid flow name '" + name + "': use letters, digits, '_', '-', '.'");
 }
 
 namespace {
@@ -233,9 +233,9 @@ class FlowTable {
   FlowSpec &get(const std::string &name, const std::string &origin) {
     auto it = flows_.find(name);
     if (it == flows_.end())
-      throw Error(
-          origin + " names flow '" + name + "', which has no command (--flow " + name + "=COMMAND)",
-          KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, origin + " names flow '" + name +
+                                                 "', which has no command (--flow " + name +
+                                                 "=COMMAND)");
     return it->second;
   }
   void add(const std::string &name, const std::string &command) {
@@ -283,7 +283,7 @@ static void apply_flow_settings(const po::variables_map &values, FlowTable &flow
   each("flow-arg", [](FlowSpec &f, const std::string &v) { f.argv.push_back(v); });
   each("flow-env", [](FlowSpec &f, const std::string &v) {
     if (std::string problem = flow_env_entry_problem(v); !problem.empty())
-      throw Error("--flow-env for flow '" + f.name + "': " + problem, KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "--flow-env for flow '" + f.name + "': " + problem);
     f.env.push_back(v);
   });
   each("flow-cwd", [](FlowSpec &f, const std::string &v) { f.cwd = v; });
@@ -337,9 +337,8 @@ static po::variables_map parse_environment(const po::options_description &desc) 
     try {
       po::store(po::command_line_parser(args).options(desc).run(), values);
     } catch (const po::error &e) {
-      throw Error(
-          "environment variable " + it->first + ": " + option_error(e, has_placeholder(value)),
-          KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "environment variable " + it->first + ": " +
+                                                 option_error(e, has_placeholder(value)));
     }
   }
   return values;
@@ -352,7 +351,7 @@ static po::variables_map parse_config_file(const std::string &path,
                                            const po::options_description &desc, HostConfig &config,
                                            FlowTable &flows) {
   std::ifstream file(path);
-  if (!file) throw Error("cannot read config file " + path, KODO_ERR_IO);
+  if (!file) throw Error(KODO_ERR_IO, "cannot read config file " + path);
   std::stringstream in;
   in << file.rdbuf();
   const bool placeholder = has_placeholder(in.str());
@@ -360,8 +359,8 @@ static po::variables_map parse_config_file(const std::string &path,
   try {
     parsed = po::parse_config_file(in, desc, true);
   } catch (const po::error &e) {
-    throw Error("config file " + path + ": " + option_error(e, placeholder),
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "config file " + path + ": " + option_error(e, placeholder));
   }
   std::vector<po::option> registered;
   std::map<std::string, std::map<std::string, std::vector<std::string>>> flow_sections;
@@ -386,8 +385,8 @@ static po::variables_map parse_config_file(const std::string &path,
       flow_sections[name][rest.substr(rest.find('.') + 1)].push_back(value);
     } else {
       throw Error(
-          std::string("config file ").append(path).append(": unknown setting '").append(key) + "'",
-          KODO_ERR_INVALID_ARGUMENT);
+          KODO_ERR_INVALID_ARGUMENT,
+          std::string("config file ").append(path).append(": unknown setting '").append(key) + "'");
     }
   }
   parsed.options = registered;
@@ -395,15 +394,15 @@ static po::variables_map parse_config_file(const std::string &path,
   try {
     po::store(parsed, values);
   } catch (const po::error &e) {
-    throw Error("config file " + path + ": " + option_error(e, placeholder),
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "config file " + path + ": " + option_error(e, placeholder));
   }
   for (const auto &name : flow_order) {
     auto &settings = flow_sections[name];
     const std::string where =
         std::string("config file ").append(path).append(", [flow.").append(name).append("]");
     if (!settings.count("command"))
-      throw Error(where + " has no command", KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, where + " has no command");
     flows.add(name, settings["command"].front());
     FlowSpec &flow = flows.get(name, where);
     for (const auto &[key, list] : settings) {
@@ -420,8 +419,8 @@ static po::variables_map parse_config_file(const std::string &path,
         else if (key == "timeout")
           flow.timeout_s = parse_duration(value, where + " timeout");
         else
-          throw Error(std::string(where).append(": unknown setting '").append(key) + "'",
-                      KODO_ERR_INVALID_ARGUMENT);
+          throw Error(KODO_ERR_INVALID_ARGUMENT,
+                      std::string(where).append(": unknown setting '").append(key) + "'");
       }
     }
   }
@@ -457,8 +456,8 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   } catch (const po::error &e) {
     bool placeholder = false;
     for (int i = 0; i < argc; ++i) placeholder = placeholder || has_placeholder(argv[i]);
-    throw Error(std::string("command line: ") + option_error(e, placeholder),
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                std::string("command line: ") + option_error(e, placeholder));
   }
   sources.env = parse_environment(desc);
 
@@ -526,8 +525,8 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
       std::ostringstream shown;
       shown << value;
       throw Error(
-          std::string("--") + name + " must be between 0 and 2000000 seconds, got " + shown.str(),
-          KODO_ERR_INVALID_ARGUMENT);
+          KODO_ERR_INVALID_ARGUMENT,
+          std::string("--") + name + " must be between 0 and 2000000 seconds, got " + shown.str());
     }
     return value;
   };
@@ -536,9 +535,9 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.transport = str("transport");
   config.execution_mode = str("execution-mode");
   if (config.execution_mode != "direct")
-    throw Error("execution mode '" + config.execution_mode +
-                    "' is not available: this host runs flows directly (execution-mode = direct)",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "execution mode '" + config.execution_mode +
+                    "' is not available: this host runs flows directly (execution-mode = direct)");
   if (values.count("execution-database")) {
     const std::string url = str("execution-database");
     const bool storage_chosen = !values["storage"].defaulted();
@@ -546,9 +545,8 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
       if (!storage_chosen) config.storage = "postgres";
       config.storage_options.host_defaults.emplace_back("url", url);
     } else if (!url.empty() && url.rfind("sqlite", 0) != 0) {
-      throw Error("KODO_EXECUTION_DATABASE '" + redacted_url(url) +
-                      "' is neither a postgresql:// nor a sqlite URL",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "KODO_EXECUTION_DATABASE '" + redacted_url(url) +
+                                                 "' is neither a postgresql:// nor a sqlite URL");
     }
   }
   config.exec_dir = str("exec-dir");

@@ -73,22 +73,22 @@ HttpResponder::HttpResponder(std::shared_ptr<http_detail::Session> session,
 
 std::string HttpResponder::head(int status, std::string_view content_type, const HttpHeaders &extra,
                                 const std::string &framing) {
-  if (state_ != State::None) throw Error("HTTP response already started", KODO_ERR_INTERNAL);
+  if (state_ != State::None) throw Error(KODO_ERR_INTERNAL, "HTTP response already started");
   if (status < 200 || status > 599)
-    throw Error("invalid HTTP response status " + std::to_string(status),
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "invalid HTTP response status " + std::to_string(status));
   if (!valid_header_value(content_type))
-    throw Error("invalid character in response Content-Type", KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, "invalid character in response Content-Type");
   // Check everything before changing any state, so a refused call leaves the responder
   // usable for the server's 500.
   bool close_requested = false;
   for (const auto &h : extra) {
     if (!valid_header_name(h.first) || !valid_header_value(h.second))
-      throw Error("invalid response header '" + json_escape(h.first) + "'",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  "invalid response header '" + json_escape(h.first) + "'");
     if (iequals(h.first, "content-length") || iequals(h.first, "transfer-encoding"))
-      throw Error("response header '" + h.first + "' is set by the server",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  "response header '" + h.first + "' is set by the server");
     if (iequals(h.first, "connection")) {
       std::string_view v = h.second;
       while (!v.empty()) {
@@ -171,7 +171,7 @@ std::shared_ptr<HttpStream> HttpResponder::start_async_stream(int status,
 
 bool HttpResponder::write(std::string_view chunk) {
   if (state_ != State::Streaming)
-    throw Error("HttpResponder::write() called without start_stream()", KODO_ERR_INTERNAL);
+    throw Error(KODO_ERR_INTERNAL, "HttpResponder::write() called without start_stream()");
   if (head_request_) return false;
   return session_->stream_write(chunk, false);
 }

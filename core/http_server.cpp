@@ -90,9 +90,9 @@ void accept_next(const std::shared_ptr<HttpServer::Impl> &s) {
 
 ListenAddress parse_listen_address(std::string_view address) {
   auto bad = [&](const std::string &why) {
-    return Error("invalid listen address '" + json_escape(address) + "': " + why +
-                     " (expected host:port, http://host:port or [ipv6]:port)",
-                 KODO_ERR_INVALID_ARGUMENT);
+    return Error(KODO_ERR_INVALID_ARGUMENT,
+                 "invalid listen address '" + json_escape(address) + "': " + why +
+                     " (expected host:port, http://host:port or [ipv6]:port)");
   };
   std::string_view s = address;
   if (istarts_with(s, "https://")) throw bad("TLS is not supported");
@@ -153,10 +153,10 @@ HttpServer::~HttpServer() {
 void HttpServer::start() {
   Impl &s = *impl_;
   std::lock_guard<std::mutex> lock(lifecycle_mu_);
-  if (started_) throw Error("HTTP server already started", KODO_ERR_INTERNAL);
+  if (started_) throw Error(KODO_ERR_INTERNAL, "HTTP server already started");
   const std::string &address = s.options.address;
   if (!s.handler)
-    throw Error("HTTP server on '" + address + "' has no handler", KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, "HTTP server on '" + address + "' has no handler");
   ListenAddress where = parse_listen_address(address);
 
   addrinfo hints{};
@@ -168,8 +168,8 @@ void HttpServer::start() {
   int rc = ::getaddrinfo(where.host.empty() ? nullptr : where.host.c_str(), port_text.c_str(),
                          &hints, &found);
   if (rc != 0)
-    throw Error("cannot listen on '" + address + "': " + ::gai_strerror(rc),
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "cannot listen on '" + address + "': " + ::gai_strerror(rc));
   int fd = -1;
   int last_errno = 0;
   for (addrinfo *ai = found; ai != nullptr && fd < 0; ai = ai->ai_next) {
@@ -188,8 +188,8 @@ void HttpServer::start() {
   }
   ::freeaddrinfo(found);
   if (fd < 0)
-    throw Error("cannot listen on '" + address + "': " + std::system_category().message(last_errno),
-                KODO_ERR_UNAVAILABLE);
+    throw Error(KODO_ERR_UNAVAILABLE, "cannot listen on '" + address +
+                                          "': " + std::system_category().message(last_errno));
 
   sockaddr_storage bound{};
   socklen_t len = sizeof bound;
@@ -207,7 +207,7 @@ void HttpServer::start() {
                      ec);
   if (ec) {
     close_fd(fd);
-    throw Error("cannot listen on '" + address + "': " + ec.message(), KODO_ERR_IO);
+    throw Error(KODO_ERR_IO, "cannot listen on '" + address + "': " + ec.message());
   }
   s.handler_pool.emplace(std::max<size_t>(1, s.options.handler_threads));
   accept_next(impl_);
@@ -218,7 +218,7 @@ void HttpServer::start() {
   } catch (const std::system_error &e) {
     s.ioc.stop();
     for (auto &t : s.io_threads) t.join();
-    throw Error("cannot listen on '" + address + "': " + e.what(), KODO_ERR_INTERNAL);
+    throw Error(KODO_ERR_INTERNAL, "cannot listen on '" + address + "': " + e.what());
   }
   started_ = true;
 }
@@ -247,7 +247,7 @@ void HttpServer::stop() {
   if (!started_ || stopped_) return;
   // Waiting for our own handler would deadlock; say so instead.
   if (serving_from(&s))
-    throw Error("HttpServer::stop() called from one of its request handlers", KODO_ERR_INTERNAL);
+    throw Error(KODO_ERR_INTERNAL, "HttpServer::stop() called from one of its request handlers");
   stopped_ = true;
   s.stopping.store(true);
   asio::post(s.acceptor->get_executor(), [&s] {

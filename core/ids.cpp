@@ -60,12 +60,12 @@ std::string username_problem(const std::string &username) {
 
 void check_fid(const std::string &fid) {
   std::string problem = fid_problem(fid);
-  if (!problem.empty()) throw Error(problem, KODO_ERR_INVALID_ARGUMENT);
+  if (!problem.empty()) throw Error(KODO_ERR_INVALID_ARGUMENT, problem);
 }
 
 void check_username(const std::string &username) {
   std::string problem = username_problem(username);
-  if (!problem.empty()) throw Error(problem, KODO_ERR_INVALID_ARGUMENT);
+  if (!problem.empty()) throw Error(KODO_ERR_INVALID_ARGUMENT, problem);
 }
 
 }  // namespace kodo

@@ -140,10 +140,10 @@ int serve(const HostConfig &given) {
   auto storage = open_storage(config);
   auto transport = open_transport(config);
   if (!config.run_spooler && !transport->has(KODO_TRANSPORT_CAP_CROSS_PROCESS))
-    throw Error(transport->plugin().label() +
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                transport->plugin().label() +
                     " carries events only inside this process: serve needs its own spooler "
-                    "(drop --no-spooler)",
-                KODO_ERR_INVALID_ARGUMENT);
+                    "(drop --no-spooler)");
   Metrics metrics;
   StoreNotifier notifier;
   LostEventsWatch lost_events(*storage, metrics);
@@ -220,10 +220,10 @@ int spool(const HostConfig &config) {
   auto storage = open_storage(config);
   auto transport = open_transport(config);
   if (!transport->has(KODO_TRANSPORT_CAP_CROSS_PROCESS))
-    throw Error(transport->plugin().label() +
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                transport->plugin().label() +
                     " carries events only inside one kodo-host process; a standalone spooler "
-                    "needs a cross-process transport (such as redis)",
-                KODO_ERR_INVALID_ARGUMENT);
+                    "needs a cross-process transport (such as redis)");
   Metrics metrics;
   SpoolerConfig spooler_config = config.spooler;
   spooler_config.stop_at_once = true;
@@ -280,8 +280,8 @@ int plugins_list(const HostConfig &config) {
       files.push_back(entry.path());
   }
   if (ec)
-    throw Error("cannot read plugin directory " + config.plugin_dir + ": " + ec.message(),
-                KODO_ERR_IO);
+    throw Error(KODO_ERR_IO,
+                "cannot read plugin directory " + config.plugin_dir + ": " + ec.message());
   std::sort(files.begin(), files.end());
   (void)std::printf("plugins in %s:\n", config.plugin_dir.c_str());
   for (const auto &file : files) {
@@ -306,9 +306,8 @@ int plugins_describe(const HostConfig &config, const std::string &name) {
   else if (std::filesystem::exists(transport_file))
     plugin = Plugin::load(transport_file, "", 0);
   else
-    throw Error(
-        "no plugin '" + name + "': neither " + storage_file + " nor " + transport_file + " exists",
-        KODO_ERR_NOT_FOUND);
+    throw Error(KODO_ERR_NOT_FOUND, "no plugin '" + name + "': neither " + storage_file + " nor " +
+                                        transport_file + " exists");
   std::cout << describe_plugin(*plugin);
   return 0;
 }
@@ -331,9 +330,8 @@ int run(int argc, char **argv) {
   }
   auto expect_words = [&](size_t n) {
     if (words.size() != n)
-      throw Error(
-          "`" + words[0] + "` takes " + std::to_string(n - 1) + " word(s) after it; see --help",
-          KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "`" + words[0] + "` takes " + std::to_string(n - 1) +
+                                                 " word(s) after it; see --help");
   };
   const std::string &command = words[0];
   if (command == "serve") {
@@ -362,16 +360,16 @@ int run(int argc, char **argv) {
   if (command == "db" && words.size() >= 2 && words[1] == "purge") {
     expect_words(2);
     if (!parsed.values.count("older-than"))
-      throw Error("db purge needs --older-than AGE (e.g. 30d)", KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "db purge needs --older-than AGE (e.g. 30d)");
     double age = parse_duration(parsed.values["older-than"].as<std::string>(), "--older-than");
     auto storage = open_storage(config);
     int64_t purged = storage->purge(now_seconds() - age);
     (void)std::printf("purged %lld executions\n", static_cast<long long>(purged));
     return 0;
   }
-  throw Error("unknown command '" + command + (words.size() > 1 ? " " + words[1] : "") +
-                  "'; see kodo-host --help",
-              KODO_ERR_INVALID_ARGUMENT);
+  throw Error(KODO_ERR_INVALID_ARGUMENT, "unknown command '" + command +
+                                             (words.size() > 1 ? " " + words[1] : "") +
+                                             "'; see kodo-host --help");
 }
 
 // The commands print their answers with printf and iostreams without checking each write:

@@ -61,7 +61,7 @@ std::vector<RunJournal::Orphan> unended_runs(const std::string &path, const std:
 RunJournal::RunJournal(const std::string &dir) : dir_(dir) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
-  if (ec) throw Error("run journal: cannot make " + dir_ + ": " + ec.message(), KODO_ERR_IO);
+  if (ec) throw Error(KODO_ERR_IO, "run journal: cannot make " + dir_ + ": " + ec.message());
   instance_ = "host-" + std::to_string(::getpid()) + "-" + new_fid();
   lock_path_ = dir_ + "/" + instance_ + ".lock";
   runs_path_ = dir_ + "/" + instance_ + ".runs";
@@ -73,15 +73,15 @@ RunJournal::RunJournal(const std::string &dir) : dir_(dir) {
     const int e = errno;
     if (lock_fd_ >= 0) ::close(lock_fd_);
     ::unlink(fresh.c_str());
-    throw Error("run journal: cannot make and lock " + lock_path_ + ": " + errno_text(e),
-                KODO_ERR_IO);
+    throw Error(KODO_ERR_IO,
+                "run journal: cannot make and lock " + lock_path_ + ": " + errno_text(e));
   }
   runs_fd_ = open_runs(runs_path_);
   if (runs_fd_ < 0) {
     const int e = errno;
     ::unlink(lock_path_.c_str());
     ::close(lock_fd_);
-    throw Error("run journal: cannot open " + runs_path_ + ": " + errno_text(e), KODO_ERR_IO);
+    throw Error(KODO_ERR_IO, "run journal: cannot open " + runs_path_ + ": " + errno_text(e));
   }
 }
 

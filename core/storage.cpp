@@ -107,7 +107,7 @@ std::optional<ExecutionInfo> Storage::get_execution(const std::string &fid,
 std::vector<ExecutionInfo> Storage::list_executions(const std::string &username, size_t offset,
                                                     size_t limit, bool *has_more) {
   if (!api_.list_executions || !has(KODO_STORAGE_CAP_LIST))
-    throw Error(plugin_->label() + " cannot list executions", KODO_ERR_NOT_SUPPORTED);
+    throw Error(KODO_ERR_NOT_SUPPORTED, plugin_->label() + " cannot list executions");
   kodo_list_request request{sizeof(kodo_list_request),
                             username.empty() ? nullptr : username.c_str(), offset, limit};
   kodo_execution_page page{};
@@ -121,7 +121,7 @@ std::vector<ExecutionInfo> Storage::list_executions(const std::string &username,
 
 bool Storage::archive_execution(const std::string &fid, const std::string &username) {
   if (!api_.archive_execution || !has(KODO_STORAGE_CAP_ARCHIVE))
-    throw Error(plugin_->label() + " cannot archive executions", KODO_ERR_NOT_SUPPORTED);
+    throw Error(KODO_ERR_NOT_SUPPORTED, plugin_->label() + " cannot archive executions");
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status = api_.archive_execution(
       handle_, fid.c_str(), username.empty() ? nullptr : username.c_str(), &error);
@@ -135,7 +135,7 @@ bool Storage::archive_execution(const std::string &fid, const std::string &usern
 
 int64_t Storage::purge(double older_than) {
   if (!api_.purge || !has(KODO_STORAGE_CAP_PURGE))
-    throw Error(plugin_->label() + " cannot purge executions", KODO_ERR_NOT_SUPPORTED);
+    throw Error(KODO_ERR_NOT_SUPPORTED, plugin_->label() + " cannot purge executions");
   int64_t purged = 0;
   kodo_error error = KODO_ERROR_INIT;
   kodo_status status = api_.purge(handle_, older_than, &purged, &error);

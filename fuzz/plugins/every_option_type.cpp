@@ -26,17 +26,20 @@ class EveryOptionType : public kodo::sdk::StorageBase {
 };
 
 constexpr kodo_option_spec kText =
-    kodo::sdk::option("text", KODO_OPTION_STRING, "hello", "a string");
-constexpr kodo_option_spec kDir = kodo::sdk::option("dir", KODO_OPTION_PATH, nullptr, "a path");
+    kodo::sdk::option("text", KODO_OPTION_STRING, 0, "hello", nullptr, "a string");
+constexpr kodo_option_spec kDir =
+    kodo::sdk::option("dir", KODO_OPTION_PATH, 0, nullptr, nullptr, "a path");
 constexpr kodo_option_spec kUrl =
-    kodo::sdk::option("url", KODO_OPTION_URL, nullptr, "a required secret URL",
-                      KODO_OPTION_REQUIRED | KODO_OPTION_SECRET, "KODO_FUZZ_EVERY_URL");
-constexpr kodo_option_spec kCount = kodo::sdk::option("count", KODO_OPTION_INT, "3", "an int");
+    kodo::sdk::option("url", KODO_OPTION_URL, KODO_OPTION_REQUIRED | KODO_OPTION_SECRET, nullptr,
+                      "KODO_FUZZ_EVERY_URL", "a required secret URL");
+constexpr kodo_option_spec kCount =
+    kodo::sdk::option("count", KODO_OPTION_INT, 0, "3", nullptr, "an int");
 constexpr kodo_option_spec kLimit =
-    kodo::sdk::option("limit", KODO_OPTION_INT, nullptr, "an int without default");
+    kodo::sdk::option("limit", KODO_OPTION_INT, 0, nullptr, nullptr, "an int without default");
 constexpr kodo_option_spec kRatio =
-    kodo::sdk::option("ratio", KODO_OPTION_DOUBLE, "0.5", "a double");
-constexpr kodo_option_spec kFlag = kodo::sdk::option("flag", KODO_OPTION_BOOL, "false", "a bool");
+    kodo::sdk::option("ratio", KODO_OPTION_DOUBLE, 0, "0.5", nullptr, "a double");
+constexpr kodo_option_spec kFlag =
+    kodo::sdk::option("flag", KODO_OPTION_BOOL, 0, "false", nullptr, "a bool");
 const kodo_option_spec *const kOptions[] = {&kText,  &kDir,   &kUrl, &kCount,
                                             &kLimit, &kRatio, &kFlag};
 

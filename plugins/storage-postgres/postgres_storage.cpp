@@ -945,21 +945,22 @@ class PostgresStorage : public kodo::sdk::StorageBase {
 };
 
 const kodo_option_spec kUrl =
-    kodo::sdk::option("url", KODO_OPTION_URL, nullptr,
+    kodo::sdk::option("url", KODO_OPTION_URL, KODO_OPTION_REQUIRED | KODO_OPTION_SECRET, nullptr,
+                      "KODO_EXECUTION_DATABASE",
                       "postgresql://user:password@host:port/database[?sslmode=...] (postgres://, "
-                      "postgresql+asyncpg:// and postgresql+psycopg:// are accepted too)",
-                      KODO_OPTION_REQUIRED | KODO_OPTION_SECRET, "KODO_EXECUTION_DATABASE");
+                      "postgresql+asyncpg:// and postgresql+psycopg:// are accepted too)");
 const kodo_option_spec kPoolSize = kodo::sdk::option(
-    "pool_size", KODO_OPTION_INT, "4",
+    "pool_size", KODO_OPTION_INT, 0, "4", nullptr,
     "connections at most; calls beyond it wait for a free one (spoolers, readers and SSE "
     "streams share them)");
-const kodo_option_spec kConnectTimeout = kodo::sdk::option(
-    "connect_timeout_s", KODO_OPTION_INT, "5", "how long one connection attempt may take");
+const kodo_option_spec kConnectTimeout =
+    kodo::sdk::option("connect_timeout_s", KODO_OPTION_INT, 0, "5", nullptr,
+                      "how long one connection attempt may take");
 const kodo_option_spec kStatementTimeout = kodo::sdk::option(
-    "statement_timeout_ms", KODO_OPTION_INT, "60000",
+    "statement_timeout_ms", KODO_OPTION_INT, 0, "60000", nullptr,
     "the server cancels a statement running longer (0: never); the call fails retryably");
 const kodo_option_spec kReconnectMax = kodo::sdk::option(
-    "reconnect_max_ms", KODO_OPTION_INT, "5000",
+    "reconnect_max_ms", KODO_OPTION_INT, 0, "5000", nullptr,
     "longest wait between connection attempts while the server is away (backoff doubles from "
     "100 ms)");
 const kodo_option_spec *const kOptions[] = {&kUrl, &kPoolSize, &kConnectTimeout, &kStatementTimeout,

@@ -1172,21 +1172,20 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
 };
 
 const kodo_option_spec kExecDir = kodo::sdk::option(
-    "exec_dir", KODO_OPTION_PATH, "./data/execution",
-    "folder holding <username>/<fid>/sqlite3.db per execution (kodosumi's EXEC_DIR)", 0,
-    "KODO_EXEC_DIR");
+    "exec_dir", KODO_OPTION_PATH, 0, "./data/execution", "KODO_EXEC_DIR",
+    "folder holding <username>/<fid>/sqlite3.db per execution (kodosumi's EXEC_DIR)");
 const kodo_option_spec kBusyTimeout = kodo::sdk::option(
-    "busy_timeout_ms", KODO_OPTION_INT, "5000",
+    "busy_timeout_ms", KODO_OPTION_INT, 0, "5000", nullptr,
     "how long to wait for a database another connection has locked before failing (retryable)");
 const kodo_option_spec kMaxOpen =
-    kodo::sdk::option("max_open_databases", KODO_OPTION_INT, "256",
+    kodo::sdk::option("max_open_databases", KODO_OPTION_INT, 0, "256", nullptr,
                       "execution databases kept open (least recently used are closed first)");
 const kodo_option_spec kSynchronous = kodo::sdk::option(
-    "synchronous", KODO_OPTION_STRING, "normal",
+    "synchronous", KODO_OPTION_STRING, 0, "normal", nullptr,
     "normal: commits survive a crash of the process (kodosumi's setting); full: also a power "
     "loss, at a large cost in speed");
 const kodo_option_spec kAppendThreads = kodo::sdk::option(
-    "append_threads", KODO_OPTION_INT, "0",
+    "append_threads", KODO_OPTION_INT, 0, "0", nullptr,
     "threads one append spreads its executions over (0: one per core, at most 4; 1: none)");
 const kodo_option_spec *const kOptions[] = {&kExecDir, &kBusyTimeout, &kMaxOpen, &kSynchronous,
                                             &kAppendThreads};

@@ -59,11 +59,11 @@ bool valid_id(const char *s) {
 }
 
 constexpr kodo_option_spec kCapacity = kodo::sdk::option(
-    "capacity", KODO_OPTION_INT, "1048576",
+    "capacity", KODO_OPTION_INT, 0, "1048576", nullptr,
     "most events held at once, queued or delivered but not acked, across all executions; a "
     "publish that does not fit waits up to its timeout");
 constexpr kodo_option_spec kClaimIdleMs = kodo::sdk::option(
-    "claim_idle_ms", KODO_OPTION_INT, "30000",
+    "claim_idle_ms", KODO_OPTION_INT, 0, "30000", nullptr,
     "a delivery left unacked this long goes to whichever consumer of its group reads next");
 const kodo_option_spec *const kOptions[] = {&kCapacity, &kClaimIdleMs};
 

@@ -45,58 +45,49 @@ using std::chrono::milliseconds;
 
 // ---- Options ---------------------------------------------------------------------------------
 
-constexpr kodo_option_spec kServer = kodo::sdk::option(
-    "server", KODO_OPTION_STRING, "localhost:6379",
-    "the Ray head's GCS address, host:port (kodosumi's RAY_SERVER)", 0, "KODO_RAY_SERVER");
+constexpr kodo_option_spec kServer =
+    kodo::sdk::option("server", KODO_OPTION_STRING, 0, "localhost:6379", "KODO_RAY_SERVER",
+                      "the Ray head's GCS address, host:port (kodosumi's RAY_SERVER)");
 constexpr kodo_option_spec kPython = kodo::sdk::option(
-    "python", KODO_OPTION_STRING, "python3",
+    "python", KODO_OPTION_STRING, 0, "python3", "KODO_RAY_PYTHON",
     "the Python that runs the bridge; it must import ray (the venv .ci/setup makes: "
-    "build/venv-ray/bin/python)",
-    0, "KODO_RAY_PYTHON");
+    "build/venv-ray/bin/python)");
 constexpr kodo_option_spec kBridge = kodo::sdk::option(
-    "bridge", KODO_OPTION_STRING, "",
-    "the bridge script; empty: kodo_ray_bridge.py beside this plugin's shared object", 0,
-    "KODO_RAY_BRIDGE");
+    "bridge", KODO_OPTION_STRING, 0, "", "KODO_RAY_BRIDGE",
+    "the bridge script; empty: kodo_ray_bridge.py beside this plugin's shared object");
 constexpr kodo_option_spec kSpillDir = kodo::sdk::option(
-    "spill_dir", KODO_OPTION_PATH, "data/ray-spill",
-    "where the bridge keeps events drained from kodosumi's runners until storage acked them", 0,
-    "KODO_RAY_SPILL_DIR");
+    "spill_dir", KODO_OPTION_PATH, 0, "data/ray-spill", "KODO_RAY_SPILL_DIR",
+    "where the bridge keeps events drained from kodosumi's runners until storage acked them");
 constexpr kodo_option_spec kNamespace = kodo::sdk::option(
-    "runner_namespace", KODO_OPTION_STRING, "kodosumi",
-    "the Ray namespace of kodosumi's runner actors (named by fid)", 0, "KODO_RAY_RUNNER_NAMESPACE");
+    "runner_namespace", KODO_OPTION_STRING, 0, "kodosumi", "KODO_RAY_RUNNER_NAMESPACE",
+    "the Ray namespace of kodosumi's runner actors (named by fid)");
 constexpr kodo_option_spec kStream = kodo::sdk::option(
-    "stream", KODO_OPTION_STRING, "kodo-events",
-    "name of the detached actor (namespace kodo) that carries kodo's own producers' events", 0,
-    "KODO_RAY_STREAM");
-constexpr kodo_option_spec kBatch = kodo::sdk::option(
-    "drain_batch", KODO_OPTION_INT, "1000",
-    "most events one get_nowait_batch takes from a runner's queue", 0, "KODO_RAY_DRAIN_BATCH");
+    "stream", KODO_OPTION_STRING, 0, "kodo-events", "KODO_RAY_STREAM",
+    "name of the detached actor (namespace kodo) that carries kodo's own producers' events");
+constexpr kodo_option_spec kBatch =
+    kodo::sdk::option("drain_batch", KODO_OPTION_INT, 0, "1000", "KODO_RAY_DRAIN_BATCH",
+                      "most events one get_nowait_batch takes from a runner's queue");
 constexpr kodo_option_spec kCapacity = kodo::sdk::option(
-    "capacity", KODO_OPTION_INT, "1000000",
-    "most unacked events kodo's stream actor holds; past it, publish waits and then fails", 0,
-    "KODO_RAY_CAPACITY");
+    "capacity", KODO_OPTION_INT, 0, "1000000", "KODO_RAY_CAPACITY",
+    "most unacked events kodo's stream actor holds; past it, publish waits and then fails");
 constexpr kodo_option_spec kBufferEvents =
-    kodo::sdk::option("buffer_events", KODO_OPTION_INT, "100000",
-                      "most published events a producer holds that the bridge has not confirmed", 0,
-                      "KODO_RAY_BUFFER_EVENTS");
+    kodo::sdk::option("buffer_events", KODO_OPTION_INT, 0, "100000", "KODO_RAY_BUFFER_EVENTS",
+                      "most published events a producer holds that the bridge has not confirmed");
 constexpr kodo_option_spec kMaxUnacked = kodo::sdk::option(
-    "max_unacked", KODO_OPTION_INT, "100000",
-    "most deliveries the bridge sends ahead of the host's acks (draining pauses past it)", 0,
-    "KODO_RAY_MAX_UNACKED");
-constexpr kodo_option_spec kDiscoverMs = kodo::sdk::option(
-    "discover_ms", KODO_OPTION_INT, "500",
-    "how often the bridge lists named actors to find new runners", 0, "KODO_RAY_DISCOVER_MS");
-constexpr kodo_option_spec kUsername =
-    kodo::sdk::option("default_username", KODO_OPTION_STRING, "kodosumi",
-                      "username for a runner that names none (no get_username, no meta event)", 0,
-                      "KODO_RAY_DEFAULT_USERNAME");
+    "max_unacked", KODO_OPTION_INT, 0, "100000", "KODO_RAY_MAX_UNACKED",
+    "most deliveries the bridge sends ahead of the host's acks (draining pauses past it)");
+constexpr kodo_option_spec kDiscoverMs =
+    kodo::sdk::option("discover_ms", KODO_OPTION_INT, 0, "500", "KODO_RAY_DISCOVER_MS",
+                      "how often the bridge lists named actors to find new runners");
+constexpr kodo_option_spec kUsername = kodo::sdk::option(
+    "default_username", KODO_OPTION_STRING, 0, "kodosumi", "KODO_RAY_DEFAULT_USERNAME",
+    "username for a runner that names none (no get_username, no meta event)");
 constexpr kodo_option_spec kConnectMs = kodo::sdk::option(
-    "connect_timeout_ms", KODO_OPTION_INT, "60000",
-    "how long open waits for the first bridge to connect to Ray", 0, "KODO_RAY_CONNECT_TIMEOUT_MS");
+    "connect_timeout_ms", KODO_OPTION_INT, 0, "60000", "KODO_RAY_CONNECT_TIMEOUT_MS",
+    "how long open waits for the first bridge to connect to Ray");
 constexpr kodo_option_spec kRestartMaxMs = kodo::sdk::option(
-    "restart_max_ms", KODO_OPTION_INT, "5000",
-    "longest pause before a dead bridge is started again (the pause doubles from 100 ms)", 0,
-    "KODO_RAY_RESTART_MAX_MS");
+    "restart_max_ms", KODO_OPTION_INT, 0, "5000", "KODO_RAY_RESTART_MAX_MS",
+    "longest pause before a dead bridge is started again (the pause doubles from 100 ms)");
 const kodo_option_spec *const kOptions[] = {&kServer,       &kPython,      &kBridge,     &kSpillDir,
                                             &kNamespace,    &kStream,      &kBatch,      &kCapacity,
                                             &kBufferEvents, &kMaxUnacked,  &kDiscoverMs, &kUsername,

@@ -79,42 +79,36 @@ using std::chrono::milliseconds;
 
 // ---- Options ---------------------------------------------------------------------------------
 
-constexpr kodo_option_spec kUrl =
-    kodo::sdk::option("url", KODO_OPTION_URL, "redis://127.0.0.1:6379/0",
-                      "the Redis server: redis://[[user]:password@]host:port[/db]",
-                      KODO_OPTION_SECRET, "KODO_REDIS_URL");
-constexpr kodo_option_spec kPrefix =
-    kodo::sdk::option("stream_prefix", KODO_OPTION_STRING,
-                      "kodo:events:", "key prefix: an execution's stream is <prefix><fid>", 0,
-                      "KODO_REDIS_STREAM_PREFIX");
+constexpr kodo_option_spec kUrl = kodo::sdk::option(
+    "url", KODO_OPTION_URL, KODO_OPTION_SECRET, "redis://127.0.0.1:6379/0", "KODO_REDIS_URL",
+    "the Redis server: redis://[[user]:password@]host:port[/db]");
+constexpr kodo_option_spec kPrefix = kodo::sdk::option(
+    "stream_prefix", KODO_OPTION_STRING, 0, "kodo:events:", "KODO_REDIS_STREAM_PREFIX",
+    "key prefix: an execution's stream is <prefix><fid>");
 constexpr kodo_option_spec kBlockMs = kodo::sdk::option(
-    "block_ms", KODO_OPTION_INT, "1000",
-    "longest one blocking XREADGROUP waits (a read waits at most what the spooler asks)", 0,
-    "KODO_REDIS_BLOCK_MS");
+    "block_ms", KODO_OPTION_INT, 0, "1000", "KODO_REDIS_BLOCK_MS",
+    "longest one blocking XREADGROUP waits (a read waits at most what the spooler asks)");
 constexpr kodo_option_spec kMaxStreamLen = kodo::sdk::option(
-    "max_stream_len", KODO_OPTION_INT, "10000",
+    "max_stream_len", KODO_OPTION_INT, 0, "10000", "KODO_REDIS_MAX_STREAM_LEN",
     "a stream longer than this is trimmed, but only of entries every group has stored; "
-    "0 never trims",
-    0, "KODO_REDIS_MAX_STREAM_LEN");
+    "0 never trims");
 constexpr kodo_option_spec kClaimIdleMs = kodo::sdk::option(
-    "claim_idle_ms", KODO_OPTION_INT, "30000",
+    "claim_idle_ms", KODO_OPTION_INT, 0, "30000", "KODO_REDIS_CLAIM_IDLE_MS",
     "a spooler silent this long loses its executions (and what it read and did not "
-    "acknowledge) to another spooler",
-    0, "KODO_REDIS_CLAIM_IDLE_MS");
+    "acknowledge) to another spooler");
 constexpr kodo_option_spec kGraceMs =
-    kodo::sdk::option("stream_grace_ms", KODO_OPTION_INT, "30000",
-                      "how long an execution's stream stays after its final event is stored", 0,
-                      "KODO_REDIS_STREAM_GRACE_MS");
+    kodo::sdk::option("stream_grace_ms", KODO_OPTION_INT, 0, "30000", "KODO_REDIS_STREAM_GRACE_MS",
+                      "how long an execution's stream stays after its final event is stored");
 constexpr kodo_option_spec kBufferEvents = kodo::sdk::option(
-    "buffer_events", KODO_OPTION_INT, "100000",
+    "buffer_events", KODO_OPTION_INT, 0, "100000", "KODO_REDIS_BUFFER_EVENTS",
     "most events a producer holds that Redis has not confirmed; when full (Redis away), "
-    "publish waits its timeout and then fails",
-    0, "KODO_REDIS_BUFFER_EVENTS");
+    "publish waits its timeout and then fails");
 constexpr kodo_option_spec kBufferBytes =
-    kodo::sdk::option("buffer_bytes", KODO_OPTION_INT, "268435456",
+    kodo::sdk::option("buffer_bytes", KODO_OPTION_INT, 0, "268435456", nullptr,
                       "most bytes of commands a producer holds unconfirmed");
-constexpr kodo_option_spec kConnectTimeoutMs = kodo::sdk::option(
-    "connect_timeout_ms", KODO_OPTION_INT, "2000", "how long one connection attempt may take");
+constexpr kodo_option_spec kConnectTimeoutMs =
+    kodo::sdk::option("connect_timeout_ms", KODO_OPTION_INT, 0, "2000", nullptr,
+                      "how long one connection attempt may take");
 const kodo_option_spec *const kOptions[] = {&kUrl,          &kPrefix,      &kBlockMs,
                                             &kMaxStreamLen, &kClaimIdleMs, &kGraceMs,
                                             &kBufferEvents, &kBufferBytes, &kConnectTimeoutMs};

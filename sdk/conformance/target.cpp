@@ -137,7 +137,7 @@ std::string scratch_root() {
     std::string pattern =
         (std::filesystem::temp_directory_path() / "kodo-conformance-XXXXXX").string();
     if (!mkdtemp(pattern.data()))
-      throw Error("conformance kit: cannot make a scratch directory from " + pattern, KODO_ERR_IO);
+      throw Error(KODO_ERR_IO, "conformance kit: cannot make a scratch directory from " + pattern);
     state().scratch = pattern;
   }
   return state().scratch;

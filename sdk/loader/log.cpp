@@ -21,8 +21,8 @@ int32_t parse_log_level(const std::string &name) {
   if (name == "info") return KODO_LOG_INFO;
   if (name == "warn" || name == "warning") return KODO_LOG_WARN;
   if (name == "error") return KODO_LOG_ERROR;
-  throw Error("invalid log level '" + name + "': use debug, info, warn or error",
-              KODO_ERR_INVALID_ARGUMENT);
+  throw Error(KODO_ERR_INVALID_ARGUMENT,
+              "invalid log level '" + name + "': use debug, info, warn or error");
 }
 
 void log_line(int32_t level, const std::string &message) {

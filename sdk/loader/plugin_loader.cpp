@@ -46,9 +46,9 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
   if (!std::filesystem::exists(path, exists_error)) {
     std::string what =
         expected_kind ? std::string(kind_name(expected_kind)) + " plugin" : std::string("plugin");
-    throw Error(what + " '" + name_or_path + "' not found: no file " + path +
-                    (path == name_or_path ? "" : " (looked in --plugin-dir " + plugin_dir + ")"),
-                KODO_ERR_NOT_FOUND);
+    throw Error(KODO_ERR_NOT_FOUND,
+                what + " '" + name_or_path + "' not found: no file " + path +
+                    (path == name_or_path ? "" : " (looked in --plugin-dir " + plugin_dir + ")"));
   }
 
   std::shared_ptr<Plugin> plugin(new Plugin());
@@ -57,17 +57,16 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
   plugin->library_.load(path, boost::dll::load_mode::rtld_local | boost::dll::load_mode::rtld_now,
                         load_error);
   if (load_error)
-    throw Error("cannot load plugin " + path + ": " + load_error.message(), KODO_ERR_IO);
+    throw Error(KODO_ERR_IO, "cannot load plugin " + path + ": " + load_error.message());
   // A plugin stays mapped until the process ends (RTLD_NODELETE on the loaded object; the extra
   // reference is deliberate). Its dependencies outlive any handle: libpq pulls in OpenSSL and
   // Kerberos, which leave exit handlers and thread-local state behind; unmapping them first
   // made the process crash at exit (LeakSanitizer's exit scan found it).
   (void)dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD | RTLD_NODELETE);
   if (!plugin->library_.has(KODO_ENTRY_SYMBOL))
-    throw Error("plugin " + path +
-                    " does not export the entry symbol " KODO_ENTRY_SYMBOL
-                    " (declare it extern \"C\" with KODO_EXPORT)",
-                KODO_ERR_NOT_FOUND);
+    throw Error(KODO_ERR_NOT_FOUND, "plugin " + path +
+                                        " does not export the entry symbol " KODO_ENTRY_SYMBOL
+                                        " (declare it extern \"C\" with KODO_EXPORT)");
   auto entry = plugin->library_.get<std::remove_pointer_t<kodo_plugin_entry_fn>>(KODO_ENTRY_SYMBOL);
 
   // abi_version stays 0 until the entry has answered: nothing is agreed during the call.
@@ -82,66 +81,66 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
   if (status == KODO_ERR_ABI_MISMATCH ||
       (status == KODO_OK && (plugin_abi < offered.min || plugin_abi > offered.max))) {
     kodo_error_release(&error);
-    throw Error("ABI mismatch: plugin " + path +
+    throw Error(KODO_ERR_ABI_MISMATCH,
+                "ABI mismatch: plugin " + path +
                     " (symbol " KODO_ENTRY_SYMBOL ") implements ABI version " +
                     std::to_string(plugin_abi) + ", which is " +
-                    (plugin_abi < offered.min ? "older than" : "newer than") + " what " + speaks,
-                KODO_ERR_ABI_MISMATCH);
+                    (plugin_abi < offered.min ? "older than" : "newer than") + " what " + speaks);
   }
   if (status != KODO_OK)
     throw_plugin_error("plugin " + path + " failed in " KODO_ENTRY_SYMBOL, status, error);
   kodo_error_release(&error);
   if (!descriptor)
-    throw Error("plugin " + path + ": " KODO_ENTRY_SYMBOL " returned no descriptor",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "plugin " + path + ": " KODO_ENTRY_SYMBOL " returned no descriptor");
   if (descriptor->struct_size < offsetof(kodo_plugin, storage))
-    throw Error("plugin " + path + ": descriptor struct_size " +
-                    std::to_string(descriptor->struct_size) + " is too small",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, "plugin " + path + ": descriptor struct_size " +
+                                               std::to_string(descriptor->struct_size) +
+                                               " is too small");
   plugin->descriptor_ = read_sized(descriptor);
   const kodo_plugin &d = plugin->descriptor_;
   if (d.abi_version != plugin_abi)
-    throw Error("plugin " + path + ": " KODO_ENTRY_SYMBOL " agreed on ABI version " +
+    throw Error(KODO_ERR_ABI_MISMATCH,
+                "plugin " + path + ": " KODO_ENTRY_SYMBOL " agreed on ABI version " +
                     std::to_string(plugin_abi) + " but returned a descriptor of version " +
-                    std::to_string(d.abi_version),
-                KODO_ERR_ABI_MISMATCH);
+                    std::to_string(d.abi_version));
   plugin->host_.abi_version = plugin_abi;
   if (!d.name || !*d.name)
-    throw Error("plugin " + path + ": descriptor has no name", KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, "plugin " + path + ": descriptor has no name");
   plugin->name_ = d.name;
   if (d.kind != KODO_KIND_STORAGE && d.kind != KODO_KIND_TRANSPORT)
-    throw Error("plugin " + path + " declares kind " + std::to_string(d.kind) +
-                    ", which this host does not run",
-                KODO_ERR_NOT_SUPPORTED);
+    throw Error(KODO_ERR_NOT_SUPPORTED, "plugin " + path + " declares kind " +
+                                            std::to_string(d.kind) +
+                                            ", which this host does not run");
   if (plugin_abi < KODO_KIND_MIN_ABI(d.kind))
-    throw Error("plugin " + path + " is a " + kind_name(d.kind) +
-                    " plugin, which needs ABI version " +
-                    std::to_string(KODO_KIND_MIN_ABI(d.kind)) + " or newer, but agreed on " +
-                    std::to_string(plugin_abi),
-                KODO_ERR_ABI_MISMATCH);
+    throw Error(KODO_ERR_ABI_MISMATCH, "plugin " + path + " is a " + kind_name(d.kind) +
+                                           " plugin, which needs ABI version " +
+                                           std::to_string(KODO_KIND_MIN_ABI(d.kind)) +
+                                           " or newer, but agreed on " +
+                                           std::to_string(plugin_abi));
   if (expected_kind && d.kind != expected_kind)
-    throw Error("plugin " + path + " is a " + kind_name(d.kind) + " plugin ('" + d.name +
-                    "'), but a " + kind_name(expected_kind) + " plugin was asked for",
-                KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, "plugin " + path + " is a " + kind_name(d.kind) +
+                                               " plugin ('" + d.name + "'), but a " +
+                                               kind_name(expected_kind) + " plugin was asked for");
   for (size_t i = 0; i < d.option_count; ++i) {
     if (!d.options || !d.options[i] || !d.options[i]->name)
-      throw Error(plugin->label() + ": option " + std::to_string(i) + " is malformed",
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  plugin->label() + ": option " + std::to_string(i) + " is malformed");
     plugin->options_.push_back(read_sized(d.options[i]));
   }
 
   auto require = [&](const void *fn, const char *fn_name) {
     if (!fn)
-      throw Error(plugin->label() + " lacks the required function " + fn_name,
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  plugin->label() + " lacks the required function " + fn_name);
   };
   // A claimed capability makes its function required: refused now, not answered 501 later.
   auto require_for = [&](uint64_t capability, const char *capability_name, const void *fn,
                          const char *fn_name) {
     if ((d.capabilities & capability) && !fn)
-      throw Error(plugin->label() + " claims the capability " + capability_name +
-                      " but lacks its function " + fn_name,
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, plugin->label() + " claims the capability " +
+                                                 capability_name + " but lacks its function " +
+                                                 fn_name);
   };
   if (d.kind == KODO_KIND_STORAGE) {
     if (!d.storage) throw Error(plugin->label() + " has no storage function table");
@@ -191,7 +190,7 @@ void Plugin::log(void *host_data, int32_t level, const char *message) {
   std::string message = error.message ? error.message : "no message";
   const bool retryable = error.retryable != 0;
   kodo_error_release(&error);
-  throw Error(context + ": " + message, status, retryable);
+  throw Error(status, context + ": " + message, retryable);
 }
 
 }  // namespace kodo

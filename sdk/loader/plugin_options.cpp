@@ -57,7 +57,7 @@ std::pair<std::string, std::string> split_key_value(const std::string &text,
                                                     const std::string &what) {
   auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
-    throw Error(what + " '" + text + "' must have the form key=value", KODO_ERR_INVALID_ARGUMENT);
+    throw Error(KODO_ERR_INVALID_ARGUMENT, what + " '" + text + "' must have the form key=value");
   return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
@@ -86,9 +86,9 @@ OptionList resolve_plugin_options(const Plugin &plugin, const PluginOptionSource
   auto take = [&](const OptionList &values, const char *origin) {
     for (const auto &[name, value] : values) {
       if (!find_spec(plugin, name))
-        throw Error("unknown option '" + name + "' (from " + origin + ") for " + plugin.label() +
-                        "; it takes: " + declared_names(plugin),
-                    KODO_ERR_INVALID_ARGUMENT);
+        throw Error(KODO_ERR_INVALID_ARGUMENT, "unknown option '" + name + "' (from " + origin +
+                                                   ") for " + plugin.label() +
+                                                   "; it takes: " + declared_names(plugin));
       chosen.emplace(name, value);  // keeps the first, i.e. the highest precedence
     }
   };
@@ -119,17 +119,17 @@ OptionList resolve_plugin_options(const Plugin &plugin, const PluginOptionSource
         std::string how = "--" + std::string(kind_name(plugin.kind())) + "-option " + spec.name +
                           "=..., " + kind_prefix + upper_env(spec.name);
         if (spec.env_name) how += " or " + std::string(spec.env_name);
-        throw Error(plugin.label() + " needs option '" + spec.name + "' (set " + how + ")",
-                    KODO_ERR_INVALID_ARGUMENT);
+        throw Error(KODO_ERR_INVALID_ARGUMENT,
+                    plugin.label() + " needs option '" + spec.name + "' (set " + how + ")");
       }
       continue;
     }
     std::string problem = option_value_problem(spec, it->second);
     if (!problem.empty()) {
       const bool secret = spec.flags & KODO_OPTION_SECRET;
-      throw Error("option '" + std::string(spec.name) + "' of " + plugin.label() + " " + problem +
-                      ", got " + (secret ? "<secret>" : "'" + it->second + "'"),
-                  KODO_ERR_INVALID_ARGUMENT);
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "option '" + std::string(spec.name) + "' of " +
+                                                 plugin.label() + " " + problem + ", got " +
+                                                 (secret ? "<secret>" : "'" + it->second + "'"));
     }
     out.emplace_back(spec.name, it->second);
   }

@@ -111,7 +111,7 @@ TEST_F(RunJournalTest, TheFileStaysInProportionToTheRunsUnderWay) {
 class RecordingSink : public kodo::EventSink {
  public:
   void publish(const std::vector<Event> &events) override {
-    if (refuse) throw kodo::Error("refused", KODO_ERR_UNAVAILABLE, true);
+    if (refuse) throw kodo::Error(KODO_ERR_UNAVAILABLE, "refused", true);
     published += events.size();
   }
   bool refuse = false;

@@ -39,7 +39,7 @@ class TestSink : public kodo::EventSink {
     std::lock_guard<std::mutex> lock(mu_);
     if (failing_) {
       ++refusals_;
-      throw kodo::Error("test sink is down", KODO_ERR_UNAVAILABLE, true);
+      throw kodo::Error(KODO_ERR_UNAVAILABLE, "test sink is down", true);
     }
     events_.insert(events_.end(), events.begin(), events.end());
     changed_.notify_all();

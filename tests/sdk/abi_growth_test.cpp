@@ -14,6 +14,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <string>
+#include <type_traits>
 
 namespace {
 
@@ -219,8 +221,8 @@ TEST(StructSizes, NothingIsWrittenPastTheCallersSize) {
 
 namespace {
 
-// Option declarations by name and in the struct's field order build the same spec as the
-// original shorthand.
+// An option declared by name builds the same spec as one declared in the struct's field
+// order.
 constexpr kodo_option_spec kByName = kodo::sdk::OptionSpec("url", KODO_OPTION_URL)
                                          .required()
                                          .secret()
@@ -228,11 +230,8 @@ constexpr kodo_option_spec kByName = kodo::sdk::OptionSpec("url", KODO_OPTION_UR
                                          .default_value("redis://localhost")
                                          .description("where");
 constexpr kodo_option_spec kInOrder =
-    kodo::sdk::option_fields("url", KODO_OPTION_URL, KODO_OPTION_REQUIRED | KODO_OPTION_SECRET,
-                             "redis://localhost", "KODO_URL", "where");
-constexpr kodo_option_spec kShorthand =
-    kodo::sdk::option("url", KODO_OPTION_URL, "redis://localhost", "where",
-                      KODO_OPTION_REQUIRED | KODO_OPTION_SECRET, "KODO_URL");
+    kodo::sdk::option("url", KODO_OPTION_URL, KODO_OPTION_REQUIRED | KODO_OPTION_SECRET,
+                      "redis://localhost", "KODO_URL", "where");
 
 bool same(const kodo_option_spec &a, const kodo_option_spec &b) {
   return a.struct_size == b.struct_size && std::string(a.name) == b.name && a.type == b.type &&
@@ -240,9 +239,23 @@ bool same(const kodo_option_spec &a, const kodo_option_spec &b) {
          std::string(a.env_name) == b.env_name && std::string(a.description) == b.description;
 }
 
-TEST(OptionDeclarations, ByNameInFieldOrderAndShorthandAgree) {
-  EXPECT_TRUE(same(kByName, kShorthand));
-  EXPECT_TRUE(same(kInOrder, kShorthand));
+// option() takes kodo_option_spec's fields in their order; the order it took before (default
+// and description third and fourth) does not compile, rather than swapping two strings.
+static_assert(!std::is_invocable_v<decltype(&kodo::sdk::option), const char *, int32_t,
+                                   const char *, const char *, int32_t, const char *>);
+
+TEST(OptionDeclarations, InFieldOrderAndByNameAgree) {
+  EXPECT_TRUE(same(kByName, kInOrder));
+  EXPECT_EQ(kInOrder.flags, KODO_OPTION_REQUIRED | KODO_OPTION_SECRET);
+  EXPECT_STREQ(kInOrder.default_value, "redis://localhost");
+  EXPECT_STREQ(kInOrder.env_name, "KODO_URL");
+  EXPECT_STREQ(kInOrder.description, "where");
+  constexpr kodo_option_spec bare = kodo::sdk::option("dir", KODO_OPTION_PATH);
+  EXPECT_EQ(bare.struct_size, sizeof(kodo_option_spec));
+  EXPECT_EQ(bare.flags, 0);
+  EXPECT_EQ(bare.default_value, nullptr);
+  EXPECT_EQ(bare.env_name, nullptr);
+  EXPECT_EQ(bare.description, nullptr);
 }
 
 // One error type: what the SDK throws, the host catches as kodo::Error, code intact.
@@ -254,10 +267,16 @@ TEST(OneErrorType, TheHostCatchesWhatTheSdkThrows) {
     EXPECT_EQ(e.code(), KODO_ERR_INVALID_ARGUMENT);
     EXPECT_FALSE(e.retryable());
   }
-  const kodo::Error host_order("refused", KODO_ERR_IO, true);
-  const kodo::sdk::Error sdk_order(KODO_ERR_IO, "refused", true);
-  EXPECT_EQ(host_order.code(), sdk_order.code());
-  EXPECT_STREQ(host_order.what(), sdk_order.what());
+  const kodo::Error error(KODO_ERR_IO, "refused", true);
+  EXPECT_EQ(error.code(), KODO_ERR_IO);
+  EXPECT_STREQ(error.what(), "refused");
+  EXPECT_TRUE(error.retryable());
+  EXPECT_EQ(kodo::Error("refused").code(), KODO_ERR_UNKNOWN);
 }
+
+// One type, one argument order on both sides (kodo_error's: code, message, retryable).
+static_assert(std::is_same_v<kodo::Error, kodo::sdk::Error>);
+static_assert(!std::is_constructible_v<kodo::Error, std::string, kodo_status>);
+static_assert(!std::is_constructible_v<kodo::Error, std::string, kodo_status, bool>);
 
 }  // namespace

@@ -759,7 +759,7 @@ class JsonlStorage final : public kodo::sdk::StorageBase {
 };
 
 const kodo_option_spec kDirOption =
-    kodo::sdk::option("dir", KODO_OPTION_PATH, "./data/jsonl",
+    kodo::sdk::option("dir", KODO_OPTION_PATH, 0, "./data/jsonl", nullptr,
                       "directory that holds <username>/<fid>.jsonl, one file per execution");
 const kodo_option_spec *const kOptions[] = {&kDirOption};
 

@@ -33,15 +33,13 @@ namespace kodo::sdk {
 
 // Throw this from plugin code to report a specific status. The host throws the same type
 // (kodo::Error is this class), so a status and its retryability cross from SDK helpers into
-// the host unchanged. The message-first form, whose code defaults to KODO_ERR_UNKNOWN, is
-// the host's habit; both build the same error.
+// the host unchanged. Its arguments come in kodo_error's field order on both sides: code,
+// then message, then retryable; a message alone is KODO_ERR_UNKNOWN.
 class Error : public std::runtime_error {
  public:
   Error(kodo_status code, const std::string &message, bool retryable = false)
       : std::runtime_error(message), code_(code), retryable_(retryable) {}
-  explicit Error(const std::string &message, kodo_status code = KODO_ERR_UNKNOWN,
-                 bool retryable = false)
-      : Error(code, message, retryable) {}
+  explicit Error(const std::string &message) : Error(KODO_ERR_UNKNOWN, message) {}
   kodo_status code() const { return code_; }
   bool retryable() const { return retryable_; }
 
@@ -747,19 +745,14 @@ class OptionSpec {
   kodo_option_spec spec_;
 };
 
-// An option table entry with its arguments in the order of kodo_option_spec's fields.
-constexpr kodo_option_spec option_fields(const char *name, int32_t type, int32_t flags,
-                                         const char *default_value, const char *env_name,
-                                         const char *description) noexcept {
-  return kodo_option_spec{
-      sizeof(kodo_option_spec), name, type, flags, default_value, env_name, description};
-}
-
-// The original shorthand, kept with its argument order so that no existing table silently
-// swaps two strings: name, type, default, description, then the rarer flags and env_name.
-constexpr kodo_option_spec option(const char *name, int32_t type, const char *default_value,
-                                  const char *description, int32_t flags = 0,
-                                  const char *env_name = nullptr) noexcept {
+// An option table entry with its arguments in the order of kodo_option_spec's fields (after
+// struct_size); the ones left out are 0 / NULL. For a table that reads by name, OptionSpec.
+// (Before 0.2 it took default_value and description third and fourth: such a call no longer
+// compiles, where a reordering that still compiled would have swapped two strings.)
+constexpr kodo_option_spec option(const char *name, int32_t type, int32_t flags = 0,
+                                  const char *default_value = nullptr,
+                                  const char *env_name = nullptr,
+                                  const char *description = nullptr) noexcept {
   return kodo_option_spec{
       sizeof(kodo_option_spec), name, type, flags, default_value, env_name, description};
 }

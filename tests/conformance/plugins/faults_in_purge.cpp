@@ -24,7 +24,7 @@ class FaultyStorage : public kodo_test::MemoryStorage {
 };
 
 constexpr kodo_option_spec kFault =
-    kodo::sdk::option("fault", KODO_OPTION_STRING, "crash", "crash or hang in purge");
+    kodo::sdk::option("fault", KODO_OPTION_STRING, 0, "crash", nullptr, "crash or hang in purge");
 const kodo_option_spec *const kOptions[] = {&kFault};
 
 }  // namespace

@@ -26,8 +26,8 @@ class MinimalStorage : public kodo_test::MemoryStorage {
   int64_t purge(double) override { kodo::sdk::not_supported("purge"); }
 };
 
-constexpr kodo_option_spec kDir = kodo::sdk::option("dir", KODO_OPTION_PATH, nullptr,
-                                                    "an existing directory", KODO_OPTION_REQUIRED);
+constexpr kodo_option_spec kDir = kodo::sdk::option("dir", KODO_OPTION_PATH, KODO_OPTION_REQUIRED,
+                                                    nullptr, nullptr, "an existing directory");
 const kodo_option_spec *const kOptions[] = {&kDir};
 
 }  // namespace

@@ -169,12 +169,24 @@ class MemoryTransport : public kodo::sdk::TransportBase {
   uint64_t last_delivery_ = 0;
 };
 
-// What the memory transports declare: their options and capabilities.
-inline constexpr kodo_option_spec kCapacityOption = kodo::sdk::option(
-    "capacity", KODO_OPTION_INT, "10000", "events held (published, not acked) at most");
-inline constexpr kodo_option_spec kClaimIdleOption =
-    kodo::sdk::option("claim_idle_ms", KODO_OPTION_INT, "30000",
-                      "an unacked delivery idle this long goes to another consumer");
+// What the memory transports declare: their options and capabilities. Spelled as the C
+// struct, because this file also builds against the frozen version-1 plugin.hpp, whose
+// sdk::option() takes its arguments in another order.
+inline constexpr kodo_option_spec kCapacityOption = {sizeof(kodo_option_spec),
+                                                     "capacity",
+                                                     KODO_OPTION_INT,
+                                                     0,
+                                                     "10000",
+                                                     nullptr,
+                                                     "events held (published, not acked) at most"};
+inline constexpr kodo_option_spec kClaimIdleOption = {
+    sizeof(kodo_option_spec),
+    "claim_idle_ms",
+    KODO_OPTION_INT,
+    0,
+    "30000",
+    nullptr,
+    "an unacked delivery idle this long goes to another consumer"};
 inline const kodo_option_spec *const kMemoryTransportOptions[] = {&kCapacityOption,
                                                                   &kClaimIdleOption};
 inline constexpr uint64_t kMemoryTransportCapabilities =

@@ -25,10 +25,10 @@ class NarrowingStorage : public kodo_test::MemoryStorage {
   bool archive_, honest_;
 };
 
-constexpr kodo_option_spec kArchive =
-    kodo::sdk::option("archive", KODO_OPTION_BOOL, "true", "false: this handle cannot archive");
+constexpr kodo_option_spec kArchive = kodo::sdk::option(
+    "archive", KODO_OPTION_BOOL, 0, "true", nullptr, "false: this handle cannot archive");
 constexpr kodo_option_spec kHonest = kodo::sdk::option(
-    "honest", KODO_OPTION_BOOL, "true", "false: archives even when it says it cannot");
+    "honest", KODO_OPTION_BOOL, 0, "true", nullptr, "false: archives even when it says it cannot");
 const kodo_option_spec *const kOptions[] = {&kArchive, &kHonest};
 
 }  // namespace

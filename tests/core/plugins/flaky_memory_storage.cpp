@@ -81,15 +81,16 @@ class FlakyMemoryStorage : public kodo::sdk::StorageBase {
   std::map<std::string, std::map<int64_t, kodo::sdk::OwnedEvent>> executions_;
 };
 
-const kodo_option_spec fail_first = kodo::sdk::option("fail_first", KODO_OPTION_INT, "0",
-                                                      "how many appends fail before they succeed");
+const kodo_option_spec fail_first = kodo::sdk::option(
+    "fail_first", KODO_OPTION_INT, 0, "0", nullptr, "how many appends fail before they succeed");
 const kodo_option_spec token =
-    kodo::sdk::option("token", KODO_OPTION_STRING, nullptr, "a required secret",
-                      KODO_OPTION_REQUIRED | KODO_OPTION_SECRET);
-const kodo_option_spec refuse_payload = kodo::sdk::option(
-    "refuse_payload", KODO_OPTION_STRING, nullptr, "a payload whose batches are refused for good");
-const kodo_option_spec hang_appends = kodo::sdk::option("hang_appends", KODO_OPTION_BOOL, nullptr,
-                                                        "every append hangs until interrupted");
+    kodo::sdk::option("token", KODO_OPTION_STRING, KODO_OPTION_REQUIRED | KODO_OPTION_SECRET,
+                      nullptr, nullptr, "a required secret");
+const kodo_option_spec refuse_payload =
+    kodo::sdk::option("refuse_payload", KODO_OPTION_STRING, 0, nullptr, nullptr,
+                      "a payload whose batches are refused for good");
+const kodo_option_spec hang_appends = kodo::sdk::option(
+    "hang_appends", KODO_OPTION_BOOL, 0, nullptr, nullptr, "every append hangs until interrupted");
 const kodo_option_spec *const options[] = {&fail_first, &token, &refuse_payload, &hang_appends};
 
 }  // namespace
