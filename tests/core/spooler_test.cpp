@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 
@@ -176,22 +177,41 @@ TEST(Spooler, ThreadsSurviveAnyException) {
   expect_all_stored_once(*storage, {first, second}, 50);
 }
 
-// A storage whose appends hang does not hold stop past the drain timeout: the spooler
-// interrupts it, and nothing is acked.
-TEST(Spooler, AHangingStorageIsInterruptedAtTheDrainTimeout) {
+// Spools one execution into `storage` with a short drain timeout and stops: stop returns
+// (ctest's timeout catches a hang), and nothing is stored or acked. With `after_a_failure`
+// it stops only once an append has failed.
+void expect_stop_within_drain_timeout(Storage &storage, bool after_a_failure) {
   auto transport = inproc();
-  auto storage = flaky_storage(0, {{"hang_appends", "true"}});
-  ASSERT_TRUE(storage->can_interrupt());
   Metrics metrics;
   SpoolerConfig config = fast_config(1);
   config.drain_timeout_s = 0.3;
-  Spooler spooler(config, *transport, *storage, metrics, {});
+  Spooler spooler(config, *transport, storage, metrics, {});
   const std::string fid = new_fid();
   transport->publish(run_events(fid, 10), 1000);
   spooler.start();
-  spooler.stop_and_drain();  // returns: that is the test (ctest's timeout catches a hang)
-  EXPECT_FALSE(storage->get_execution(fid).has_value());
+  for (int i = 0; after_a_failure && i < 3000 && metrics.store_failures.load() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (after_a_failure) {
+    EXPECT_GT(metrics.store_failures.load(), 0u) << "no append was tried";
+  }
+  spooler.stop_and_drain();
+  EXPECT_FALSE(storage.get_execution(fid).has_value());
   EXPECT_EQ(metrics.events_stored.load(), 0u);
+}
+
+// A storage whose appends hang does not hold stop past the drain timeout: the spooler
+// interrupts it.
+TEST(Spooler, AHangingStorageIsInterruptedAtTheDrainTimeout) {
+  auto storage = flaky_storage(0, {{"hang_appends", "true"}});
+  ASSERT_TRUE(storage->can_interrupt());
+  expect_stop_within_drain_timeout(*storage, false);
+}
+
+// Nor does a storage that fails every append retryably (the spooler keeps retrying): the
+// retries are abandoned.
+TEST(Spooler, AStorageThatAlwaysFailsDoesNotHoldStop) {
+  auto storage = flaky_storage(std::numeric_limits<int>::max());
+  expect_stop_within_drain_timeout(*storage, true);
 }
 
 // A call past its deadline is interrupted and fails with the plugin's retryable timeout.

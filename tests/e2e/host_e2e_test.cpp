@@ -225,6 +225,14 @@ TEST_P(HostE2E, LaunchStreamStatusEventsAndKodosumiLayout) {
   EXPECT_EQ(metrics.status, 200);
   EXPECT_NE(metrics.body.find("kodo_events_stored_total"), std::string::npos);
   EXPECT_NE(metrics.body.find("kodo_running_executions 0"), std::string::npos) << metrics.body;
+  // Every event the executors made was handed to the transport and counted there (the
+  // published counter once stood at 0 for ever).
+  const auto figure = [&](const std::string &name) {
+    const size_t at = metrics.body.find("\n" + name + " ");
+    return at == std::string::npos ? -1.0 : std::stod(metrics.body.substr(at + name.size() + 2));
+  };
+  EXPECT_GT(figure("kodo_events_published_total"), 0) << metrics.body;
+  EXPECT_EQ(figure("kodo_events_published_total"), figure("kodo_events_in_total")) << metrics.body;
 }
 
 TEST_P(HostE2E, MainAndStdioStreamsFilterAndResumeFromLastEventId) {
