@@ -77,9 +77,9 @@ std::string dedent(const std::string &text) {
 void append_code_point_escape(std::string &out, unsigned cp) {
   char buf[12];
   if (cp < 0x100)
-    std::snprintf(buf, sizeof buf, "\\x%02x", cp);
+    (void)std::snprintf(buf, sizeof buf, "\\x%02x", cp);
   else
-    std::snprintf(buf, sizeof buf, "\\u%04x", cp);
+    (void)std::snprintf(buf, sizeof buf, "\\u%04x", cp);
   out += buf;
 }
 
@@ -388,7 +388,7 @@ std::vector<long> sgr_params(const std::string &text) {
 
 std::string three_digits(long v) {
   char buf[24];
-  std::snprintf(buf, sizeof buf, "%03ld", v);
+  (void)std::snprintf(buf, sizeof buf, "%03ld", v);
   return buf;
 }
 

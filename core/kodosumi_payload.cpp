@@ -10,6 +10,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <vector>
 
@@ -158,7 +159,13 @@ std::string python_float_repr(double value) {
   const std::string_view text(buf, static_cast<size_t>(result.ptr - buf));
   const size_t e = text.find('e');
   std::string_view mantissa = text.substr(0, e);
-  const int exponent = std::atoi(std::string(text.substr(e + 1)).c_str());
+  // to_chars writes the exponent as e+NN or e-NN.
+  std::string_view exponent_text = text.substr(e + 1);
+  const bool negative_exponent = exponent_text.front() == '-';
+  exponent_text.remove_prefix(1);
+  int exponent = 0;
+  std::from_chars(exponent_text.data(), exponent_text.data() + exponent_text.size(), exponent);
+  if (negative_exponent) exponent = -exponent;
   std::string out;
   if (!mantissa.empty() && mantissa.front() == '-') {
     out += '-';
@@ -171,7 +178,7 @@ std::string python_float_repr(double value) {
     out += digits.substr(0, 1);
     if (digits.size() > 1) out.append(".").append(digits.substr(1));
     char exp[16];
-    std::snprintf(exp, sizeof exp, "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
+    (void)std::snprintf(exp, sizeof exp, "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
     return out + exp;
   }
   const int point = exponent + 1;  // digits before the decimal point
