@@ -346,6 +346,31 @@ TEST_P(HostE2E, AfterARestartEverythingIsServedFromStorage) {
   EXPECT_EQ(frame_kinds(stream(fid)), frame_kinds(before));
 }
 
+// kodosumi keeps one folder per user id (a role's UUID): nothing may assume one user. A run of
+// another user is served by fid (status, streams, events, DELETE) and listed by username.
+TEST_P(HostE2E, AnotherUsersExecutionIsServed) {
+  const std::string user = "5f1c2a3e-8b7d-4c6e-9a0b-1d2e3f4a5b6c";
+  start({"--default-user", user});
+  const std::string fid = launch("hello");
+  const std::string before = stream(fid);
+  ASSERT_EQ(host_.stop(), 0) << host_.log();
+  start();  // acting as admin again
+  auto status = get_json("/outputs/status/" + fid);
+  EXPECT_STREQ(status["status"].GetString(), "finished");
+  EXPECT_STREQ(status["username"].GetString(), user.c_str());
+  EXPECT_EQ(frame_kinds(stream(fid)), frame_kinds(before));
+  const auto raw = host_.request("GET", "/outputs/main/" + fid + "?raw", "", 60, "event: eof");
+  EXPECT_EQ(frame_kinds(raw.body), frame_kinds(stream(fid, "main")));
+  EXPECT_EQ(get_json("/api/v1/executions/" + fid + "/events")["events"].Size(),
+            frame_kinds(before).size() - 1);                           // all but eof
+  EXPECT_EQ(get_json("/api/v1/executions")["executions"].Size(), 0u);  // admin has none
+  auto listed = get_json("/api/v1/executions?username=" + user);
+  ASSERT_EQ(listed["executions"].Size(), 1u);
+  EXPECT_STREQ(listed["executions"][0]["fid"].GetString(), fid.c_str());
+  EXPECT_EQ(host_.request("DELETE", "/outputs/" + fid).status, 204);
+  get_json("/outputs/status/" + fid, 404);
+}
+
 INSTANTIATE_TEST_SUITE_P(Storage, HostE2E, ::testing::Values("sqlite", "postgres"),
                          [](const ::testing::TestParamInfo<std::string> &param) {
                            return param.param;
