@@ -64,7 +64,7 @@ bool SseHub::Viewer::wants(const std::string &kind) const {
 }
 
 SseHub::SseHub(Storage &storage, const Executor &executor, SseHubConfig config)
-    : storage_(storage), executor_(executor), config_(std::move(config)) {}
+    : storage_(storage), executor_(executor), config_(config) {}
 
 SseHub::~SseHub() {
   stop();
