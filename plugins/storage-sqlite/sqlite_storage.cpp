@@ -435,10 +435,12 @@ struct Writer {
     conn->step(s, what);
   }
 
-  // An ignored row is a redelivered event (the same row is there) or a collision: another
-  // writer appended a row with that id (kodosumi's panel writes error rows when it thinks
-  // the runner is gone). A collision must never pass silently: the event is refused for
-  // good, so the host records it (log, kodo_events_refused_total) with what took its place.
+  // An ignored row is a redelivered event or a collision: another writer appended a row with
+  // that id (kodosumi's panel writes error rows when it thinks the runner is gone). A
+  // redelivery carries the kind and timestamp its first copy was stored with (its payload may
+  // differ: the first copy stays, as the contract says); another writer's row does not. A
+  // collision must never pass silently: the event is refused for good, so the host records it
+  // (log, kodo_events_refused_total) with what took its place.
   void check_ignored(const std::vector<const kodo_event *> &events, size_t from, size_t rows) {
     for (size_t i = from; i < from + rows; ++i) {
       const kodo_event *e = events[i];
@@ -446,13 +448,9 @@ struct Writer {
       sqlite3_bind_int64(row, 1, e->seq + 1);
       if (!conn->step(row, "cannot read back a row of")) continue;
       const auto *kind = reinterpret_cast<const char *>(sqlite3_column_text(row, 1));
-      const auto *message = reinterpret_cast<const char *>(sqlite3_column_text(row, 2));
-      const auto size = static_cast<size_t>(sqlite3_column_bytes(row, 2));
-      const std::string_view payload(e->payload ? e->payload : "", e->payload_len);
-      if (sqlite3_column_double(row, 0) == e->timestamp && kind &&
-          std::strcmp(kind, e->kind) == 0 &&
-          payload == std::string_view(message ? message : "", size))
+      if (sqlite3_column_double(row, 0) == e->timestamp && kind && std::strcmp(kind, e->kind) == 0)
         continue;
+      const auto *message = reinterpret_cast<const char *>(sqlite3_column_text(row, 2));
       throw Error(KODO_ERR_INVALID_ARGUMENT,
                   "sqlite: row id " + std::to_string(e->seq + 1) + " of monitor in " +
                       conn->path() + " holds a row another writer appended (kind " + quote(kind) +
