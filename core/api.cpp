@@ -4,6 +4,7 @@
 #include <kodo/host/log.hpp>
 #include "core/ids.hpp"
 #include "core/json_bounded.hpp"
+#include "core/kodosumi_payload.hpp"
 
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
@@ -15,7 +16,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 namespace kodo {
 
@@ -34,6 +37,19 @@ void send_error(HttpResponder &response, int status, const std::string &message)
   JsonWriter w(buffer);
   w.StartObject();
   w.Key("error");
+  w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
+  w.EndObject();
+  send_json(response, status, buffer);
+}
+
+// kodosumi's error body (litestar's), on kodosumi's routes: {"status_code": N, "detail": ...}.
+void send_kodosumi_error(HttpResponder &response, int status, const std::string &message) {
+  rapidjson::StringBuffer buffer;
+  JsonWriter w(buffer);
+  w.StartObject();
+  w.Key("status_code");
+  w.Int(status);
+  w.Key("detail");
   w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
   w.EndObject();
   send_json(response, status, buffer);
@@ -108,8 +124,16 @@ std::vector<std::string> split_path(const HttpRequest &request) {
 }  // namespace
 
 void Api::handle(const HttpRequest &request, HttpResponder &response) {
+  bool kodosumi_route = false;
+  auto send_error = [&](HttpResponder &r, int status, const std::string &message) {
+    if (kodosumi_route)
+      send_kodosumi_error(r, status, message);
+    else
+      kodo::send_error(r, status, message);
+  };
   try {
     const auto parts = split_path(request);
+    kodosumi_route = !parts.empty() && parts[0] == "outputs";
     const std::string &method = request.method;
     auto is = [&](std::initializer_list<const char *> expected) {
       if (parts.size() != expected.size()) return false;
@@ -141,7 +165,7 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
     } else if (is({"api", "v1", "executions", "*"})) {
       check_fid(parts[3]);
       if (method == "DELETE")
-        remove(parts[3], response);
+        remove(parts[3], false, response);
       else if (only("GET"))
         execution(parts[3], response);
     } else if (is({"api", "v1", "executions", "*", "events"})) {
@@ -156,7 +180,7 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
       if (only("GET")) stream(parts[2], parts[1], request, response);
     } else if (is({"outputs", "*"})) {
       check_fid(parts[1]);
-      if (only("DELETE")) remove(parts[1], response);
+      if (only("DELETE")) remove(parts[1], true, response);
     } else {
       send_error(response, 404, "no such path: " + request.path);
     }
@@ -294,8 +318,15 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
 void Api::list_executions(const HttpRequest &request, HttpResponder &response) {
   const auto offset = static_cast<size_t>(query_int(request, "offset", 0, 0, 1LL << 40));
   const auto limit = static_cast<size_t>(query_int(request, "limit", 50, 1, 1000));
+  // Any user's executions (kodosumi keeps one folder per user id); by default the user
+  // requests act as until authentication says who asks.
+  std::string username = ctx_.default_user;
+  if (auto given = request.query_param("username")) {
+    check_username(*given);
+    username = *given;
+  }
   bool has_more = false;
-  auto items = ctx_.storage.list_executions(ctx_.default_user, offset, limit, &has_more);
+  auto items = ctx_.storage.list_executions(username, offset, limit, &has_more);
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
@@ -334,8 +365,9 @@ bool Api::launched_here(const std::string &fid) {
   return launched_.count(fid) != 0;
 }
 
+// By fid, whichever user owns it: nothing here assumes one user.
 bool Api::known(const std::string &fid, ExecutionInfo *info) {
-  if (auto stored = ctx_.storage.get_execution(fid, ctx_.default_user)) {
+  if (auto stored = ctx_.storage.get_execution(fid)) {
     if (info) *info = *stored;
     return true;
   }
@@ -343,7 +375,7 @@ bool Api::known(const std::string &fid, ExecutionInfo *info) {
     if (!launched_here(fid)) return false;
     // Ended and published, not yet committed: give the spooler a moment.
     if (ctx_.notifier) ctx_.notifier->wait_for_change(fid, -1, 5.0);
-    if (auto stored = ctx_.storage.get_execution(fid, ctx_.default_user)) {
+    if (auto stored = ctx_.storage.get_execution(fid)) {
       if (info) *info = *stored;
       return true;
     }
@@ -386,7 +418,6 @@ static std::vector<std::string> parse_kinds(const HttpRequest &request) {
 void Api::events(const std::string &fid, const HttpRequest &request, HttpResponder &response) {
   EventQuery query;
   query.fid = fid;
-  query.username = ctx_.default_user;
   query.after_seq = query_int(request, "after", -1, -1, INT64_MAX - 1);
   query.limit = static_cast<size_t>(query_int(request, "limit", 1000, 1, 10000));
   query.kinds = parse_kinds(request);
@@ -426,78 +457,148 @@ void Api::events(const std::string &fid, const HttpRequest &request, HttpRespond
   send_json(response, 200, buffer);
 }
 
-void Api::status(const std::string &fid, HttpResponder &response) {
-  ExecutionInfo info;
-  if (!known(fid, &info)) throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
+namespace {
+
+// The last status, final, meta and error events of a run, as kodosumi's status reads them.
+struct StatusEvents {
+  std::optional<Event> status, final, meta, error;
+  double timestamp = 0;  // the newest status, final or meta event's (kodosumi's MAX)
+  int64_t last_seq = -1;
+};
+
+StatusEvents read_status_events(Storage &storage, const std::string &fid,
+                                const std::string &username) {
+  StatusEvents out;
   EventQuery query;
   query.fid = fid;
-  query.username = ctx_.default_user;
-  query.kinds = {"meta", "final", "status"};
-  query.limit = 10000;
-  std::vector<Event> events;
-  try {
-    events = ctx_.storage.read_events(query);
-  } catch (const Error &e) {
-    if (e.code() != KODO_ERR_NOT_FOUND) throw;
+  query.username = username;
+  query.kinds = {"meta", "final", "status", "error"};
+  query.limit = 1000;
+  for (;;) {
+    bool more = false;
+    std::vector<Event> events;
+    try {
+      events = storage.read_events(query, &more);
+    } catch (const Error &e) {
+      if (e.code() != KODO_ERR_NOT_FOUND) throw;  // launched, nothing stored yet
+    }
+    for (Event &e : events) {
+      out.last_seq = e.seq;
+      if (e.kind != "error") out.timestamp = std::max(out.timestamp, e.timestamp);
+      if (e.kind == "status")
+        out.status = std::move(e);
+      else if (e.kind == "final")
+        out.final = std::move(e);
+      else if (e.kind == "meta")
+        out.meta = std::move(e);
+      else
+        out.error = std::move(e);
+    }
+    if (!more || events.empty()) return out;
+    query.after_seq = events.back().seq;
   }
+}
+
+// kodosumi's final for a run that failed without one: the lines of its last error that
+// start with "kodosumi.error", after their first ':', as a Text model; none when there are
+// no such lines.
+std::optional<std::string> error_final(const std::string &error) {
+  std::string body;
+  std::istringstream lines(error);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind("kodosumi.error", 0) != 0) continue;
+    const size_t colon = line.find(':');
+    std::string rest = colon == std::string::npos ? std::string() : line.substr(colon + 1);
+    const size_t first = rest.find_first_not_of(" \t\r\v\f");
+    const size_t last = rest.find_last_not_of(" \t\r\v\f");
+    rest = first == std::string::npos ? std::string() : rest.substr(first, last - first + 1);
+    if (!body.empty()) body += '\n';
+    body += rest;
+  }
+  if (body.empty()) return std::nullopt;
+  rapidjson::StringBuffer buffer;
+  JsonWriter w(buffer);
+  w.StartObject();
+  w.Key("body");
+  write_string(w, body);
+  w.EndObject();
+  return kodosumi_typed("Text", std::string_view(buffer.GetString(), buffer.GetSize()));
+}
+
+// How long a status request waits for a launched run's first status row, as kodosumi waits
+// for it, before it answers with the launch state.
+constexpr double kStatusWaitS = 5;
+constexpr double kStatusPollS = 0.1;
+
+}  // namespace
+
+void Api::status(const std::string &fid, HttpResponder &response) {
+  ExecutionInfo info;
+  if (!known(fid, &info)) throw Error(KODO_ERR_NOT_FOUND, "Execution " + fid + " not found.");
+  StatusEvents read = read_status_events(ctx_.storage, fid, info.username);
+  // Right after a launch the run may be known before its first status row is stored: never
+  // answer an empty status then.
+  const double deadline = now_seconds() + kStatusWaitS;
+  while (!read.status && now_seconds() < deadline) {
+    if (ctx_.notifier)
+      ctx_.notifier->wait_for_change(fid, read.last_seq, kStatusPollS);
+    else
+      std::this_thread::sleep_for(std::chrono::duration<double>(kStatusPollS));
+    read = read_status_events(ctx_.storage, fid, info.username);
+  }
+  std::string status = read.status ? read.status->payload : info.status;
+  if (status.empty()) status = "starting";
   rapidjson::Document meta;
   meta.SetObject();
-  const Event *final_event = nullptr;
-  double status_time = info.updated_at;
-  for (const auto &e : events) {
-    if (e.kind == "meta") {
-      rapidjson::Document parsed;
-      if (parse_json_bounded(e.payload, ctx_.json_max_depth, parsed) == JsonRead::Ok &&
-          parsed.IsObject())
-        meta.CopyFrom(parsed, meta.GetAllocator());
-    } else if (e.kind == "final") {
-      final_event = &e;
-    } else if (e.kind == "status") {
-      status_time = e.timestamp;
-    }
-  }
+  if (read.meta && !read_dict_payload(read.meta->payload, ctx_.json_max_depth, meta))
+    meta.SetObject();
+  auto member = [&meta](const char *name) -> const rapidjson::Value * {
+    auto it = meta.FindMember(name);
+    return it == meta.MemberEnd() ? nullptr : &it->value;
+  };
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
   w.Key("status");
-  write_string(w, info.status);
+  write_string(w, status);
   w.Key("timestamp");
-  w.Double(status_time);
+  w.Double(read.timestamp > 0 ? read.timestamp
+                              : (info.updated_at > 0 ? info.updated_at : now_seconds()));
+  // final: the stored text, as kodosumi answers it (its panel parses it).
   w.Key("final");
-  if (!final_event) {
+  std::optional<std::string> final_text;
+  if (read.final)
+    final_text = read.final->payload;
+  else if (status == "error" && read.error)
+    final_text = error_final(read.error->payload);
+  if (final_text)
+    write_string(w, *final_text);
+  else
     w.Null();
-  } else {
-    // A stored payload that cannot be rendered is an error for this field, never a crash:
-    // one deep event must not take every later status request (and the host) down.
-    rapidjson::Document parsed;
-    switch (parse_json_bounded(final_event->payload, ctx_.json_max_depth, parsed)) {
-      case JsonRead::Ok: parsed.Accept(w); break;
-      case JsonRead::Invalid: write_string(w, final_event->payload); break;
-      case JsonRead::TooDeep:
-        w.StartObject();
-        w.Key("error");
-        write_string(w, "the final payload nests deeper than " +
-                            std::to_string(ctx_.json_max_depth) +
-                            " levels; read it raw from /api/v1/executions/" + fid + "/events");
-        w.EndObject();
-        break;
-    }
-  }
   w.Key("fid");
   write_string(w, fid);
-  // kodosumi's meta fields, from the run's meta event.
+  // kodosumi's meta fields, from the run's meta event ({"dict": ...} or kodo's older plain
+  // object).
   for (const char *field :
        {"summary", "description", "tags", "deprecated", "author", "organization", "version",
         "kodosumi_version", "app_url", "entry_point"}) {
     w.Key(field);
-    auto it = meta.FindMember(field);
-    if (it == meta.MemberEnd())
-      w.Null();
+    const rapidjson::Value *value = member(field);
+    // kodosumi's runner writes the version under "kodosumi" and its status route reads
+    // "kodosumi_version" (always null there); kodo answers the version that was written.
+    if (!value && std::string_view(field) == "kodosumi_version") value = member("kodosumi");
+    if (value)
+      value->Accept(w);
     else
-      it->value.Accept(w);
+      w.Null();
   }
   w.Key("username");
-  write_string(w, info.username);
+  const rapidjson::Value *username = member("username");
+  if (username && username->IsString())
+    username->Accept(w);
+  else
+    write_string(w, info.username);
   w.Key("locks");
   w.StartArray();
   w.EndArray();
@@ -507,13 +608,14 @@ void Api::status(const std::string &fid, HttpResponder &response) {
 
 void Api::stream(const std::string &fid, const std::string &which, const HttpRequest &request,
                  HttpResponder &response) {
-  if (!known(fid, nullptr)) throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
+  if (!known(fid, nullptr)) throw Error(KODO_ERR_NOT_FOUND, "Execution " + fid + " not found.");
   EventQuery query;
   query.fid = fid;
-  query.username = ctx_.default_user;
   query.limit = 1000;
   if (which == "main") query.kinds = main_kinds();
   if (which == "stdio") query.kinds = stdio_kinds();
+  // As kodosumi: /main and /stdio pass events through its formatter unless ?raw is given.
+  const bool formatted = which != "stream" && !request.query_param("raw");
   // Resuming: SSE ids are kodosumi's row ids, seq + 1.
   if (const std::string *last = request.header("last-event-id")) {
     char *end = nullptr;
@@ -525,10 +627,10 @@ void Api::stream(const std::string &fid, const std::string &which, const HttpReq
   auto stream = response.start_async_stream(
       200, "text/event-stream", {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
   if (!stream) return;
-  ctx_.hub->subscribe(fid, std::move(query.kinds), query.after_seq, std::move(stream));
+  ctx_.hub->subscribe(fid, std::move(query.kinds), query.after_seq, formatted, std::move(stream));
 }
 
-void Api::remove(const std::string &fid, HttpResponder &response) {
+void Api::remove(const std::string &fid, bool kodosumi_route, HttpResponder &response) {
   bool was_running = false;
   if (ctx_.executor.is_active(fid)) {
     was_running = ctx_.executor.cancel(fid, "deleted by request");
@@ -542,9 +644,14 @@ void Api::remove(const std::string &fid, HttpResponder &response) {
                                         " were not stored within " +
                                         std::to_string(ctx_.delete_wait_s) + " s; try again");
   }
-  if (!ctx_.storage.archive_execution(fid, ctx_.default_user))
-    throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
+  if (!ctx_.storage.archive_execution(fid))
+    throw Error(KODO_ERR_NOT_FOUND,
+                kodosumi_route ? "Execution " + fid + " not found." : "no execution " + fid);
   forget_launch(fid);
+  if (kodosumi_route) {
+    response.send(204, kJson, "");  // kodosumi's DELETE answers 204, no body
+    return;
+  }
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();

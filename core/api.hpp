@@ -52,7 +52,8 @@ class Api {
   void status(const std::string &fid, HttpResponder &response);
   void stream(const std::string &fid, const std::string &which, const HttpRequest &request,
               HttpResponder &response);
-  void remove(const std::string &fid, HttpResponder &response);
+  // kodosumi_route: DELETE /outputs/{fid}, answered as kodosumi does (204, no body).
+  void remove(const std::string &fid, bool kodosumi_route, HttpResponder &response);
   // The execution's summary, or one made up for a run that is launched but not yet stored.
   bool known(const std::string &fid, ExecutionInfo *info);
   void remember_launch(const std::string &fid);

@@ -4,6 +4,7 @@
 #include "core/event_line.hpp"
 
 #include "core/event.hpp"
+#include "core/kodosumi_payload.hpp"
 
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
@@ -11,6 +12,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cctype>
 #include <cstdint>
 #include <limits>
 
@@ -59,6 +61,11 @@ class LineHandler {
       has_kind_ = true;
       return true;
     }
+    if (depth_ == 1 && member_ == Member::type) {
+      type_.assign(s, n);
+      has_type_ = true;
+      return true;
+    }
     if (depth_ == 1 && member_ == Member::payload) {
       payload_is_string_ = true;
       string_payload_.assign(s, n);
@@ -85,6 +92,9 @@ class LineHandler {
     } else if (key == "payload") {
       if (has_payload_) return fail("duplicate \"payload\"");
       member_ = Member::payload;
+    } else if (key == "type") {
+      if (has_type_) return fail("duplicate \"type\"");
+      member_ = Member::type;
     } else {
       member_ = Member::other;
     }
@@ -106,13 +116,16 @@ class LineHandler {
   bool has_kind() const { return has_kind_; }
   bool has_payload() const { return has_payload_; }
   const std::string &kind() const { return kind_; }
+  bool has_type() const { return has_type_; }
+  const std::string &type() const { return type_; }
+  bool payload_is_string() const { return payload_is_string_; }
   std::string payload() const {
     return payload_is_string_ ? string_payload_
                               : std::string(buffer_.GetString(), buffer_.GetSize());
   }
 
  private:
-  enum class Member { none, kind, payload, other };
+  enum class Member { none, kind, payload, type, other };
 
   bool in_payload() const { return member_ == Member::payload; }
 
@@ -125,12 +138,14 @@ class LineHandler {
   bool scalar(Write write) {
     if (depth_ == 0) return fail("the line is a JSON scalar, not an object");
     if (depth_ == 1 && member_ == Member::kind) return fail("\"kind\" is not a string");
+    if (depth_ == 1 && member_ == Member::type) return fail("\"type\" is not a string");
     if (depth_ == 1 && member_ == Member::payload) has_payload_ = true;
     return !in_payload() || write();
   }
 
   bool open_container() {
     if (depth_ == 1 && member_ == Member::kind) return fail("\"kind\" is not a string");
+    if (depth_ == 1 && member_ == Member::type) return fail("\"type\" is not a string");
     ++depth_;
     return true;
   }
@@ -148,13 +163,45 @@ class LineHandler {
   Member member_ = Member::none;
   bool has_kind_ = false;
   bool has_payload_ = false;
+  bool has_type_ = false;
   bool payload_is_string_ = false;
   std::string kind_;
+  std::string type_;
   std::string string_payload_;
   rapidjson::StringBuffer buffer_;
   rapidjson::Writer<rapidjson::StringBuffer> writer_{buffer_};
   std::string error_;
 };
+
+bool is_type_name(std::string_view name) {
+  if (name.empty() || name.size() > 64 || std::isdigit(static_cast<unsigned char>(name[0])))
+    return false;
+  for (char c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  return true;
+}
+
+// Turns the payload as written into the form kodosumi stores for its kind (see
+// kodosumi_payload.hpp); the empty string, or what is wrong with the line.
+std::string stored_form(const LineHandler &line, std::string &payload) {
+  if (!is_serialized_kind(line.kind())) {
+    if (line.has_type())
+      return "\"type\" applies only to kinds kodosumi serializes, not \"" + line.kind() + "\"";
+    return {};
+  }
+  if (line.has_type()) {
+    if (!is_type_name(line.type()))
+      return "\"type\" must be a name of letters, digits and '_', got " +
+             quote_excerpt(line.type(), 40);
+    if (line.payload_is_string() || payload.empty() || payload.front() != '{')
+      return "\"type\" needs an object payload";
+    payload = kodosumi_typed(line.type(), payload);
+  } else {
+    payload = line.payload_is_string() ? kodosumi_serialize_string(payload)
+                                       : kodosumi_serialize_json(payload);
+  }
+  return {};
+}
 
 void append_hex(std::string &out, unsigned char c) {
   static const char digits[] = "0123456789abcdef";
@@ -242,6 +289,8 @@ ParsedEventLine parse_event_line(std::string_view line) {
     // cannot carry: a plugin reading it as a C string would store it cut short.
     if (const size_t nul = payload.find('\0'); nul != std::string::npos) {
       out.error = "payload holds U+0000 (\\u0000) at offset " + std::to_string(nul);
+    } else if (const std::string why = stored_form(handler, payload); !why.empty()) {
+      out.error = why;
     } else {
       out.kind = handler.kind();
       out.payload = std::move(payload);

@@ -1,10 +1,15 @@
 // event_line.hpp: the one line format a flow writes to its events descriptor.
 //
-//   {"kind": "<kind>", "payload": <any JSON value>}
+//   {"kind": "<kind>", "payload": <any JSON value>[, "type": "<name>"]}
 //
-// A string payload becomes the event's payload as it is (unescaped); any other value is
-// re-serialized compactly (numbers keep their original text). Other members are ignored,
-// so flows may carry fields a later version understands.
+// The payload is stored as kodosumi stores its kind (kodosumi_payload.hpp). Kinds kodosumi
+// serializes (agent, upload, final, action, result, lock, lease) get serialize()'s wrapper:
+// an object {"dict": {...}}, a string {"str": "..."}, a number {"int": 3} or {"float": 1.5},
+// an array {"__list__": [...]}. With "type" the object payload is stored as {"<type>": ...}
+// instead, which is how kodosumi stores its models (e.g. "Markdown" with {"body": "..."},
+// rendered by its formatter). Plain kinds (error, stdout, stderr, debug): a string payload
+// as it is (unescaped), any other value as compact JSON. Numbers keep their original text.
+// Other members are ignored, so flows may carry fields a later version understands.
 //
 // Kinds a flow may emit: every kodosumi kind except the ones the host owns, which it emits
 // itself exactly once per run and which readers take as facts about the run:
@@ -21,8 +26,8 @@ namespace kodo {
 
 struct ParsedEventLine {
   std::string kind;
-  std::string payload;
-  std::string error;  // empty when the line was accepted; otherwise what was wrong
+  std::string payload;  // as stored
+  std::string error;    // empty when the line was accepted; otherwise what was wrong
   bool ok() const { return error.empty(); }
 };
 

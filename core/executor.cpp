@@ -13,6 +13,7 @@
 #include "core/flow_env.hpp"
 #include "core/flow_spawn.hpp"
 #include "core/ids.hpp"
+#include "core/kodosumi_payload.hpp"
 #include "core/run_cgroup.hpp"
 #include "core/write_all.hpp"
 
@@ -167,7 +168,8 @@ std::string json_object_problem(const std::string &json) {
   return {};
 }
 
-// The meta event: what kodosumi's status endpoint reports about a run.
+// The meta event, as kodosumi's runner writes it (kodosumi/runner/main.py): its keys in its
+// order, the version under "kodosumi" (its panel reads that key), then wrapped by serialize().
 std::string meta_json(const std::string &fid, const std::string &username,
                       const std::string &app_url, const FlowSpec &flow) {
   rapidjson::StringBuffer out;
@@ -176,22 +178,30 @@ std::string meta_json(const std::string &fid, const std::string &username,
     w.Key(key);
     w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
   };
+  auto none = [&w](const char *key) {
+    w.Key(key);
+    w.Null();
+  };
+  w.StartObject();
+  w.Key("dict");
   w.StartObject();
   field("fid", fid);
   field("username", username);
   field("app_url", app_url);
+  none("panel_url");
   field("entry_point", flow.name);
-  field("summary", flow.description);
-  field("description", flow.description);
+  field("kodosumi", std::string("kodo ") + KODO_VERSION);
   w.Key("tags");
   w.StartArray();
   w.EndArray();
+  field("summary", flow.description);
+  field("description", flow.description);
   w.Key("deprecated");
   w.Bool(false);
-  field("author", "");
-  field("organization", "");
-  field("version", "");
-  field("kodosumi_version", "kodo");
+  none("author");
+  none("organization");
+  none("version");
+  w.EndObject();
   w.EndObject();
   return std::string(out.GetString(), out.GetSize());
 }
@@ -389,7 +399,7 @@ std::string Executor::launch(const std::string &flow, const std::string &usernam
     run->inputs = inputs_json;
 
     emit(*run, "status", "starting");
-    emit(*run, "inputs", inputs_json);
+    emit(*run, "inputs", kodosumi_serialize_json(inputs_json));
     emit(*run, "meta", meta_json(run->fid, username, config_.app_url, spec));
 
     sink_.publish(run->pending);

@@ -156,7 +156,7 @@ int serve(const HostConfig &given) {
   Executor executor(config.executor, config.flows, sink);
   log_info("runs are contained by " + executor.containment());
   SseHubConfig hub_config;
-  hub_config.username = config.default_user;
+  hub_config.json_max_depth = config.json_max_depth;
   hub_config.keepalive_s = config.sse_keepalive_s;
   SseHub hub(*storage, executor, hub_config);
   hub.start();

@@ -9,6 +9,8 @@
 #include <kodo/host/error.hpp>
 #include <kodo/host/log.hpp>
 #include "core/event.hpp"
+#include "core/kodosumi_format.hpp"
+#include "core/kodosumi_payload.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -16,15 +18,11 @@
 
 namespace kodo {
 
-void append_sse_frame(std::string &out, const std::string &kind, int64_t id, double timestamp,
-                      const std::string &payload) {
-  char stamp[40];
-  const int n = std::snprintf(stamp, sizeof stamp, "%.6f", timestamp);
+void append_sse_frame(std::string &out, const std::string &kind, int64_t id,
+                      std::string_view data) {
   out.append("event: ").append(kind).append("\nid: ").append(std::to_string(id));
-  out.append("\ndata: ")
-      .append(stamp, n > 0 ? std::min(static_cast<size_t>(n), sizeof stamp - 1) : 0);
-  out += ':';
-  for (char c : payload) {
+  out.append("\ndata: ");
+  for (char c : data) {
     if (c == '\n')
       out += "\ndata: ";
     else if (c != '\r')
@@ -33,15 +31,29 @@ void append_sse_frame(std::string &out, const std::string &kind, int64_t id, dou
   out += "\n\n";
 }
 
+std::string sse_event_data(double timestamp, std::string_view message) {
+  std::string data = python_float_repr(timestamp);
+  data += ':';
+  data.append(message);
+  return data;
+}
+
 namespace {
 
 bool is_final_status_event(const Event &e) {
   return e.kind == "status" && is_final_status(e.payload);
 }
 
+// kodosumi's keep-alive and end frames, with its data.
 std::string alive_frame() {
   std::string out;
-  append_sse_frame(out, "alive", 0, now_seconds(), "");
+  append_sse_frame(out, "alive", 0, sse_event_data(now_seconds(), "service alive"));
+  return out;
+}
+
+std::string eof_frame() {
+  std::string out;
+  append_sse_frame(out, "eof", 0, "end of stream");
   return out;
 }
 
@@ -52,7 +64,7 @@ bool SseHub::Viewer::wants(const std::string &kind) const {
 }
 
 SseHub::SseHub(Storage &storage, const Executor &executor, SseHubConfig config)
-    : storage_(storage), executor_(executor), config_(std::move(config)) {}
+    : storage_(storage), executor_(executor), config_(config) {}
 
 SseHub::~SseHub() {
   stop();
@@ -92,10 +104,11 @@ size_t SseHub::viewers() const {
 }
 
 void SseHub::subscribe(const std::string &fid, std::vector<std::string> kinds, int64_t after_seq,
-                       std::shared_ptr<HttpStream> stream) {
+                       bool formatted, std::shared_ptr<HttpStream> stream) {
   auto viewer = std::make_shared<Viewer>();
   viewer->stream = std::move(stream);
   viewer->kinds = std::move(kinds);
+  viewer->formatted = formatted;
   viewer->after = after_seq;
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) {
@@ -180,12 +193,18 @@ void SseHub::run() {
   }
 }
 
+void SseHub::append_event(std::string &out, const Event &e, bool formatted) const {
+  append_sse_frame(out, e.kind, e.seq + 1,
+                   sse_event_data(e.timestamp, formatted ? kodosumi_format(e.kind, e.payload,
+                                                                           config_.json_max_depth)
+                                                         : e.payload));
+}
+
 template <typename Sink>
 bool SseHub::read_all(const std::string &fid, const std::vector<std::string> &kinds, int64_t after,
                       Sink &&sink) {
   EventQuery query;
   query.fid = fid;
-  query.username = config_.username;
   query.after_seq = after;
   query.kinds = kinds;
   query.limit = 1000;
@@ -219,7 +238,7 @@ void SseHub::pump(const std::string &fid) {
   }
   if (!cursor_known) {
     // Viewers are caught up to here from storage; the live read goes on from here.
-    auto info = storage_.get_execution(fid, config_.username);
+    auto info = storage_.get_execution(fid);
     cursor = info ? info->last_seq : -1;
   }
   std::vector<std::shared_ptr<Viewer>> gone;
@@ -227,7 +246,7 @@ void SseHub::pump(const std::string &fid) {
   for (auto &v : viewers) {
     if (v->caught_up) continue;
     const bool ok = read_all(fid, v->kinds, v->after, [&](const Event &e) {
-      append_sse_frame(v->out, e.kind, e.seq + 1, e.timestamp, e.payload);
+      append_event(v->out, e, v->formatted);
       v->after = e.seq;
     });
     v->after = std::max(v->after, cursor);
@@ -241,16 +260,19 @@ void SseHub::pump(const std::string &fid) {
   }
 
   bool any = false;
-  std::string frame;
+  std::string frames[2];  // raw, formatted: each made once per event, when a viewer wants it
   read_all(fid, {}, cursor, [&](const Event &e) {
     any = true;
     cursor = e.seq;
-    frame.clear();
-    append_sse_frame(frame, e.kind, e.seq + 1, e.timestamp, e.payload);
+    frames[0].clear();
+    frames[1].clear();
     for (auto &v : viewers)
       if (v->caught_up && e.seq > v->after) {
         v->after = e.seq;
-        if (v->wants(e.kind)) v->out += frame;
+        if (!v->wants(e.kind)) continue;
+        std::string &frame = frames[v->formatted ? 1 : 0];
+        if (frame.empty()) append_event(frame, e, v->formatted);
+        v->out += frame;
       }
     if (is_final_status_event(e)) final_seen = true;
   });
@@ -262,12 +284,11 @@ void SseHub::pump(const std::string &fid) {
   // The final status is the last event of a run: once it is sent, so is everything.
   bool ended = final_seen;
   if (!ended && !any) {
-    auto info = storage_.get_execution(fid, config_.username);
+    auto info = storage_.get_execution(fid);
     ended = info && is_final_status(info->status) && !executor_.is_active(fid);
   }
   if (ended) {
-    std::string eof;
-    append_sse_frame(eof, "eof", 0, now_seconds(), "");
+    const std::string eof = eof_frame();
     for (auto &v : viewers) {
       if (!v->caught_up) continue;
       v->stream->write(eof);

@@ -22,16 +22,18 @@
 
 namespace kodo {
 
-// One SSE frame in kodosumi's form: event: <kind>, id: <row id>, data: <timestamp>:<message>.
-// A payload with line breaks continues on further data: lines, as SSE requires.
-void append_sse_frame(std::string &out, const std::string &kind, int64_t id, double timestamp,
-                      const std::string &payload);
+// One SSE frame in kodosumi's form: event: <kind>, id: <row id>, data: <data>. Data with line
+// breaks continues on further data: lines, as SSE requires.
+void append_sse_frame(std::string &out, const std::string &kind, int64_t id, std::string_view data);
+// An event's data as kodosumi writes it: <timestamp as Python's repr>:<message>.
+std::string sse_event_data(double timestamp, std::string_view message);
 
+// Executions are read by fid, whichever user owns them.
 struct SseHubConfig {
-  std::string username = "admin";
-  double keepalive_s = 3;  // kodosumi's `alive` frame
-  double poll_s = 0.25;    // how often a watched execution is read again without a notice
-  size_t threads = 2;      // readers; each execution is read by one at a time
+  double keepalive_s = 3;      // kodosumi's `alive` frame
+  double poll_s = 0.25;        // how often a watched execution is read again without a notice
+  size_t threads = 2;          // readers; each execution is read by one at a time
+  size_t json_max_depth = 64;  // formatted payloads nested deeper are sent as stored
 };
 
 // Thread-safe. on_stored runs on spooler threads and only marks work.
@@ -46,10 +48,11 @@ class SseHub : public StoredObserver {
   // Ends every stream (the clients reconnect with Last-Event-ID) and joins the threads.
   void stop();
 
-  // Adds a viewer of fid from after_seq on (-1: from the start), of kinds (empty: all).
-  // The stream ends with an eof frame once the execution's final status has been sent.
+  // Adds a viewer of fid from after_seq on (-1: from the start), of kinds (empty: all),
+  // formatted as kodosumi's formatter does (kodosumi_format.hpp) or raw. The stream ends
+  // with an eof frame once the execution's final status has been sent.
   void subscribe(const std::string &fid, std::vector<std::string> kinds, int64_t after_seq,
-                 std::shared_ptr<HttpStream> stream);
+                 bool formatted, std::shared_ptr<HttpStream> stream);
 
   void on_stored(const kodo_event *const *events, size_t count, double stored_at) override;
 
@@ -59,6 +62,7 @@ class SseHub : public StoredObserver {
   struct Viewer {
     std::shared_ptr<HttpStream> stream;
     std::vector<std::string> kinds;
+    bool formatted = false;
     int64_t after = -1;  // every matching event up to here has been sent
     bool caught_up = false;
     std::string out;  // frames gathered for one write
@@ -82,6 +86,7 @@ class SseHub : public StoredObserver {
                 Sink &&sink);
   void queue_locked(const std::string &fid, Watched &w);
   void tick_locked(double now);
+  void append_event(std::string &out, const Event &e, bool formatted) const;
 
   Storage &storage_;
   const Executor &executor_;

@@ -115,7 +115,7 @@ struct Service {
                     }(),
                     {FlowSpec{"hello", {"/bin/true"}, {}, "", 0, "the fuzz flow"}},
                     sink};
-  SseHub hub{storage, executor, SseHubConfig{"admin", /*keepalive_s=*/0.05, /*poll_s=*/0.005, 1}};
+  SseHub hub{storage, executor, SseHubConfig{/*keepalive_s=*/0.05, /*poll_s=*/0.005, 1}};
   Api api{[this] {
     ApiContext context{storage,
                        executor,

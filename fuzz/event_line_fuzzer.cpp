@@ -1,9 +1,13 @@
 // Fuzzes the line format flows write to their events descriptor (core/event_line.cpp): any
 // bytes a flow prints must give an event or a clear error, and an accepted event must hold
-// what readers rely on (a kind a flow may emit, a payload of valid UTF-8).
+// what readers rely on (a kind a flow may emit, a payload of valid UTF-8, kodosumi's form).
 #include "core/event.hpp"
 #include "core/event_line.hpp"
+#include "core/kodosumi_payload.hpp"
 #include "fuzz/fuzz_check.hpp"
+
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +21,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(!kodo::is_host_kind(parsed.kind));
     FUZZ_CHECK(kodo::to_valid_utf8(parsed.payload) == parsed.payload);
     FUZZ_CHECK(parsed.payload.find('\0') == std::string::npos);
+    // Kinds kodosumi serializes are stored in its {"<type>": value} form: a JSON object.
+    if (kodo::is_serialized_kind(parsed.kind)) {
+      rapidjson::Reader reader;
+      rapidjson::BaseReaderHandler<> ignore;
+      rapidjson::MemoryStream stream(parsed.payload.data(), parsed.payload.size());
+      FUZZ_CHECK(parsed.payload.front() == '{');
+      FUZZ_CHECK(!reader.Parse<rapidjson::kParseIterativeFlag>(stream, ignore).IsError());
+    }
   }
   kodo::is_blank_line(line);
 

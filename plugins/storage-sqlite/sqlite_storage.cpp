@@ -422,7 +422,7 @@ void create_execution(const fs::path &dir, bool sync) {
 struct Writer {
   std::unique_ptr<Conn> conn;
   sqlite3_stmt *begin = nullptr, *commit = nullptr, *rollback = nullptr, *counted_id = nullptr,
-               *fold = nullptr, *recount = nullptr;
+               *fold = nullptr, *recount = nullptr, *row = nullptr;
   std::vector<sqlite3_stmt *> inserts;  // inserts[n]: a statement of n rows, prepared lazily
 
   sqlite3_stmt *insert(size_t rows) {
@@ -433,6 +433,32 @@ struct Writer {
   void step_once(sqlite3_stmt *s, const char *what) {
     StmtUse use(s);
     conn->step(s, what);
+  }
+
+  // An ignored row is a redelivered event or a collision: another writer appended a row with
+  // that id (kodosumi's panel writes error rows when it thinks the runner is gone). A
+  // redelivery carries the kind and timestamp its first copy was stored with (its payload may
+  // differ: the first copy stays, as the contract says); another writer's row does not. A
+  // collision must never pass silently: the event is refused for good, so the host records it
+  // (log, kodo_events_refused_total) with what took its place.
+  void check_ignored(const std::vector<const kodo_event *> &events, size_t from, size_t rows) {
+    for (size_t i = from; i < from + rows; ++i) {
+      const kodo_event *e = events[i];
+      StmtUse use(row);
+      sqlite3_bind_int64(row, 1, e->seq + 1);
+      if (!conn->step(row, "cannot read back a row of")) continue;
+      const auto *kind = reinterpret_cast<const char *>(sqlite3_column_text(row, 1));
+      if (sqlite3_column_double(row, 0) == e->timestamp && kind && std::strcmp(kind, e->kind) == 0)
+        continue;
+      const auto *message = reinterpret_cast<const char *>(sqlite3_column_text(row, 2));
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  "sqlite: row id " + std::to_string(e->seq + 1) + " of monitor in " +
+                      conn->path() + " holds a row another writer appended (kind " + quote(kind) +
+                      ", message " + quote(message, 60) + "), so event seq " +
+                      std::to_string(e->seq) + " (kind " + quote(e->kind) +
+                      ") cannot be stored there",
+                  false);
+    }
   }
 
   // Stores one execution's events in one transaction.
@@ -463,7 +489,9 @@ struct Writer {
                               SQLITE_UTF8);
         }
         c.step(s, "cannot insert into");
-        inserted += sqlite3_changes(c.db());
+        const int changed = sqlite3_changes(c.db());
+        if (static_cast<size_t>(changed) < rows) check_ignored(events, done, rows);
+        inserted += changed;
         done += rows;
       }
       if (inserted > 0 && (line < 0 || min_id <= line)) {
@@ -517,6 +545,7 @@ std::unique_ptr<Writer> open_writer(const fs::path &dir, const Settings &setting
   w->counted_id = c.prepare(kCountedId);
   w->fold = c.prepare(kFold);
   w->recount = c.prepare(kRecount);
+  w->row = c.prepare("SELECT timestamp, kind, message FROM monitor WHERE id = ?");
   w->inserts.assign(kRowsPerInsert + 1, nullptr);
   return w;
 }

@@ -16,25 +16,54 @@ std::string error_of(const std::string &line) {
   return parsed.error;
 }
 
-TEST(EventLine, StringPayloadIsTakenAsIs) {
-  const auto p = parse_event_line(R"({"kind":"final","payload":"done \"quoted\"\n\u00e9"})");
+TEST(EventLine, PlainKindsTakeAStringAsIs) {
+  const auto p = parse_event_line(R"({"kind":"debug","payload":"done \"quoted\"\n\u00e9"})");
   ASSERT_TRUE(p.ok()) << p.error;
-  EXPECT_EQ(p.kind, "final");
+  EXPECT_EQ(p.kind, "debug");
   EXPECT_EQ(p.payload, "done \"quoted\"\n\xC3\xA9");
+  EXPECT_EQ(parse_event_line("{\"kind\":\"debug\",\"payload\":\"\"}\r").payload, "");
+  // Other values compactly, numbers keeping their text.
+  EXPECT_EQ(parse_event_line(R"({"kind":"error","payload":{ "x" : 1.50e2 }})").payload,
+            R"({"x":1.50e2})");
 }
 
-TEST(EventLine, OtherPayloadsAreReserializedCompactly) {
+// kodosumi's serialize() (kodosumi/helper.py): what its runner and tracer store for these kinds.
+TEST(EventLine, SerializedKindsAreStoredAsKodosumiStoresThem) {
   const auto p = parse_event_line(
       R"(  { "payload" : { "x" : 1, "y" : [ true , null, 1.50e2, -0, "s" ] } , "kind" : "result" } )");
   ASSERT_TRUE(p.ok()) << p.error;
   EXPECT_EQ(p.kind, "result");
-  // Numbers keep their text: no float round trip.
-  EXPECT_EQ(p.payload, R"({"x":1,"y":[true,null,1.50e2,-0,"s"]})");
+  // A dict's members stay as they are; numbers keep their text: no float round trip.
+  EXPECT_EQ(p.payload, R"({"dict":{"x":1,"y":[true,null,1.50e2,-0,"s"]}})");
+  EXPECT_EQ(parse_event_line(R"({"kind":"final","payload":"done \"q\"\n"})").payload,
+            R"({"str":"done \"q\"\n"})");
   EXPECT_EQ(parse_event_line(R"({"kind":"agent","payload":12345678901234567890123})").payload,
-            "12345678901234567890123");
-  EXPECT_EQ(parse_event_line(R"({"kind":"agent","payload":null})").payload, "null");
-  EXPECT_EQ(parse_event_line(R"({"kind":"agent","payload":[]})").payload, "[]");
-  EXPECT_EQ(parse_event_line("{\"kind\":\"debug\",\"payload\":\"\"}\r").payload, "");
+            R"({"int":12345678901234567890123})");
+  EXPECT_EQ(parse_event_line(R"({"kind":"agent","payload":2.5})").payload, R"({"float":2.5})");
+  EXPECT_EQ(parse_event_line(R"({"kind":"agent","payload":false})").payload, R"({"bool":false})");
+  EXPECT_EQ(parse_event_line(R"({"kind":"agent","payload":null})").payload,
+            R"({"TypeError":"None"})");
+  // A list's items are wrapped one by one, nested lists too; a dict's insides are not.
+  EXPECT_EQ(
+      parse_event_line(R"({"kind":"upload","payload":[1,"a",[{"b":[2]}],{}]})").payload,
+      R"({"__list__":[{"int":1},{"str":"a"},{"__list__":[{"dict":{"b":[2]}}]},{"dict":{}}]})");
+  EXPECT_EQ(parse_event_line(R"({"kind":"lease","payload":[]})").payload, R"({"__list__":[]})");
+}
+
+TEST(EventLine, TypeNamesAModel) {
+  const auto p =
+      parse_event_line(R"({"kind":"result","type":"Markdown","payload":{"body":"# hi"}})");
+  ASSERT_TRUE(p.ok()) << p.error;
+  EXPECT_EQ(p.payload, R"({"Markdown":{"body":"# hi"}})");
+  EXPECT_EQ(error_of(R"({"kind":"stdout","type":"Markdown","payload":{}})"),
+            "\"type\" applies only to kinds kodosumi serializes, not \"stdout\"");
+  EXPECT_EQ(error_of(R"({"kind":"final","type":"Mark down","payload":{}})"),
+            "\"type\" must be a name of letters, digits and '_', got \"Mark down\"");
+  EXPECT_EQ(error_of(R"({"kind":"final","type":"Text","payload":"x"})"),
+            "\"type\" needs an object payload");
+  EXPECT_EQ(error_of(R"({"kind":"final","type":3,"payload":{}})"), "\"type\" is not a string");
+  EXPECT_EQ(error_of(R"({"kind":"final","type":"A","type":"B","payload":{}})"),
+            "duplicate \"type\"");
 }
 
 TEST(EventLine, OtherMembersAreIgnored) {
@@ -42,7 +71,7 @@ TEST(EventLine, OtherMembersAreIgnored) {
       parse_event_line(R"({"v":2,"kind":"lock","extra":{"kind":"x","payload":[1]},"payload":{}})");
   ASSERT_TRUE(p.ok()) << p.error;
   EXPECT_EQ(p.kind, "lock");
-  EXPECT_EQ(p.payload, "{}");
+  EXPECT_EQ(p.payload, R"({"dict":{}})");
 }
 
 TEST(EventLine, ErrorsSayWhatWasWrong) {
@@ -89,21 +118,25 @@ TEST(EventLine, HostKindsAreRefused) {
 TEST(EventLine, DeepNestingDoesNotRecurse) {
   const size_t depth = 200000;
   const std::string nested = std::string(depth, '[') + std::string(depth, ']');
-  const auto p = parse_event_line(R"({"kind":"result","payload":)" + nested + "}");
+  const auto p = parse_event_line(R"({"kind":"error","payload":)" + nested + "}");
   ASSERT_TRUE(p.ok()) << p.error;
   EXPECT_EQ(p.payload, nested);
+  // serialize()'s wrapping reads without recursion too.
+  const auto wrapped = parse_event_line(R"({"kind":"result","payload":)" + nested + "}");
+  ASSERT_TRUE(wrapped.ok()) << wrapped.error;
+  EXPECT_EQ(wrapped.payload.size(), nested.size() + depth * std::string("{\"__list__\":}").size());
   EXPECT_TRUE(parse_event_line(R"({"kind":"result","payload":1,"x":)" + nested + "}").ok());
   EXPECT_FALSE(parse_event_line(R"({"kind":"result","payload":)" + std::string(depth, '{')).ok());
 }
 
 TEST(EventLine, PayloadsAreValidUtf8) {
   // A lone surrogate escape is not UTF-8 once decoded.
-  const auto p = parse_event_line(R"({"kind":"result","payload":"a\udc00b"})");
+  const auto p = parse_event_line(R"({"kind":"stderr","payload":"a\udc00b"})");
   ASSERT_TRUE(p.ok()) << p.error;
   EXPECT_EQ(p.payload,
             "a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
             "b");  // one per byte of it
-  const auto pair = parse_event_line(R"({"kind":"result","payload":"\ud83d\ude00"})");
+  const auto pair = parse_event_line(R"({"kind":"stderr","payload":"\ud83d\ude00"})");
   EXPECT_EQ(pair.payload, "\xF0\x9F\x98\x80");
 }
 

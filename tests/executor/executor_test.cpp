@@ -5,6 +5,7 @@
 #include <kodo/host/error.hpp>
 #include "core/event.hpp"
 #include "core/executor.hpp"
+#include "core/kodosumi_payload.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
@@ -55,7 +56,7 @@ printf '{"kind":"agent","payload":%s}\n' "$inputs" >&$EV
   EXPECT_EQ(events[0].kind, "status");
   EXPECT_EQ(events[0].payload, "starting");
   EXPECT_EQ(events[1].kind, "inputs");
-  EXPECT_EQ(events[1].payload, inputs);
+  EXPECT_EQ(events[1].payload, kodo::kodosumi_serialize_json(inputs));  // {"dict": ...}
   EXPECT_EQ(events[2].kind, "meta");
   EXPECT_EQ(events[3].kind, "status");
   EXPECT_EQ(events[3].payload, "running");
@@ -64,9 +65,10 @@ printf '{"kind":"agent","payload":%s}\n' "$inputs" >&$EV
   for (size_t i = 1; i < events.size(); ++i)
     EXPECT_GE(events[i].timestamp, events[i - 1].timestamp);
 
-  rapidjson::Document meta;
-  ASSERT_FALSE(meta.Parse(events[2].payload.c_str()).HasParseError()) << events[2].payload;
-  ASSERT_TRUE(meta.IsObject());
+  rapidjson::Document stored;
+  ASSERT_FALSE(stored.Parse(events[2].payload.c_str()).HasParseError()) << events[2].payload;
+  ASSERT_TRUE(stored.IsObject() && stored.HasMember("dict")) << events[2].payload;
+  const rapidjson::Value &meta = stored["dict"];
   EXPECT_EQ(std::string(meta["fid"].GetString()), fid);
   EXPECT_EQ(std::string(meta["username"].GetString()), "alice");
   EXPECT_EQ(std::string(meta["app_url"].GetString()), "http://test.local");
@@ -74,8 +76,9 @@ printf '{"kind":"agent","payload":%s}\n' "$inputs" >&$EV
   EXPECT_EQ(std::string(meta["summary"].GetString()), "test flow ok");
   EXPECT_EQ(std::string(meta["description"].GetString()), "test flow ok");
   EXPECT_TRUE(meta["tags"].IsArray());
-  EXPECT_EQ(std::string(meta["kodosumi_version"].GetString()), "kodo");
-  for (const char *key : {"author", "organization", "version"}) EXPECT_TRUE(meta[key].IsString());
+  EXPECT_EQ(std::string(meta["kodosumi"].GetString()), std::string("kodo ") + KODO_VERSION);
+  for (const char *key : {"panel_url", "author", "organization", "version"})
+    EXPECT_TRUE(meta[key].IsNull());
 
   // The flow's own events, in the order it wrote them; stdin carried the inputs.
   std::vector<std::string> own;
@@ -83,8 +86,9 @@ printf '{"kind":"agent","payload":%s}\n' "$inputs" >&$EV
     if (events[i].kind != "stdout" && events[i].kind != "stderr")
       own.push_back(events[i].kind + " " + events[i].payload);
   EXPECT_EQ(own,
-            (std::vector<std::string>{
-                "result {\"x\":1}", "agent {\"question\":\"why?\",\"n\":[1,2.50]}", "final done"}));
+            (std::vector<std::string>{"result {\"dict\":{\"x\":1}}",
+                                      "agent {\"dict\":{\"question\":\"why?\",\"n\":[1,2.50]}}",
+                                      "final {\"str\":\"done\"}"}));
   EXPECT_EQ(payloads(events, "stdout"), std::vector<std::string>{"hello"});
   EXPECT_EQ(payloads(events, "stderr"), std::vector<std::string>{"oops"});
 
@@ -178,7 +182,7 @@ TEST_F(ExecutorTest, ChildThatIgnoresLargeInputsDoesNotBlock) {
   const std::string big = R"({"blob":")" + std::string(4 << 20, 'x') + R"("})";
   const auto events = run_to_end("ignore", big);
   EXPECT_EQ(events.back().payload, "finished");
-  EXPECT_EQ(events[1].payload, big);
+  EXPECT_EQ(events[1].payload, "{\"dict\":" + big + "}");
 }
 
 TEST_F(ExecutorTest, MalformedLinesBecomeErrorsAndTheRunGoesOn) {
@@ -202,7 +206,7 @@ echo '{"kind":"result","payload":"still here"}' >&$EV
   EXPECT_NE(errors[2].find("reserved for the host"), std::string::npos) << errors[2];
   EXPECT_NE(errors[3].find("missing \"kind\""), std::string::npos) << errors[3];
   EXPECT_NE(errors[4].find("\"kind\" is not a string"), std::string::npos) << errors[4];
-  EXPECT_EQ(payloads(events, "result"), std::vector<std::string>{"still here"});
+  EXPECT_EQ(payloads(events, "result"), std::vector<std::string>{"{\"str\":\"still here\"}"});
   // Only the host's own status events.
   EXPECT_EQ(payloads(events, "status"),
             (std::vector<std::string>{"starting", "running", "finished"}));
@@ -226,7 +230,7 @@ echo '{"kind":"result","payload":"after"}' >&$EV
       events, "error", "stdout line 1 discarded: 3000 bytes exceed the limit of 1000 bytes"));
   EXPECT_EQ(payloads(events, "stdout"),
             (std::vector<std::string>{std::string(1000, 'c'), "unterminated"}));
-  EXPECT_EQ(payloads(events, "result"), std::vector<std::string>{"after"});
+  EXPECT_EQ(payloads(events, "result"), std::vector<std::string>{"{\"str\":\"after\"}"});
   EXPECT_EQ(events.back().payload, "finished");
 }
 
@@ -420,7 +424,7 @@ done
     expect_contiguous(events);
     const auto results = payloads(events, "result");
     ASSERT_EQ(results.size(), 200u);
-    for (int i = 0; i < 200; ++i) EXPECT_EQ(results[i], std::to_string(i));
+    for (int i = 0; i < 200; ++i) EXPECT_EQ(results[i], "{\"int\":" + std::to_string(i) + "}");
     EXPECT_EQ(payloads(events, "stdout").size(), 200u);
     EXPECT_EQ(events.back().payload, "finished");
   }

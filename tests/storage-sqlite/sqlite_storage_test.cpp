@@ -859,6 +859,32 @@ TEST_F(SqliteStorage, ArchiveAndPurgeRaceWithWritersAndReaders) {
   EXPECT_EQ(rows, ids.size());  // and nothing twice
 }
 
+// kodosumi's panel appends rows to `monitor` itself ("actor not found", then status error)
+// when it thinks a runner is gone. A later event of kodo's whose id (seq + 1) such a row took
+// must not be dropped as a redelivery without a word: it is refused for good, naming both.
+TEST_F(SqliteStorage, RowIdTakenByAnotherWriterIsRefusedLoudly) {
+  Store store(dir_);
+  store.append_ok({ev("run", 0), ev("run", 1)});
+  sqlite3 *panel = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path("run").c_str(), &panel), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(panel,
+                         "INSERT INTO monitor (timestamp, kind, message) "
+                         "VALUES (1700000099.5, 'error', 'actor not found')",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(panel);
+
+  Outcome o = store.append({ev("run", 2, "status", "finished")});
+  EXPECT_EQ(o.status, KODO_ERR_INVALID_ARGUMENT) << o.message;
+  EXPECT_FALSE(o.retryable);
+  EXPECT_NE(o.message.find("row id 3"), std::string::npos) << o.message;
+  EXPECT_NE(o.message.find("actor not found"), std::string::npos) << o.message;
+  EXPECT_NE(o.message.find("seq 2"), std::string::npos) << o.message;
+  // A redelivery of what kodo stored is still taken quietly.
+  store.append_ok({ev("run", 0), ev("run", 1)});
+  store.append_ok({ev("run", 3)});
+}
+
 TEST_F(SqliteStorage, BusyDatabaseIsRetryableAndOtherExecutionsCommit) {
   Store store(dir_, {{"busy_timeout_ms", "50"}});
   store.append_ok({ev("locked", 0), ev("free", 0)});
