@@ -154,6 +154,13 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
                is({"outputs", "stdio", "*"})) {
       check_fid(parts[2]);
       if (only("GET")) stream(parts[2], parts[1], request, response);
+    } else if (is({"lock", "*", "*"})) {
+      check_fid(parts[1]);
+      check_lid(parts[2]);
+      if (method == "POST")
+        lock_post(parts[1], parts[2], request, response);
+      else if (only("GET"))
+        lock_get(parts[1], parts[2], response);
     } else if (is({"outputs", "*"})) {
       check_fid(parts[1]);
       if (only("DELETE")) remove(parts[1], response);
@@ -433,7 +440,7 @@ void Api::status(const std::string &fid, HttpResponder &response) {
   EventQuery query;
   query.fid = fid;
   query.username = ctx_.default_user;
-  query.kinds = {"meta", "final", "status"};
+  query.kinds = {"meta", "final", "status", "lock", "lease"};
   query.limit = 10000;
   std::vector<Event> events;
   try {
@@ -460,8 +467,9 @@ void Api::status(const std::string &fid, HttpResponder &response) {
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
+  const std::vector<StoredLock> locks = stored_locks(events);
   w.Key("status");
-  write_string(w, info.status);
+  write_string(w, status_with_locks(info.status, locks));
   w.Key("timestamp");
   w.Double(status_time);
   w.Key("final");
@@ -501,6 +509,7 @@ void Api::status(const std::string &fid, HttpResponder &response) {
   write_string(w, info.username);
   w.Key("locks");
   w.StartArray();
+  for (const std::string &lid : open_lock_ids(locks)) write_string(w, lid);
   w.EndArray();
   w.EndObject();
   send_json(response, 200, buffer);

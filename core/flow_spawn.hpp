@@ -20,12 +20,12 @@
 namespace kodo {
 
 struct SpawnRequest {
-  std::vector<std::string> argv;  // argv[0] without '/': searched in search_path
-  std::vector<std::string> env;   // "K=V"
-  std::string cwd;                // empty: the host's
-  std::string search_path;        // PATH-style list for argv[0]
-  int fds[4] = {-1, -1, -1, -1};  // become 0-3 in the child; each must be above 3
-  int cgroup_fd = -1;             // a cgroup v2 directory to start in, or -1
+  std::vector<std::string> argv;      // argv[0] without '/': searched in search_path
+  std::vector<std::string> env;       // "K=V"
+  std::string cwd;                    // empty: the host's
+  std::string search_path;            // PATH-style list for argv[0]
+  int fds[5] = {-1, -1, -1, -1, -1};  // become 0-4 in the child; each must be above 4
+  int cgroup_fd = -1;                 // a cgroup v2 directory to start in, or -1
 };
 
 struct SpawnResult {
