@@ -31,6 +31,15 @@ void write_raw(JsonWriter &w, const std::string &json) {
   w.RawValue(json.c_str(), json.size(), rapidjson::kObjectType);
 }
 
+// Opens the object every lock answer starts with: which lock of which run.
+void start_lock(JsonWriter &w, const std::string &fid, const std::string &lid) {
+  w.StartObject();
+  w.Key("fid");
+  write_text(w, fid);
+  w.Key("lid");
+  write_text(w, lid);
+}
+
 void send_body(HttpResponder &response, int status, const rapidjson::StringBuffer &body) {
   response.send(status, "application/json", std::string_view(body.GetString(), body.GetSize()));
 }
@@ -75,11 +84,7 @@ void Api::lock_get(const std::string &fid, const std::string &lid, HttpResponder
   if (!lock) throw Error("no lock " + lid + " in execution " + fid, KODO_ERR_NOT_FOUND);
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
-  w.StartObject();
-  w.Key("fid");
-  write_text(w, fid);
-  w.Key("lid");
-  write_text(w, lock->lid);
+  start_lock(w, fid, lock->lid);
   w.Key("name");
   write_text(w, lock->name);
   w.Key("data");
@@ -115,17 +120,19 @@ void Api::lock_post(const std::string &fid, const std::string &lid, const HttpRe
   answer.Accept(cw);
   const std::string result(compact.GetString(), compact.GetSize());
 
-  if (ctx_.executor.answer_lock(fid, lid, result) != Executor::LockAnswer::answered) {
+  const Executor::LockAnswer taken = ctx_.executor.answer_lock(fid, lid, result);
+  if (taken != Executor::LockAnswer::answered) {
     ExecutionInfo info;
     const auto lock = find_lock(fid, lid, &info);
     std::string why;
-    if (!lock)
+    if (!lock && taken != Executor::LockAnswer::already_answered)
       throw Error("no open lock " + lid + " in execution " + fid, KODO_ERR_NOT_FOUND);
-    else if (lock->answered)
+    else if (taken == Executor::LockAnswer::already_answered || lock->answered)
       why = "lock " + lid + " of execution " + fid + " is answered already";
-    else if (is_final_status(info.status))
-      why = "execution " + fid + " ended (status " + info.status + ") before lock " + lid +
-            " was answered; no run awaits it any more";
+    else if (is_final_status(info.status) || ctx_.executor.is_active(fid))
+      why = "execution " + fid + " ended" +
+            (is_final_status(info.status) ? " (status " + info.status + ")" : "") +
+            " before lock " + lid + " was answered; no run awaits it any more";
     else
       why = "execution " + fid + " is not running on this host; answer lock " + lid +
             " on the host that runs it";
@@ -134,11 +141,7 @@ void Api::lock_post(const std::string &fid, const std::string &lid, const HttpRe
   }
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
-  w.StartObject();
-  w.Key("fid");
-  write_text(w, fid);
-  w.Key("lid");
-  write_text(w, lid);
+  start_lock(w, fid, lid);
   w.Key("state");
   w.String("answered");
   w.Key("result");

@@ -229,7 +229,8 @@ struct Executor::Run {
   bool cancel_requested = false;
   std::string cancel_reason;
   double cancel_grace_s = 0;
-  // Locks not answered yet, by lid, and answers taken for them, not yet delivered.
+  // Locks by lid (answered ones stay, so a second answer is told so), and answers taken for
+  // them, not yet delivered.
   struct OpenLock {
     std::string name;
     TimePoint expires_at;
@@ -663,8 +664,8 @@ Executor::LockAnswer Executor::answer_lock(const std::string &fid, const std::st
     if (run == runs_.end() || run->second->phase != Run::Phase::running)
       return LockAnswer::run_not_here;
     const auto open = run->second->locks.find(lid);
-    if (open == run->second->locks.end() || open->second.answered)
-      return LockAnswer::no_such_open_lock;
+    if (open == run->second->locks.end()) return LockAnswer::no_such_open_lock;
+    if (open->second.answered) return LockAnswer::already_answered;
     open->second.answered = true;
     run->second->answers_in.push_back(Run::Answer{lid, open->second.name, result_json});
   }
@@ -672,19 +673,20 @@ Executor::LockAnswer Executor::answer_lock(const std::string &fid, const std::st
   return LockAnswer::answered;
 }
 
-// Stores the lease of each answer taken for `run` and passes the answer to the flow; ends
-// the run when a lock passed its expiry unanswered, as kodosumi's TimeoutError does.
+// Stores the lease of each answer taken for `run` and passes the answer to the flow (an answer
+// taken just as the flow exited is stored all the same: the API said it was taken); ends the
+// run when a lock passed its expiry unanswered, as kodosumi's TimeoutError does.
 void Executor::take_answers(Run &run) {
   std::vector<Run::Answer> answers;
   std::string expired;
   {
     std::lock_guard<std::mutex> lock(mu_);
     answers.swap(run.answers_in);
-    for (const auto &a : answers) run.locks.erase(a.lid);
     const TimePoint now = Clock::now();
     run.next_lock_expiry = TimePoint::max();
     for (auto it = run.locks.begin(); it != run.locks.end();) {
-      if (!it->second.answered && now >= it->second.expires_at && expired.empty()) {
+      // A flow that exited already is not stopped for its lock: its own outcome stands.
+      if (!it->second.answered && !run.exited && now >= it->second.expires_at && expired.empty()) {
         expired = "lock " + it->first + " (" + quote_excerpt(it->second.name) + ") expired at " +
                   it->second.expires_text + " unanswered";
         it = run.locks.erase(it);
@@ -989,7 +991,7 @@ void Executor::supervise() {
       }
       for (auto &[run, reason, grace] : cancels) terminate(*run, reason, grace);
       for (auto &r : live)
-        if (r->started && !r->exited) take_answers(*r);
+        if (r->started && !r->outcome_emitted) take_answers(*r);
 
       // Wait for output, exits, timers or a wake-up.
       fds.assign(1, pollfd{wake_read_, POLLIN, 0});

@@ -116,7 +116,7 @@ class Executor {
   // Answers the open lock `lid` of the running run `fid` with `result_json` (valid JSON): the
   // supervisor stores its lease event and writes the answer to the flow. Anything else says
   // why not; the lock's stored events tell the rest (answered before, or the run ended).
-  enum class LockAnswer { answered, run_not_here, no_such_open_lock };
+  enum class LockAnswer { answered, already_answered, run_not_here, no_such_open_lock };
   LockAnswer answer_lock(const std::string &fid, const std::string &lid,
                          const std::string &result_json);
 

@@ -10,20 +10,11 @@
 
 #include <filesystem>
 #include <fstream>
-#include <functional>
 
 namespace kodo::e2e {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool eventually(const std::function<bool()> &condition, int timeout_s = 60) {
-  for (int i = 0; i < timeout_s * 50; ++i) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return condition();
-}
 
 // The flow: asks "approve" with some data, waits for the answer on KODO_ANSWERS_FD, and
 // ends with the answer as its final payload.
@@ -79,14 +70,14 @@ class LocksE2E : public ::testing::Test {
 
   // Waits for the run to await its one lock; returns the lock's id.
   std::string awaited_lock(const std::string &fid) {
-    EXPECT_TRUE(eventually([&] { return status_of(fid) == "awaiting"; })) << status_of(fid);
+    EXPECT_TRUE(eventually([&] { return status_of(fid) == "awaiting"; }, 60)) << status_of(fid);
     auto status = json("GET", "/outputs/status/" + fid, 200);
     EXPECT_TRUE(status["locks"].IsArray() && status["locks"].Size() == 1u);
     return status["locks"].Size() == 1u ? status["locks"][0].GetString() : "";
   }
 
   bool ends_with(const std::string &fid, const std::string &status) {
-    return eventually([&] { return status_of(fid) == status; });
+    return eventually([&] { return status_of(fid) == status; }, 60);
   }
 
   // (kind, message) of the run's rows in kodosumi's monitor table, by id.
@@ -131,6 +122,10 @@ TEST_F(LocksE2E, ALockAnsweredThroughTheApiResumesTheRun) {
 
   auto answered = json("POST", "/lock/" + fid + "/" + lid, 200, R"({"approved": true})");
   EXPECT_STREQ(answered["state"].GetString(), "answered");
+  // A second answer, right away (the lease may not be stored yet), is refused as such.
+  auto twice = json("POST", "/lock/" + fid + "/" + lid, 409, R"({"approved": false})");
+  EXPECT_NE(std::string(twice["error"].GetString()).find("answered already"), std::string::npos)
+      << twice["error"].GetString();
   ASSERT_TRUE(ends_with(fid, "finished")) << status_of(fid);
 
   auto status = json("GET", "/outputs/status/" + fid, 200);
