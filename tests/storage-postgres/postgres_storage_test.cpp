@@ -396,7 +396,7 @@ TEST(PostgresStorage, HostCommandsCreateTablesAndNeverPrintThePassword) {
       {KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "db", "create-tables"},
       {"KODO_EXECUTION_DATABASE=" + url, "KODO_LOG_LEVEL=debug"});
   EXPECT_EQ(created.exit_code, 0) << created.output;
-  EXPECT_EQ(query_one(url, "SELECT max(version) FROM kodo_schema_version"), "2");
+  EXPECT_EQ(query_one(url, "SELECT max(version) FROM kodo_schema_version"), "3");
   EXPECT_EQ(created.output.find(PostgresServer::kPassword), std::string::npos) << created.output;
 
   auto described = kodo::e2e::run_command(
