@@ -133,7 +133,7 @@ class Fd {
   int fd_ = -1;
 };
 
-// Moves a descriptor to a number above the child's fixed ones (0-3), so that the dup2
+// Moves a descriptor to a number above the child's fixed ones (0-4), so that the dup2
 // actions that set those up can never overwrite a source they still need.
 bool move_above_child_fds(Fd &fd) {
   if (fd.get() > kChildAnswersFd) return true;

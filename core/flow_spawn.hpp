@@ -8,7 +8,7 @@
 // The child, between clone and exec, makes only async-signal-safe calls (the host has other
 // threads): it joins a process group of its own, asks for SIGKILL when the spawning thread
 // dies (PR_SET_PDEATHSIG: a host killed outright takes its flows' direct children along),
-// takes stdin/stdout/stderr/the events descriptor at 0-3, marks every other descriptor
+// takes stdin/stdout/stderr/the events/the answers descriptors at 0-4, marks every other one
 // close-on-exec, changes to cwd, resets signal dispositions and mask, and execs.
 #pragma once
 
