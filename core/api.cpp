@@ -133,7 +133,7 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
   };
   try {
     const auto parts = split_path(request);
-    kodosumi_route = !parts.empty() && parts[0] == "outputs";
+    kodosumi_route = !parts.empty() && (parts[0] == "outputs" || parts[0] == "lock");
     const std::string &method = request.method;
     auto is = [&](std::initializer_list<const char *> expected) {
       if (parts.size() != expected.size()) return false;
@@ -178,6 +178,13 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
                is({"outputs", "stdio", "*"})) {
       check_fid(parts[2]);
       if (only("GET")) stream(parts[2], parts[1], request, response);
+    } else if (is({"lock", "*", "*"})) {
+      check_fid(parts[1]);
+      check_lid(parts[2]);
+      if (method == "POST")
+        lock_post(parts[1], parts[2], request, response);
+      else if (only("GET"))
+        lock_get(parts[1], parts[2], response);
     } else if (is({"outputs", "*"})) {
       check_fid(parts[1]);
       if (only("DELETE")) remove(parts[1], true, response);
@@ -462,7 +469,8 @@ namespace {
 // The last status, final, meta and error events of a run, as kodosumi's status reads them.
 struct StatusEvents {
   std::optional<Event> status, final, meta, error;
-  double timestamp = 0;  // the newest status, final or meta event's (kodosumi's MAX)
+  std::vector<Event> locks;  // lock and lease events, in order
+  double timestamp = 0;      // the newest status, final or meta event's (kodosumi's MAX)
   int64_t last_seq = -1;
 };
 
@@ -472,7 +480,7 @@ StatusEvents read_status_events(Storage &storage, const std::string &fid,
   EventQuery query;
   query.fid = fid;
   query.username = username;
-  query.kinds = {"meta", "final", "status", "error"};
+  query.kinds = {"meta", "final", "status", "error", "lock", "lease"};
   query.limit = 1000;
   for (;;) {
     bool more = false;
@@ -484,6 +492,10 @@ StatusEvents read_status_events(Storage &storage, const std::string &fid,
     }
     for (Event &e : events) {
       out.last_seq = e.seq;
+      if (e.kind == "lock" || e.kind == "lease") {
+        out.locks.push_back(std::move(e));
+        continue;
+      }
       if (e.kind != "error") out.timestamp = std::max(out.timestamp, e.timestamp);
       if (e.kind == "status")
         out.status = std::move(e);
@@ -560,8 +572,9 @@ void Api::status(const std::string &fid, HttpResponder &response) {
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
+  const std::vector<StoredLock> locks = stored_locks(read.locks);
   w.Key("status");
-  write_string(w, status);
+  write_string(w, status_with_locks(status, locks));
   w.Key("timestamp");
   w.Double(read.timestamp > 0 ? read.timestamp
                               : (info.updated_at > 0 ? info.updated_at : now_seconds()));
@@ -601,6 +614,7 @@ void Api::status(const std::string &fid, HttpResponder &response) {
     write_string(w, info.username);
   w.Key("locks");
   w.StartArray();
+  for (const std::string &lid : open_lock_ids(locks)) write_string(w, lid);
   w.EndArray();
   w.EndObject();
   send_json(response, 200, buffer);

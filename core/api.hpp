@@ -4,6 +4,7 @@
 
 #include "core/executor.hpp"
 #include "core/http_server.hpp"
+#include "core/locks.hpp"
 #include "core/metrics.hpp"
 #include "core/spooler.hpp"
 #include "core/sse_hub.hpp"
@@ -12,6 +13,7 @@
 
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -35,6 +37,9 @@ struct ApiContext {
 std::string metrics_text(const Metrics &metrics, const Metrics::Gauges &gauges,
                          const Storage &storage, const Transport *transport);
 
+// Throws kodo::Error(KODO_ERR_INVALID_ARGUMENT) unless `lid` looks like a lock id.
+void check_lid(const std::string &lid);
+
 // Thread-safe: handle() runs on many connection threads at once.
 class Api {
  public:
@@ -54,6 +59,12 @@ class Api {
               HttpResponder &response);
   // kodosumi_route: DELETE /outputs/{fid}, answered as kodosumi does (204, no body).
   void remove(const std::string &fid, bool kodosumi_route, HttpResponder &response);
+  // kodosumi's lock routes (api_locks.cpp).
+  void lock_get(const std::string &fid, const std::string &lid, HttpResponder &response);
+  void lock_post(const std::string &fid, const std::string &lid, const HttpRequest &request,
+                 HttpResponder &response);
+  std::optional<StoredLock> find_lock(const std::string &fid, const std::string &lid,
+                                      ExecutionInfo *info);
   // The execution's summary, or one made up for a run that is launched but not yet stored.
   bool known(const std::string &fid, ExecutionInfo *info);
   void remember_launch(const std::string &fid);

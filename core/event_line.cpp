@@ -304,7 +304,7 @@ bool is_blank_line(std::string_view line) {
 }
 
 bool is_host_kind(std::string_view kind) {
-  return kind == "status" || kind == "meta" || kind == "inputs";
+  return kind == "status" || kind == "meta" || kind == "inputs" || kind == "lease";
 }
 
 std::string to_valid_utf8(std::string_view bytes) {

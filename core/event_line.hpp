@@ -15,7 +15,9 @@
 // itself exactly once per run and which readers take as facts about the run:
 //   status  the host alone decides starting/running/finished/error;
 //   meta    the run's description (the status endpoint reads it);
-//   inputs  what the run was given.
+//   inputs  what the run was given;
+//   lease   the answer to a lock, emitted when the lock is answered (locks.hpp).
+// A `lock` line is a request the host turns into its own lock event (locks.hpp).
 // A `final` event from the flow is what marks a successful run (with exit code 0).
 #pragma once
 
@@ -39,7 +41,7 @@ ParsedEventLine parse_event_line(std::string_view line);
 // True for a line of nothing but JSON whitespace; the executor skips such lines.
 bool is_blank_line(std::string_view line);
 
-// Kinds the host emits itself and refuses from flows (status, meta, inputs).
+// Kinds the host emits itself and refuses from flows (status, meta, inputs, lease).
 bool is_host_kind(std::string_view kind);
 
 // The bytes as UTF-8 text: valid UTF-8 comes back unchanged, each invalid sequence (and

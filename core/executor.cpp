@@ -14,6 +14,7 @@
 #include "core/flow_spawn.hpp"
 #include "core/ids.hpp"
 #include "core/kodosumi_payload.hpp"
+#include "core/locks.hpp"
 #include "core/run_cgroup.hpp"
 #include "core/write_all.hpp"
 
@@ -57,7 +58,8 @@ constexpr double kLeftoversWaitS = 10.0;  // for SIGKILLed processes to leave a 
 constexpr int kBackoffFirstMs = 50;
 constexpr int kBackoffMaxMs = 1000;
 constexpr int kChildEventsFd = 3;
-constexpr int kTickMs = 50;  // exit polling when pidfd_open is unavailable
+constexpr int kChildAnswersFd = 4;  // the highest descriptor a child is given
+constexpr int kTickMs = 50;         // exit polling when pidfd_open is unavailable
 
 TimePoint after(double seconds) {
   seconds = std::clamp(seconds, 0.0, 1e7);
@@ -132,11 +134,11 @@ class Fd {
   int fd_ = -1;
 };
 
-// Moves a descriptor to a number above the child's fixed ones (0-3), so that the dup2
+// Moves a descriptor to a number above the child's fixed ones (0-4), so that the dup2
 // actions that set those up can never overwrite a source they still need.
 bool move_above_child_fds(Fd &fd) {
-  if (fd.get() > kChildEventsFd) return true;
-  const int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, kChildEventsFd + 1);
+  if (fd.get() > kChildAnswersFd) return true;
+  const int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, kChildAnswersFd + 1);
   if (moved < 0) return false;
   fd.reset(moved);
   return true;
@@ -210,8 +212,8 @@ std::string meta_json(const std::string &fid, const std::string &username,
 
 struct Executor::Pipe {
   explicit Pipe(const char *pipe_name) : name(pipe_name) {}
-  const char *name;         // "stdout", "stderr" or "events"
-  int fd = -1;              // our (read) end; -1 once closed
+  const char *name;         // "stdout", "stderr", "events" or "answers"
+  int fd = -1;              // our end (read; write for answers); -1 once closed
   std::string line;         // the current line so far, at most max_event_bytes
   bool discarding = false;  // the current line is too long; skip to its newline
   size_t discarded = 0;     // bytes of that line so far
@@ -237,6 +239,19 @@ struct Executor::Run {
   bool cancel_requested = false;
   std::string cancel_reason;
   double cancel_grace_s = 0;
+  // Locks by lid (answered ones stay, so a second answer is told so), and answers taken for
+  // them, not yet delivered.
+  struct OpenLock {
+    std::string name;
+    TimePoint expires_at;
+    std::string expires_text;  // the stored expiry, for the message if it passes
+    bool answered = false;
+  };
+  struct Answer {
+    std::string lid, name, result_json;
+  };
+  std::map<std::string, OpenLock> locks;
+  std::vector<Answer> answers_in;
 
   // The supervisor's alone from here on.
   bool cancel_seen = false;
@@ -245,6 +260,9 @@ struct Executor::Run {
   Fd pidfd;
   bool exit_ready = false;  // the pidfd said the child exited
   Pipe out{"stdout"}, err{"stderr"}, events{"events"};
+  Pipe answers{"answers"};  // to the flow: answer lines, written as it reads them
+  std::string answers_out;  // answer lines not yet written
+  TimePoint next_lock_expiry = TimePoint::max();
   bool started = false;
   bool exited = false;
   int wait_status = 0;
@@ -276,6 +294,7 @@ struct Executor::Run {
   ~Run() {
     for (Pipe *p : pipes)
       if (p->fd >= 0) ::close(p->fd);
+    if (answers.fd >= 0) ::close(answers.fd);
   }
 };
 
@@ -512,15 +531,21 @@ void Executor::start_run(Run &run) {
     if (!move_above_child_fds(write_end[i])) return fail("fcntl", errno);
   }
   if (!move_above_child_fds(input)) return fail("fcntl", errno);
+  int a[2];
+  if (::pipe2(a, O_CLOEXEC) != 0) return fail("pipe2", errno);
+  Fd answers_read(a[0]), answers_write(a[1]);
+  if (::fcntl(answers_write.get(), F_SETFL, O_NONBLOCK) != 0) return fail("fcntl", errno);
+  if (!move_above_child_fds(answers_read)) return fail("fcntl", errno);
 
   SpawnRequest request;
   request.argv = flow.argv;
-  request.env =
-      flow_environment(host_env_, flow.env, {run.fid, run.username, flow.name, kChildEventsFd});
+  request.env = flow_environment(
+      host_env_, flow.env, {run.fid, run.username, flow.name, kChildEventsFd, kChildAnswersFd});
   request.cwd = flow.cwd;
   request.search_path = host_path_;
   request.fds[0] = input.get();
   for (int i = 0; i < 3; ++i) request.fds[i + 1] = write_end[i].get();
+  request.fds[4] = answers_read.get();
   if (cgroups_) {
     std::string error;
     run.cgroup = cgroups_->make_run(run.fid, &error);
@@ -551,6 +576,7 @@ void Executor::start_run(Run &run) {
   run.pid = pid;
   run.started = true;
   for (int i = 0; i < 3; ++i) run.pipes[i]->fd = read_end[i].release();
+  run.answers.fd = answers_write.release();
   if (flow.timeout_s > 0) {
     run.has_timeout = true;
     run.timeout_at = after(flow.timeout_s);
@@ -620,7 +646,91 @@ void Executor::end_line(Run &run, Pipe &pipe) {
     return;
   }
   if (parsed.kind == "final") run.final_seen = true;
+  if (parsed.kind == "lock") return open_lock(run, parsed.payload);
   emit(run, parsed.kind, std::move(parsed.payload));
+}
+
+// A flow's lock request (locks.hpp): stored as kodosumi's lock event; the run awaits.
+void Executor::open_lock(Run &run, const std::string &payload) {
+  LockRequest request;
+  if (std::string problem = parse_lock_request(payload, &request); !problem.empty()) {
+    emit(run, "error", "lock rejected: " + problem + ": " + quote_excerpt(payload));
+    run.answers_out += refusal_line(problem);  // so the flow does not wait for nothing
+    flush_answers(run);
+    return;
+  }
+  const std::string lid = new_lock_id();
+  const double expires = now_seconds() + request.timeout_s;
+  emit(run, "lock", lock_payload(request.name, lid, request.data_json, expires));
+  std::lock_guard<std::mutex> lock(mu_);
+  run.locks[lid] =
+      Run::OpenLock{request.name, after(request.timeout_s), std::to_string(expires), false};
+}
+
+Executor::LockAnswer Executor::answer_lock(const std::string &fid, const std::string &lid,
+                                           const std::string &result_json) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto run = runs_.find(fid);
+    if (run == runs_.end() || run->second->phase != Run::Phase::running)
+      return LockAnswer::run_not_here;
+    const auto open = run->second->locks.find(lid);
+    if (open == run->second->locks.end()) return LockAnswer::no_such_open_lock;
+    if (open->second.answered) return LockAnswer::already_answered;
+    open->second.answered = true;
+    run->second->answers_in.push_back(Run::Answer{lid, open->second.name, result_json});
+  }
+  wake();
+  return LockAnswer::answered;
+}
+
+// Stores the lease of each answer taken for `run` and passes the answer to the flow (an answer
+// taken just as the flow exited is stored all the same: the API said it was taken); ends the
+// run when a lock passed its expiry unanswered, as kodosumi's TimeoutError does.
+void Executor::take_answers(Run &run) {
+  std::vector<Run::Answer> answers;
+  std::string expired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    answers.swap(run.answers_in);
+    const TimePoint now = Clock::now();
+    run.next_lock_expiry = TimePoint::max();
+    for (auto it = run.locks.begin(); it != run.locks.end();) {
+      // A flow that exited already is not stopped for its lock: its own outcome stands.
+      if (!it->second.answered && !run.exited && now >= it->second.expires_at && expired.empty()) {
+        expired = "lock " + it->first + " (" + quote_excerpt(it->second.name) + ") expired at " +
+                  it->second.expires_text + " unanswered";
+        it = run.locks.erase(it);
+        continue;
+      }
+      if (!it->second.answered)
+        run.next_lock_expiry = std::min(run.next_lock_expiry, it->second.expires_at);
+      ++it;
+    }
+  }
+  for (const auto &a : answers) {
+    emit(run, "lease", lease_payload(a.name, a.lid, a.result_json));
+    run.answers_out += answer_line(a.name, a.lid, a.result_json);
+  }
+  flush_answers(run);
+  if (!expired.empty()) terminate(run, expired, config_.kill_grace_s);
+}
+
+// Writes what the flow has room for; the rest waits for POLLOUT.
+void Executor::flush_answers(Run &run) {
+  while (!run.answers_out.empty() && run.answers.fd >= 0) {
+    const ssize_t n = ::write(run.answers.fd, run.answers_out.data(), run.answers_out.size());
+    if (n > 0) {
+      run.answers_out.erase(0, static_cast<size_t>(n));
+    } else if (n < 0 && errno == EAGAIN) {
+      return;
+    } else if (n < 0 && errno != EINTR) {
+      // The flow closed its end (EPIPE): it reads no answers, and the leases are stored.
+      ::close(run.answers.fd);
+      run.answers.fd = -1;
+      run.answers_out.clear();
+    }
+  }
 }
 
 void Executor::close_pipe(Run &run, Pipe &pipe) {
@@ -891,6 +1001,8 @@ void Executor::supervise() {
         live.push_back(r);
       }
       for (auto &[run, reason, grace] : cancels) terminate(*run, reason, grace);
+      for (auto &r : live)
+        if (r->started && !r->outcome_emitted) take_answers(*r);
 
       // Wait for output, exits, timers or a wake-up.
       fds.assign(1, pollfd{wake_read_, POLLIN, 0});
@@ -906,7 +1018,12 @@ void Executor::supervise() {
               fds.push_back(pollfd{p->fd, POLLIN, 0});
               targets.emplace_back(r.get(), p);
             }
+        if (r->answers.fd >= 0 && !r->answers_out.empty()) {
+          fds.push_back(pollfd{r->answers.fd, POLLOUT, 0});
+          targets.emplace_back(r.get(), &r->answers);
+        }
         if (!r->exited) {
+          next = std::min(next, r->next_lock_expiry);
           if (r->pidfd.get() >= 0) {
             fds.push_back(pollfd{r->pidfd.get(), POLLIN, 0});
             targets.emplace_back(r.get(), nullptr);
@@ -943,7 +1060,9 @@ void Executor::supervise() {
       for (size_t i = 1; i < fds.size(); ++i) {
         const auto &[run, pipe] = targets[i - 1];
         if (!fds[i].revents) continue;
-        if (pipe)
+        if (pipe == &run->answers)
+          flush_answers(*run);
+        else if (pipe)
           read_pipe(*run, *pipe);
         else
           run->exit_ready = true;

@@ -12,8 +12,9 @@
 // The child: argv[0] looked up in the host's PATH (a relative path with '/' is taken from
 // the flow's cwd); stdin = the inputs JSON (a memfd, so a child that never reads it cannot
 // block us); stdout/stderr pipes; the events pipe's write end at descriptor 3, named by
-// KODO_EVENTS_FD. Its environment is an allowlist (flow_env.hpp): never the host's KODO_*
-// settings or secrets, unless the flow's config names one.
+// KODO_EVENTS_FD; the answers pipe's read end at descriptor 4, named by KODO_ANSWERS_FD, for
+// the answers to its locks (locks.hpp). Its environment is an allowlist (flow_env.hpp): never the
+// host's KODO_* settings or secrets, unless the flow's config names one.
 //
 // Containment: when a run ends, for whatever reason, every process it started is gone.
 //   - Where a writable cgroup v2 with cgroup.kill exists (Linux 5.14+, root or a delegated
@@ -112,6 +113,13 @@ class Executor {
   // already exited, or already cancelled). The stop itself happens on the supervisor thread.
   bool cancel(const std::string &fid, const std::string &reason);
 
+  // Answers the open lock `lid` of the running run `fid` with `result_json` (valid JSON): the
+  // supervisor stores its lease event and writes the answer to the flow. Anything else says
+  // why not; the lock's stored events tell the rest (answered before, or the run ended).
+  enum class LockAnswer { answered, already_answered, run_not_here, no_such_open_lock };
+  LockAnswer answer_lock(const std::string &fid, const std::string &lid,
+                         const std::string &result_json);
+
   // True from launch until the run's last event is published.
   bool is_active(const std::string &fid) const;
   // Waits until !is_active(fid); false when timeout_s ran out first.
@@ -146,6 +154,9 @@ class Executor {
   bool leftovers_gone(Run &run);
   void check_timers(Run &run);
   void emit_outcome(Run &run);
+  void open_lock(Run &run, const std::string &payload);
+  void take_answers(Run &run);
+  void flush_answers(Run &run);
   void publish_round(std::vector<std::shared_ptr<Run>> &live);
   bool try_publish(const std::vector<Event> &events, std::string *error);
   void publish_failed(Run &run, const std::string &error);

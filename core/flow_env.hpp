@@ -9,7 +9,7 @@
 //      host's NAME when the host has it (the one way a host variable outside the allowlist,
 //      a secret included, reaches a flow: by a line in that flow's config);
 //   3. the protocol, which nothing above can override: KODO_FID, KODO_USERNAME, KODO_FLOW,
-//      KODO_EVENTS_FD.
+//      KODO_EVENTS_FD, KODO_ANSWERS_FD.
 #pragma once
 
 #include <string>
@@ -24,6 +24,7 @@ std::string flow_env_entry_problem(const std::string &entry);
 struct FlowProtocolEnv {
   std::string fid, username, flow;
   int events_fd = 3;
+  int answers_fd = 4;
 };
 
 // "K=V" entries, each name once. `host_env` is "K=V" entries as in environ.

@@ -53,12 +53,12 @@ struct ChildPlan {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != plan.parent) ::_exit(127);  // the host died before the prctl took hold
   if (::setpgid(0, 0) != 0) fail_child(plan, 2, errno);
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < 5; ++i)
     if (::dup2(plan.fds[i], i) < 0) fail_child(plan, 2, errno);
-  if (::syscall(SYS_close_range, 4U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+  if (::syscall(SYS_close_range, 5U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
     struct rlimit limit {};
     const rlim_t top = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? limit.rlim_cur : 1024;
-    for (rlim_t fd = 4; fd < top && fd < 65536; ++fd)
+    for (rlim_t fd = 5; fd < top && fd < 65536; ++fd)
       if (static_cast<int>(fd) != plan.report_fd) ::close(static_cast<int>(fd));
   }
   if (plan.cwd && ::chdir(plan.cwd) != 0) fail_child(plan, 1, errno);

@@ -8,7 +8,7 @@
 // The child, between clone and exec, makes only async-signal-safe calls (the host has other
 // threads): it joins a process group of its own, asks for SIGKILL when the spawning thread
 // dies (PR_SET_PDEATHSIG: a host killed outright takes its flows' direct children along),
-// takes stdin/stdout/stderr/the events descriptor at 0-3, marks every other descriptor
+// takes stdin/stdout/stderr/the events/the answers descriptors at 0-4, marks every other one
 // close-on-exec, changes to cwd, resets signal dispositions and mask, and execs.
 #pragma once
 
@@ -20,12 +20,12 @@
 namespace kodo {
 
 struct SpawnRequest {
-  std::vector<std::string> argv;  // argv[0] without '/': searched in search_path
-  std::vector<std::string> env;   // "K=V"
-  std::string cwd;                // empty: the host's
-  std::string search_path;        // PATH-style list for argv[0]
-  int fds[4] = {-1, -1, -1, -1};  // become 0-3 in the child; each must be above 3
-  int cgroup_fd = -1;             // a cgroup v2 directory to start in, or -1
+  std::vector<std::string> argv;      // argv[0] without '/': searched in search_path
+  std::vector<std::string> env;       // "K=V"
+  std::string cwd;                    // empty: the host's
+  std::string search_path;            // PATH-style list for argv[0]
+  int fds[5] = {-1, -1, -1, -1, -1};  // become 0-4 in the child; each must be above 4
+  int cgroup_fd = -1;                 // a cgroup v2 directory to start in, or -1
 };
 
 struct SpawnResult {

@@ -1,9 +1,13 @@
 // Fuzzes the line format flows write to their events descriptor (core/event_line.cpp): any
 // bytes a flow prints must give an event or a clear error, and an accepted event must hold
-// what readers rely on (a kind a flow may emit, a payload of valid UTF-8, kodosumi's form).
+// what readers rely on (a kind a flow may emit, a payload of valid UTF-8, kodosumi's form). A lock
+// line's payload then goes through the lock request parser, whose accepted data must be valid JSON
+// for the lock event made from it (core/locks.hpp).
 #include "core/event.hpp"
 #include "core/event_line.hpp"
+#include "core/json_bounded.hpp"
 #include "core/kodosumi_payload.hpp"
+#include "core/locks.hpp"
 #include "fuzz/fuzz_check.hpp"
 
 #include <rapidjson/memorystream.h>
@@ -28,6 +32,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       rapidjson::MemoryStream stream(parsed.payload.data(), parsed.payload.size());
       FUZZ_CHECK(parsed.payload.front() == '{');
       FUZZ_CHECK(!reader.Parse<rapidjson::kParseIterativeFlag>(stream, ignore).IsError());
+    }
+    kodo::LockRequest request;
+    if (parsed.kind == "lock" && kodo::parse_lock_request(parsed.payload, &request).empty()) {
+      FUZZ_CHECK(!request.name.empty() && request.timeout_s > 0);
+      rapidjson::Document made;
+      FUZZ_CHECK(kodo::parse_json_bounded(
+                     kodo::lock_payload(request.name, "L", request.data_json, request.timeout_s),
+                     1000, made) == kodo::JsonRead::Ok);
     }
   }
   kodo::is_blank_line(line);

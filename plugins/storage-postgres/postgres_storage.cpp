@@ -36,8 +36,19 @@ namespace {
 using kodo::sdk::Error;
 using Clock = std::chrono::steady_clock;
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 constexpr int64_t kAdvisoryLockKey = 0x6b6f646f;  // "kodo": serializes create_schema runs
+
+// How a batch's new rows of one execution fold into its kodo_executions row (`excluded`).
+#define KODO_SUMMARY_FOLD                                                       \
+  " ON CONFLICT (fid) DO UPDATE SET"                                            \
+  " started_at = least(x.started_at, excluded.started_at),"                     \
+  " updated_at = greatest(x.updated_at, excluded.updated_at),"                  \
+  " event_count = x.event_count + excluded.event_count,"                        \
+  " last_seq = greatest(x.last_seq, excluded.last_seq),"                        \
+  " status = CASE WHEN excluded.status_seq > x.status_seq THEN excluded.status" \
+  "          ELSE x.status END,"                                                \
+  " status_seq = greatest(x.status_seq, excluded.status_seq)"
 
 struct Migration {
   int version;
@@ -94,6 +105,32 @@ SELECT fid, min(username), min(timestamp), max(timestamp), count(*), max(seq),
   FROM execution_events GROUP BY fid
 ON CONFLICT (fid) DO NOTHING;
 )sql"},
+    {3, "created_at and seq filled in for the fork's writers (its table, its inserts)",
+     R"sql(
+-- The fork's `koco db --create-tables` makes created_at NOT NULL without a default, which
+-- kodo's appends (that never name created_at) would break on.
+ALTER TABLE execution_events ALTER COLUMN created_at SET DEFAULT EXTRACT(EPOCH FROM NOW());
+-- The fork's writer inserts (fid, username, timestamp, kind, message) only, one row at a
+-- time: such a row gets the next seq of its execution and counts in kodo_executions, so a
+-- fork spooler still running during a rolling upgrade loses nothing and its runs are listed.
+CREATE OR REPLACE FUNCTION kodo_fill_seq() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  -- Two sessions inserting into one execution must not read the same max(seq). (The
+  -- two-key form: its key space is apart from create_schema's one-key lock.)
+  PERFORM pg_advisory_xact_lock(1802462319, hashtext(NEW.fid));
+  SELECT coalesce(max(seq) + 1, 0) INTO NEW.seq FROM execution_events WHERE fid = NEW.fid;
+  INSERT INTO kodo_executions AS x
+    (fid, username, started_at, updated_at, event_count, last_seq, status, status_seq)
+  VALUES (NEW.fid, NEW.username, NEW.timestamp, NEW.timestamp, 1, NEW.seq,
+          CASE WHEN NEW.kind = 'status' THEN NEW.message ELSE '' END,
+          CASE WHEN NEW.kind = 'status' THEN NEW.seq ELSE -1 END)
+  )sql" KODO_SUMMARY_FOLD R"sql(;
+  RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER kodo_fill_seq BEFORE INSERT ON execution_events
+  FOR EACH ROW WHEN (NEW.seq IS NULL) EXECUTE FUNCTION kodo_fill_seq();
+)sql"},
 };
 
 const char *const kVersionTable = R"sql(
@@ -106,17 +143,6 @@ CREATE TABLE IF NOT EXISTS kodo_schema_version (
 const char *const kIncomingTable =
     "CREATE TEMP TABLE IF NOT EXISTS kodo_incoming (fid TEXT, username TEXT, "
     "timestamp DOUBLE PRECISION, kind TEXT, message TEXT, seq BIGINT) ON COMMIT DELETE ROWS";
-
-// How a batch's new rows of one execution fold into its kodo_executions row (`excluded`).
-#define KODO_SUMMARY_FOLD                                                       \
-  " ON CONFLICT (fid) DO UPDATE SET"                                            \
-  " started_at = least(x.started_at, excluded.started_at),"                     \
-  " updated_at = greatest(x.updated_at, excluded.updated_at),"                  \
-  " event_count = x.event_count + excluded.event_count,"                        \
-  " last_seq = greatest(x.last_seq, excluded.last_seq),"                        \
-  " status = CASE WHEN excluded.status_seq > x.status_seq THEN excluded.status" \
-  "          ELSE x.status END,"                                                \
-  " status_seq = greatest(x.status_seq, excluded.status_seq)"
 
 // The slow path of append, for a batch holding some (fid, seq) already stored: moves
 // kodo_incoming into execution_events, skipping those, and folds exactly the new rows into

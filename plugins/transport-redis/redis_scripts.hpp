@@ -80,7 +80,10 @@ inline constexpr const char *kFinish = KODO_REDIS_LUA_HELPERS
 // Makes a consumer the reader of an execution's stream: KEYS stream, stored-positions hash of
 // the group; ARGV group, fid. Creates the group if new and sets it to the position recorded as
 // stored (recording 0-0 when there is none), so reading goes on right after it. Returns
-// {position, the group's previous last delivered id}, or nil when the stream is gone.
+// {position, the group's previous last delivered id, the number of entries ever added up to
+// the position}, or nil when the stream is gone. That number (entries-added less the entries
+// after the position) is what numbers the kodosumi fork's entries, which carry no seq: it
+// stays right however far the stream was trimmed below the position.
 inline constexpr const char *kAdopt = KODO_REDIS_LUA_HELPERS
     "if redis.call('EXISTS', KEYS[1]) == 0 then return false end\n"
     "local delivered, found = '0-0', false\n"
@@ -92,7 +95,11 @@ inline constexpr const char *kAdopt = KODO_REDIS_LUA_HELPERS
     "if not pos then pos = '0-0'; redis.call('HSET', KEYS[2], ARGV[2], pos) end\n"
     "if found then redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], pos)\n"
     "else redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], pos) end\n"
-    "return {pos, delivered}\n";
+    "local added = fields(redis.call('XINFO', 'STREAM', KEYS[1]))['entries-added']\n"
+    "local before\n"
+    "if added then before = added - #redis.call('XRANGE', KEYS[1], '(' .. pos, '+')\n"
+    "else before = #redis.call('XRANGE', KEYS[1], '-', pos) end\n"
+    "return {pos, delivered, before}\n";
 
 // The owner's upkeep of its executions: KEYS finished, executions, registry; ARGV prefix,
 // group, fid... For each fid: adds its group's lag to the total, and deletes its stream when

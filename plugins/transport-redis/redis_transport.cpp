@@ -43,10 +43,16 @@
 // A new owner sets the stream's group back to the recorded position (XGROUP SETID) and reads
 // on: whatever the old owner read and did not record comes again, as a redelivery.
 //
+// The kodosumi fork's streams (fork_streams.hpp): entries with only timestamp, kind and
+// payload, never announced. Each consumer scans for such streams about once a second,
+// announces them with the username of their meta event, and numbers their entries by
+// position in the stream (kAdopt), which is what seq would have been.
+//
 // Cleanup. finish_execution records the execution in #finished with a grace period; the owner
 // deletes the stream once the grace has passed and every group has stored it. A stream that
 // grows past max_stream_len is trimmed by its owner below the oldest entry a group has not
 // stored (XTRIM MINID), never by the producer (XADD MAXLEN would drop entries not yet stored).
+#include "fork_streams.hpp"
 #include "redis_connection.hpp"
 #include "redis_scripts.hpp"
 
@@ -608,8 +614,11 @@ struct EntryId {
 };
 
 // Points `e` at an entry's fields where they lie in the reply (strings NUL-terminated there).
-// Unknown fields are ignored; returns false when the entry lacks what kodo writes.
-bool entry_event(const Value *fields, const char *fid, kodo_event &e) {
+// Unknown fields are ignored; returns false when the entry lacks what kodo writes. An entry
+// with neither seq nor username is the kodosumi fork's (fork_streams.hpp): it takes
+// `position` (its place in the stream) as seq and the execution's `username`.
+bool entry_event(const Value *fields, const char *fid, const std::string &username,
+                 int64_t position, kodo_event &e) {
   e = kodo_event{sizeof(kodo_event), fid, nullptr, -1, 0.0, nullptr, "", 0};
   for (size_t k = 0; is_array(fields) && k + 1 < fields->elements; k += 2) {
     const std::string_view name = text(fields->element[k]);
@@ -629,6 +638,10 @@ bool entry_event(const Value *fields, const char *fid, kodo_event &e) {
       e.username = value->str;
     }
   }
+  if (e.seq < 0 && !e.username && !username.empty()) {
+    e.seq = position;
+    e.username = username.c_str();
+  }
   return e.seq >= 0 && e.kind && *e.kind && e.username && *e.username;
 }
 
@@ -646,6 +659,8 @@ class RedisTransport;
 // One owned execution's stream, shared with the entries read from it.
 struct OwnedStream {
   std::string fid, key, registry_id;
+  std::string username;  // from its announcement: the username of the fork's entries
+  int64_t position = 0;  // how many entries the stream had before the next one read
   EntryId read_to;       // the group's position as this consumer knows it (the last entry read)
   EntryId stored;        // every entry up to here is stored (acknowledged by the host)
   EntryId recorded;      // the position last written to Redis
@@ -672,6 +687,7 @@ struct Buffered {
   uint64_t index = 0;  // in stream->inflight, counted from its base
   uint32_t count = 0;
   kodo_event event{};
+  bool fork = false;  // a fork's entry: its username is the stream's, so it is handed out copied
 };
 
 class RedisConsumer : public kodo::sdk::ConsumerBase {
@@ -691,7 +707,7 @@ class RedisConsumer : public kodo::sdk::ConsumerBase {
     uint64_t index;
   };
   struct Taken {
-    std::string fid, registry_id;
+    std::string fid, registry_id, username;
   };
 
   void join();
@@ -733,6 +749,8 @@ class RedisConsumer : public kodo::sdk::ConsumerBase {
   InFlight in_flight_;
   Clock::time_point next_upkeep_{};
   Clock::time_point next_forget_{};
+  ForkStreamFinder fork_streams_;
+  Clock::time_point next_fork_scan_{};
   std::string autoclaim_cursor_ = "0-0";
 
   std::atomic<int64_t> pending_{0}, owned_count_{0}, lag_{0};
@@ -864,7 +882,8 @@ RedisConsumer::RedisConsumer(RedisTransport &transport, std::string group, std::
       group_(std::move(group)),
       name_(std::move(name)),
       stored_key_(settings_.stored(group_)),
-      connection_(settings_.endpoint, "consumer " + name_, settings_.connect_timeout_ms) {
+      connection_(settings_.endpoint, "consumer " + name_, settings_.connect_timeout_ms),
+      fork_streams_(settings_.prefix, settings_.registry(), settings_.executions()) {
   // Joining now fixes where a new group starts; if Redis is away, the first read joins.
   try {
     join();
@@ -1031,7 +1050,7 @@ void RedisConsumer::adopt(const std::vector<Taken> &taken, bool from_others) {
     const Taken &t = taken[i];
     const Value *r = replies[i].get();
     EntryId position, delivered;
-    if (!is_array(r) || r->elements != 2 || !EntryId::parse(text(r->element[0]), position) ||
+    if (!is_array(r) || r->elements != 3 || !EntryId::parse(text(r->element[0]), position) ||
         !EntryId::parse(text(r->element[1]), delivered)) {
       if (is_error(r)) {
         log_(KODO_LOG_WARN, "consumer " + name_ + ": cannot take execution " + t.fid + ": " +
@@ -1051,6 +1070,8 @@ void RedisConsumer::adopt(const std::vector<Taken> &taken, bool from_others) {
     s->fid = t.fid;
     s->key = settings_.stream(t.fid);
     s->registry_id = t.registry_id;
+    s->username = t.username;
+    s->position = r->element[2]->integer;
     s->read_to = s->stored = s->recorded = position;
     if (position < delivered) {
       s->redeliver_to = delivered;
@@ -1156,14 +1177,17 @@ void RedisConsumer::upkeep() {
       const Value *e = entries->element[i];
       if (!is_array(e) || e->elements < 2 || !is_array(e->element[1])) continue;
       const std::string fid = field(e->element[1], "fid");
-      if (!fid.empty()) taken.push_back(Taken{fid, std::string(text(e->element[0]))});
+      if (!fid.empty())
+        taken.push_back(
+            Taken{fid, std::string(text(e->element[0])), field(e->element[1], "username")});
     }
   }
   for (const auto &id : strange) {
     auto entry = connection_.command({"XRANGE", settings_.registry(), id, id}, "XRANGE registry");
     if (!is_array(entry.get()) || entry->elements == 0) continue;
     const std::string fid = field(entry->element[0]->element[1], "fid");
-    if (!fid.empty()) taken.push_back(Taken{fid, id});
+    if (!fid.empty())
+      taken.push_back(Taken{fid, id, field(entry->element[0]->element[1], "username")});
   }
   if (!taken.empty()) {
     const size_t before = owned_.size();
@@ -1180,6 +1204,11 @@ void RedisConsumer::upkeep() {
   } else if (is_error(reap_reply)) {
     log_(KODO_LOG_WARN,
          "consumer " + name_ + ": upkeep of its streams failed: " + std::string(text(reap_reply)));
+  }
+  // Streams the kodosumi fork wrote are announced here; the registry read takes them.
+  if (now >= next_fork_scan_) {
+    next_fork_scan_ = now + std::chrono::seconds(1);
+    fork_streams_.step(connection_, log_);
   }
   owned_count_.store(static_cast<int64_t>(owned_.size()));
   pending_.store(static_cast<int64_t>(unacked_.size() + buffer_.size()));
@@ -1232,7 +1261,9 @@ void RedisConsumer::take_entries(const Reply &reply, bool pel) {
         const Value *entry = entries->element[i];
         if (!is_array(entry) || entry->elements < 2) continue;
         const std::string fid = field(entry->element[1], "fid");
-        if (!fid.empty()) announced.push_back(Taken{fid, std::string(text(entry->element[0]))});
+        if (!fid.empty())
+          announced.push_back(Taken{fid, std::string(text(entry->element[0])),
+                                    field(entry->element[1], "username")});
       }
       continue;
     }
@@ -1250,7 +1281,7 @@ void RedisConsumer::take_entries(const Reply &reply, bool pel) {
       const uint64_t index = owned->base + owned->inflight.size();
       owned->inflight.push_back(OwnedStream::Inflight{id, false, pel});
       Buffered b;
-      if (!entry_event(entry->element[1], fid, b.event)) {
+      if (!entry_event(entry->element[1], fid, owned->username, owned->position++, b.event)) {
         // Not written by kodo: it cannot be stored, and holding it would hold the execution
         // forever. Passed over and reported.
         log_(KODO_LOG_ERROR, "consumer " + name_ + ": entry " + id.str() + " of " +
@@ -1258,6 +1289,7 @@ void RedisConsumer::take_entries(const Reply &reply, bool pel) {
         mark_acked(owned, index);
         continue;
       }
+      b.fork = b.event.username == owned->username.c_str();
       const bool again = !(owned->redeliver_to < id);
       if (again) claimed_entries_.fetch_add(1, std::memory_order_relaxed);
       b.frame = reply.frame();
@@ -1378,7 +1410,10 @@ void RedisConsumer::read(size_t max, int32_t block_ms, kodo::sdk::DeliveryBatchB
     Buffered &b = buffer_.front();
     const uint64_t id = next_delivery_++;
     unacked_.emplace(id, Unacked{std::move(b.stream), b.index});
-    out.add_view(id, b.count, b.event, std::move(b.frame));
+    if (b.fork)
+      out.add(id, b.count, kodo::sdk::OwnedEvent::copy(b.event));
+    else
+      out.add_view(id, b.count, b.event, std::move(b.frame));
     buffer_.pop_front();
   }
   pending_.store(static_cast<int64_t>(unacked_.size() + buffer_.size()));

@@ -18,14 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool eventually(const std::function<bool()> &condition, int timeout_s = 30) {
-  for (int i = 0; i < timeout_s * 50; ++i) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return condition();
-}
-
 using kodo::testing::alive;
 using kodo::testing::read_pid;
 

@@ -104,11 +104,11 @@ TEST(EventLine, ErrorsSayWhatWasWrong) {
 }
 
 TEST(EventLine, HostKindsAreRefused) {
-  for (const char *kind : {"status", "meta", "inputs"}) {
+  for (const char *kind : {"status", "meta", "inputs", "lease"}) {
     const std::string line = std::string(R"({"kind":")") + kind + R"(","payload":"x"})";
     EXPECT_NE(error_of(line).find("reserved for the host"), std::string::npos) << kind;
   }
-  for (const char *kind : {"agent", "upload", "debug", "stdout", "stderr", "lock", "lease", "error",
+  for (const char *kind : {"agent", "upload", "debug", "stdout", "stderr", "lock", "error",
                            "action", "result", "final"}) {
     const std::string line = std::string(R"({"kind":")") + kind + R"(","payload":"x"})";
     EXPECT_TRUE(parse_event_line(line).ok()) << kind;

@@ -156,6 +156,7 @@ TEST_F(ExecutorTest, ChildGetsAnAllowlistedEnvironmentWithoutHostSecrets) {
   EXPECT_EQ(env["KODO_FLOW"], "printenv");
   EXPECT_EQ(env["KODO_USERNAME"], "alice");
   EXPECT_EQ(env["KODO_EVENTS_FD"], "3");
+  EXPECT_EQ(env["KODO_ANSWERS_FD"], "4");
   EXPECT_EQ(env["KODO_FID"].size(), 24u);
 }
 
@@ -172,8 +173,9 @@ TEST_F(ExecutorTest, ChildGetsNoOtherDescriptors) {
   const auto out = payloads(events, "stdout");
   const std::set<std::string> fds(out.begin(), out.end());
   EXPECT_EQ(fds.count(std::to_string(leaked)), 0u);
-  for (const char *expected : {"0", "1", "2", "3"}) EXPECT_EQ(fds.count(expected), 1u) << expected;
-  EXPECT_LE(fds.size(), 5u);  // 0-3, plus the directory ls is reading
+  for (const char *expected : {"0", "1", "2", "3", "4"})
+    EXPECT_EQ(fds.count(expected), 1u) << expected;
+  EXPECT_LE(fds.size(), 6u);  // 0-4, plus the directory ls is reading
   expect_failed_with(events, "exited without a final event");
 }
 

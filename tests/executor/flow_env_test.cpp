@@ -20,14 +20,14 @@ TEST(FlowEnv, HostSettingsAndSecretsStayOutUnlessTheFlowNamesThem) {
   EXPECT_EQ(env, (std::vector<std::string>{"HOME=/home/k", "LANG=C.UTF-8", "LC_TIME=de_DE.UTF-8",
                                            "PATH=/opt/bin:/usr/bin", "API_KEY=key", "MODE=fast",
                                            "KODO_FID=f1", "KODO_USERNAME=u", "KODO_FLOW=hello",
-                                           "KODO_EVENTS_FD=3"}));
+                                           "KODO_EVENTS_FD=3", "KODO_ANSWERS_FD=4"}));
 }
 
 TEST(FlowEnv, TheProtocolCannotBeOverriddenAndPathHasADefault) {
   const auto env = flow_environment({}, {"KODO_FID=x", "HOME=/flow"}, {"f1", "u", "hello", 3});
   EXPECT_EQ(env, (std::vector<std::string>{"PATH=/usr/local/bin:/usr/bin:/bin", "KODO_FID=f1",
                                            "HOME=/flow", "KODO_USERNAME=u", "KODO_FLOW=hello",
-                                           "KODO_EVENTS_FD=3"}));
+                                           "KODO_EVENTS_FD=3", "KODO_ANSWERS_FD=4"}));
 }
 
 TEST(FlowEnv, EntriesAreNameValueOrName) {

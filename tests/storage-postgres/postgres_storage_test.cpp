@@ -116,7 +116,7 @@ TEST(PostgresStorage, SchemaHasTheForkTableIndexesAndIsIdempotent) {
   EXPECT_EQ(query_one(url,
                       "SELECT string_agg(version::text, ',' ORDER BY version) "
                       "FROM kodo_schema_version"),
-            "1,2");
+            "1,2,3");
   EXPECT_EQ(query_one(url,
                       "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM "
                       "information_schema.columns WHERE table_name = 'execution_events'"),
@@ -137,7 +137,7 @@ TEST(PostgresStorage, ConcurrentCreateTablesRunsEachMigrationOnce) {
     });
   for (auto &t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
-  EXPECT_EQ(query_one(url, "SELECT count(*) FROM kodo_schema_version"), "2");
+  EXPECT_EQ(query_one(url, "SELECT count(*) FROM kodo_schema_version"), "3");
 }
 
 TEST(PostgresStorage, MigratesRowsTheForkWroteAndReadsThemBack) {
@@ -173,6 +173,123 @@ TEST(PostgresStorage, MigratesRowsTheForkWroteAndReadsThemBack) {
   // New events continue after the migrated ones.
   storage->append(std::vector<kodo::Event>{event("old1", 3, "final", "{}")});
   EXPECT_EQ(storage->get_execution("old1")->event_count, 4);
+}
+
+// The fork's writer (kodosumi/storage.py, PostgresSpoolerWriter.save): one autocommitted
+// INSERT per event, naming these five columns and nothing else.
+void fork_insert(PGconn *conn, const std::string &fid, const std::string &username, double ts,
+                 const std::string &kind, const std::string &message) {
+  const std::string timestamp = std::to_string(ts);
+  const char *params[] = {fid.c_str(), username.c_str(), timestamp.c_str(), kind.c_str(),
+                          message.c_str()};
+  PGresult *r = PQexecParams(conn,
+                             "INSERT INTO execution_events (fid, username, timestamp, kind, "
+                             "message) VALUES ($1, $2, $3, $4, $5)",
+                             5, nullptr, params, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << kind << ": " << PQerrorMessage(conn);
+  PQclear(r);
+}
+
+// The rows a fork run writes, in its order: status, inputs, meta, status, final, status.
+void fork_run(const std::string &url, const std::string &fid) {
+  PGconn *conn = PQconnectdb(url.c_str());
+  ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
+  const char *const rows[][2] = {{"status", "starting"},
+                                 {"inputs", R"({"dict":{"n":1}})"},
+                                 {"meta", R"({"dict":{"fid":"f","username":"carol"}})"},
+                                 {"status", "running"},
+                                 {"final", R"({"dict":{"ok":true}})"},
+                                 {"status", "finished"}};
+  double ts = 1700000100.0;
+  for (const auto &row : rows) fork_insert(conn, fid, "carol", ts += 0.5, row[0], row[1]);
+  PQfinish(conn);
+}
+
+void expect_fork_run_stored(kodo::Storage &storage, const std::string &fid) {
+  auto info = storage.get_execution(fid);
+  ASSERT_TRUE(info.has_value()) << fid;
+  EXPECT_EQ(info->status, "finished");
+  EXPECT_EQ(info->username, "carol");
+  EXPECT_EQ(info->event_count, 6);
+  EXPECT_EQ(info->last_seq, 5);
+  kodo::EventQuery q;
+  q.fid = fid;
+  auto events = storage.read_events(q);
+  ASSERT_EQ(events.size(), 6u);
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq, static_cast<int64_t>(i));
+  EXPECT_EQ(events[2].kind, "meta");
+  EXPECT_EQ(events[5].payload, "finished");
+}
+
+// The table exactly as the fork's `koco db --create-tables` makes it: SQLAlchemy's
+// create_all of its ExecutionEvent model (kodosumi/dtypes.py), where `created_at` is a
+// non-Optional Mapped[float] with a Python-side default only, so NOT NULL and no default.
+void create_fork_orm_table(const std::string &url) {
+  query_one(url,
+            "CREATE TABLE execution_events (id SERIAL NOT NULL, fid VARCHAR(64) NOT NULL, "
+            "username VARCHAR(255) NOT NULL, timestamp FLOAT NOT NULL, kind VARCHAR(32) NOT "
+            "NULL, message TEXT NOT NULL, created_at FLOAT NOT NULL, PRIMARY KEY (id))");
+  query_one(url, "CREATE INDEX ix_execution_events_fid ON execution_events (fid)");
+  query_one(url, "CREATE INDEX ix_execution_events_username ON execution_events (username)");
+  query_one(url, "CREATE INDEX ix_execution_events_fid_kind ON execution_events (fid, kind)");
+}
+
+TEST(PostgresStorage, TableTheForksCreateTablesMadeIsMigratedAndTakesKodosAppends) {
+  const std::string url = fresh_database("fork_orm");
+  create_fork_orm_table(url);
+  // A row its ORM wrote (created_at given by Python's time.time()).
+  query_one(url,
+            "INSERT INTO execution_events (fid, username, timestamp, kind, message, created_at) "
+            "VALUES ('orm1', 'bob', 5, 'status', 'running', 5.5)");
+  auto storage = open_storage(url);
+  // Before the migration every call says what to run, rather than failing each COPY.
+  EXPECT_NE(error_of([&] {
+              storage->append(std::vector<kodo::Event>{event("k1", 0, "status", "starting")});
+            }).find("kodo-host db create-tables"),
+            std::string::npos);
+  storage->create_schema();
+  storage->append(std::vector<kodo::Event>{event("k1", 0, "status", "starting"),
+                                           event("k1", 1, "status", "running")});
+  EXPECT_EQ(storage->get_execution("k1")->event_count, 2);
+  EXPECT_EQ(query_one(url, "SELECT count(*) FROM execution_events WHERE created_at IS NULL"), "0");
+  EXPECT_EQ(storage->get_execution("orm1")->status, "running");
+}
+
+TEST(PostgresStorage, TheForksWriterStoresIntoAKodoMigratedTable) {
+  for (const bool fork_made_it : {false, true}) {
+    const std::string url = fresh_database(fork_made_it ? "fork_writer_orm" : "fork_writer");
+    if (fork_made_it) create_fork_orm_table(url);
+    auto storage = open_storage(url);
+    storage->create_schema();
+    // A kodo run and a fork run side by side, as in a rolling upgrade.
+    storage->append(std::vector<kodo::Event>{event("k1", 0, "status", "starting")});
+    fork_run(url, "fork1");
+    expect_fork_run_stored(*storage, "fork1");
+    EXPECT_EQ(storage->get_execution("k1")->event_count, 1);
+    // The listing shows the fork's run too.
+    auto listed = storage->list_executions("carol", 0, 10);
+    ASSERT_EQ(listed.size(), 1u) << fork_made_it;
+    EXPECT_EQ(listed[0].fid, "fork1");
+  }
+}
+
+TEST(PostgresStorage, ConcurrentForkWritersOfOneExecutionGetDistinctSeqs) {
+  const std::string url = fresh_database("fork_concurrent");
+  open_storage(url)->create_schema();
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 4; ++w)
+    writers.emplace_back([&, w] {
+      PGconn *conn = PQconnectdb(url.c_str());
+      for (int i = 0; i < 50; ++i)
+        fork_insert(conn, "shared", "carol", w * 100 + i, "stdout", std::to_string(i));
+      PQfinish(conn);
+    });
+  for (auto &t : writers) t.join();
+  EXPECT_EQ(query_one(url,
+                      "SELECT count(DISTINCT seq) || ',' || min(seq) || ',' || max(seq) FROM "
+                      "execution_events WHERE fid = 'shared'"),
+            "200,0,199");
+  EXPECT_EQ(query_one(url, "SELECT event_count FROM kodo_executions WHERE fid = 'shared'"), "200");
 }
 
 TEST(PostgresStorage, RepeatedBatchesAreStoredOnceAndTheSummaryCountsOnce) {
@@ -279,7 +396,7 @@ TEST(PostgresStorage, HostCommandsCreateTablesAndNeverPrintThePassword) {
       {KODO_HOST_BINARY, "--plugin-dir", KODO_PLUGIN_DIR, "db", "create-tables"},
       {"KODO_EXECUTION_DATABASE=" + url, "KODO_LOG_LEVEL=debug"});
   EXPECT_EQ(created.exit_code, 0) << created.output;
-  EXPECT_EQ(query_one(url, "SELECT max(version) FROM kodo_schema_version"), "2");
+  EXPECT_EQ(query_one(url, "SELECT max(version) FROM kodo_schema_version"), "3");
   EXPECT_EQ(created.output.find(PostgresServer::kPassword), std::string::npos) << created.output;
 
   auto described = kodo::e2e::run_command(

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -31,6 +32,15 @@ struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr
 };
+
+// Polls `condition` every 20 ms until it holds or `timeout_s` passed; then its last answer.
+inline bool eventually(const std::function<bool()> &condition, int timeout_s = 30) {
+  for (int i = 0; i < timeout_s * 50; ++i) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return condition();
+}
 
 inline std::string read_file(const std::string &path) {
   std::ifstream in(path);

@@ -172,6 +172,52 @@ class RedisHostE2E : public ::testing::Test {
   std::vector<std::unique_ptr<HostProcess>> spoolers_;
 };
 
+// A run the kodosumi fork's runner wrote (its producer: three fields, no announcement) is
+// found by a kodo spooler and stored under the username of its meta event, in stream order;
+// its stream goes once its final status is stored, as kodo's own do.
+TEST_F(RedisHostE2E, ARunTheForksProducerWroteIsStoredUnderItsUser) {
+  start_spoolers(1);
+  const std::string fid = "65f0c0ffee0000000000abcd";
+  const std::string key = "kodo:events:" + fid;
+  const std::vector<std::pair<std::string, std::string>> written = {
+      {"status", "starting"},
+      {"inputs", R"({"dict":{"n":1}})"},
+      {"meta", R"({"dict":{"fid":")" + fid + R"(","username":"carol","kodosumi":"1.1.0"}})"},
+      {"status", "running"},
+      {"stdout", "hello"},
+      {"final", R"({"dict":{"ok":true}})"},
+      {"status", "finished"}};
+  double ts = 1700000000.0;
+  for (const auto &[kind, payload] : written)
+    redis_.cli({"XADD", key, "MAXLEN", "~", "10000", "*", "timestamp", std::to_string(ts += 0.5),
+                "kind", kind, "payload", payload});
+  const std::string path = exec_dir_ + "/carol/" + fid + "/sqlite3.db";
+  std::vector<std::pair<std::string, std::string>> stored;
+  for (int i = 0; i < 3000 && stored.size() < written.size(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    stored.clear();
+    sqlite3 *db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+      sqlite3_stmt *stmt = nullptr;
+      if (sqlite3_prepare_v2(db, "SELECT kind, message FROM monitor ORDER BY id", -1, &stmt,
+                             nullptr) == SQLITE_OK)
+        while (sqlite3_step(stmt) == SQLITE_ROW)
+          stored.emplace_back(reinterpret_cast<const char *>(sqlite3_column_text(stmt, 0)),
+                              reinterpret_cast<const char *>(sqlite3_column_text(stmt, 1)));
+      sqlite3_finalize(stmt);
+    }
+    sqlite3_close(db);
+  }
+  EXPECT_EQ(stored, written);
+  // Stored through: the stream is deleted after its grace.
+  bool gone = false;
+  for (int i = 0; i < 1500 && !gone; ++i) {
+    gone = redis_.cli({"EXISTS", key}) == "0";
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(gone);
+}
+
 TEST_F(RedisHostE2E, ThreeSpoolersOneKilledMidRunEveryEventStoredOnceInOrder) {
   ASSERT_NO_FATAL_FAILURE(start_host({"--no-spooler"}, env()));
   ASSERT_NO_FATAL_FAILURE(start_spoolers(3));

@@ -206,6 +206,74 @@ TEST_F(RedisTransportTest, AFinishedExecutionsStreamGoesAfterItsGrace) {
       << "the finished execution's announcement is still there";
 }
 
+TEST_F(RedisTransportTest, TheForksUnannouncedStreamsAreFoundNumberedAndGetTheirUserFromMeta) {
+  auto transport = open({{"claim_idle_ms", "300"}});
+  auto c1 = transport->open_consumer("kodo-spooler", "c1");
+  const std::string fid = new_fid();
+  // Exactly as the fork's producer writes (kodosumi/transport.py, RedisStreamProducer._xadd):
+  // str() of each value, three fields, MAXLEN ~ 10000, and no announcement.
+  auto fork_xadd = [&](const std::string &kind, const std::string &payload) {
+    redis_.cli({"XADD", key(fid), "MAXLEN", "~", "10000", "*", "timestamp", "1700000000.25", "kind",
+                kind, "payload", payload});
+  };
+  const std::string meta = R"({"dict":{"fid":")" + fid + R"(","username":"carol","summary":"s"}})";
+  fork_xadd("status", "starting");
+  fork_xadd("inputs", R"({"dict":{"n":1}})");
+  fork_xadd("meta", meta);
+  fork_xadd("status", "running");
+  fork_xadd("agent", R"({"dict":{"step":1}})");
+  auto got = receive(*c1, 5, true);
+  ASSERT_EQ(got.size(), 5u);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].second.fid, fid);
+    EXPECT_EQ(got[i].second.seq, int64_t(i));
+    EXPECT_EQ(got[i].second.username, "carol");
+    EXPECT_EQ(got[i].second.timestamp, 1700000000.25);
+  }
+  EXPECT_EQ(got[0].second.payload, "starting");
+  EXPECT_EQ(got[2].second.kind, "meta");
+  EXPECT_EQ(got[2].second.payload, meta);
+  EXPECT_EQ(redis_.cli({"HEXISTS", "kodo:events:#executions", fid}), "1");
+  DeliveryBatch none;
+  c1->read(10, 0, none);  // sends the acks: entries up to the 5th are recorded stored
+
+  // Trimmed below what is stored (the fork's MAXLEN or kodo's owner do that), then more
+  // entries; c1 falls silent and c2 takes over: its numbering goes on from the position.
+  redis_.cli({"XTRIM", key(fid), "MAXLEN", "2"});
+  fork_xadd("final", R"({"dict":{"ok":true}})");
+  fork_xadd("status", "finished");
+  auto other = open({{"claim_idle_ms", "300"}});
+  auto c2 = other->open_consumer("kodo-spooler", "c2");
+  auto rest = receive(*c2, 2, true);
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(rest[0].second.seq, 5);
+  EXPECT_EQ(rest[0].second.kind, "final");
+  EXPECT_EQ(rest[1].second.seq, 6);
+  EXPECT_EQ(rest[1].second.username, "carol");
+}
+
+TEST_F(RedisTransportTest, AForkStreamWithoutItsMetaYetWaitsAndKodosOwnStreamsAreLeftAlone) {
+  auto transport = open();
+  auto consumer = transport->open_consumer("kodo-spooler", "c1");
+  const std::string fid = new_fid(), kodo_fid = new_fid();
+  redis_.cli({"XADD", key(fid), "*", "timestamp", "1.5", "kind", "status", "payload", "starting"});
+  transport->publish(events(kodo_fid, 0, 3), 1000);
+  ASSERT_EQ(receive(*consumer, 3, true).size(), 3u);
+  DeliveryBatch batch;
+  consumer->read(10, 1500, batch);  // an upkeep and a scan pass at least
+  EXPECT_EQ(batch.size(), 0u);
+  EXPECT_EQ(redis_.cli({"HEXISTS", "kodo:events:#executions", fid}), "0");
+  EXPECT_EQ(redis_.cli({"XLEN", "kodo:events:#registry"}), "1");  // kodo's run, announced once
+  // Its meta comes: the stream is announced and read from its first entry.
+  redis_.cli({"XADD", key(fid), "*", "timestamp", "1.6", "kind", "meta", "payload",
+              R"({"username":"dave"})"});
+  auto got = receive(*consumer, 2, true);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].second.seq, 0);
+  EXPECT_EQ(got[0].second.username, "dave");
+  EXPECT_EQ(got[1].second.seq, 1);
+}
+
 TEST_F(RedisTransportTest, ThePasswordNeverShows) {
   auto plugin = Plugin::load(REDIS_PLUGIN, "", KODO_KIND_TRANSPORT);
   PluginOptionSources sources;
