@@ -47,7 +47,7 @@ TEST(EventLine, SerializedKindsAreStoredAsKodosumiStoresThem) {
   EXPECT_EQ(
       parse_event_line(R"({"kind":"upload","payload":[1,"a",[{"b":[2]}],{}]})").payload,
       R"({"__list__":[{"int":1},{"str":"a"},{"__list__":[{"dict":{"b":[2]}}]},{"dict":{}}]})");
-  EXPECT_EQ(parse_event_line(R"({"kind":"lease","payload":[]})").payload, R"({"__list__":[]})");
+  EXPECT_EQ(parse_event_line(R"({"kind":"upload","payload":[]})").payload, R"({"__list__":[]})");
 }
 
 TEST(EventLine, TypeNamesAModel) {
