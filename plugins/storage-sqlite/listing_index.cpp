@@ -34,6 +34,13 @@ constexpr const char *kSchema =
     "CREATE TABLE IF NOT EXISTS folders(name TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL) "
     "WITHOUT ROWID";
 
+std::string key_of(const std::string &username, const std::string &fid) {
+  std::string key = username;
+  key += '/';
+  key += fid;
+  return key;
+}
+
 int64_t now_ns() {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -90,7 +97,7 @@ Conn &ListingIndex::conn() {
 
 bool ListingIndex::knows(const std::string &username, const std::string &fid) {
   std::lock_guard lock(known_mu_);
-  return known_.count(username + "/" + fid) != 0;
+  return known_.count(key_of(username, fid)) != 0;
 }
 
 void ListingIndex::forget(const std::string &key) {
@@ -121,11 +128,11 @@ void ListingIndex::add(const std::vector<Item> &items) {
   }
   std::lock_guard known_lock(known_mu_);
   if (known_.size() >= kMaxKnown) known_.clear();  // a bound, not a loss: rows are kept
-  for (const Item &x : items) known_.insert(x.username + "/" + x.fid);
+  for (const Item &x : items) known_.insert(key_of(x.username, x.fid));
 }
 
 void ListingIndex::remove(const std::string &username, const std::string &fid) {
-  forget(username + "/" + fid);
+  forget(key_of(username, fid));
   std::lock_guard lock(mu_);
   Conn &c = conn();
   sqlite3_stmt *s = c.prepare("DELETE FROM executions WHERE username = ? AND fid = ?");
@@ -219,7 +226,7 @@ void ListingIndex::rescan_user(const std::string &username, int64_t mtime) {
     record(username, making ? kStale : mtime);
   });
   for (const auto &[fid, present] : indexed)
-    if (!present) forget(username + "/" + fid);
+    if (!present) forget(key_of(username, fid));
 }
 
 void ListingIndex::refresh(const char *username) {
