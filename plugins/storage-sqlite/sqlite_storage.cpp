@@ -11,9 +11,10 @@
 // scanning `monitor`; kodosumi ignores it.
 //
 // Connections are cached per execution (an LRU of max_open_databases entries). Each entry has
-// a writer connection and a reader connection, each behind its own mutex, so that under WAL
-// readers read while the writer writes. Archive and purge take both mutexes of the entry they
-// change, and mark it `gone` so that anyone still holding it looks the execution up again.
+// a writer connection behind its mutex and a few idle reader connections that reads take and
+// hand back, so that under WAL reads of one execution run at once, and beside its writer.
+// Archive and purge take the writer's mutex, wait for the readers in use (keeping new ones
+// out), and mark the entry `gone` so that anyone still holding it looks the execution up again.
 // One append commits its executions on a few threads, one transaction per execution.
 #include "listing_index.hpp"
 #include "sqlite_common.hpp"
@@ -373,7 +374,7 @@ struct Entry {
     // Whoever used it last has unlocked; taking the locks orders their work before the close.
     std::scoped_lock lock(write_mu, read_mu);
     writer.reset();
-    reader.reset();
+    idle.clear();
   }
   Entry(const Entry &) = delete;
   Entry &operator=(const Entry &) = delete;
@@ -383,12 +384,61 @@ struct Entry {
   const std::string key;
 
   std::mutex write_mu;
-  std::unique_ptr<Writer> writer;  // guarded by write_mu
-  std::mutex read_mu;
-  std::unique_ptr<Conn> reader;  // guarded by read_mu
-  bool gone = false;             // archived or purged; set holding both mutexes
+  std::unique_ptr<Writer> writer;           // guarded by write_mu
+  std::mutex read_mu;                       // guards the reader fields below and `gone`
+  std::condition_variable readers_cv;       // a reader handed back, or draining over
+  std::vector<std::unique_ptr<Conn>> idle;  // at most kIdleReaders
+  size_t busy = 0;                          // readers in use
+  bool draining = false;                    // archive or purge waits: no new reader starts
+  bool gone = false;                        // archived or purged; set holding both mutexes
 
   std::list<Entry *>::iterator lru;  // guarded by the cache's mutex
+};
+
+// Reader connections an execution keeps open while no read uses them; reads beyond these at
+// once open their own and close it after.
+constexpr size_t kIdleReaders = 2;
+
+// An execution held for archive or purge: its writer's mutex, its readers' mutex, and no
+// reader in use (reads that come meanwhile wait until it ends).
+class Exclusive {
+ public:
+  explicit Exclusive(Entry &e) : e_(e), write_(e.write_mu), read_(e.read_mu) {
+    e_.draining = true;
+    e_.readers_cv.wait(read_, [&] { return e_.busy == 0; });
+  }
+  ~Exclusive() {
+    e_.draining = false;
+    e_.readers_cv.notify_all();
+  }
+  Exclusive(const Exclusive &) = delete;
+  Exclusive &operator=(const Exclusive &) = delete;
+
+ private:
+  Entry &e_;
+  std::lock_guard<std::mutex> write_;
+  std::unique_lock<std::mutex> read_;
+};
+
+// A reader connection taken from an execution; handed back (or closed) when it ends.
+struct Lease {
+  Entry &entry;
+  std::unique_ptr<Conn> conn;
+  bool keep = true;
+
+  Lease(Entry &e, std::unique_ptr<Conn> c) : entry(e), conn(std::move(c)) {}
+  ~Lease() {
+    std::unique_ptr<Conn> closing;  // closed after the mutex is released
+    std::lock_guard lock(entry.read_mu);
+    if (keep && conn && !entry.gone && entry.idle.size() < kIdleReaders)
+      entry.idle.push_back(std::move(conn));
+    else
+      closing = std::move(conn);
+    --entry.busy;
+    entry.readers_cv.notify_all();
+  }
+  Lease(const Lease &) = delete;
+  Lease &operator=(const Lease &) = delete;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -724,7 +774,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     const std::string username = username_arg ? username_arg : locate(fid);
     for (;;) {
       std::shared_ptr<Entry> e = acquire(username, fid, false);
-      std::scoped_lock lock(e->write_mu, e->read_mu);
+      Exclusive hold(*e);
       if (e->gone) continue;
       fs::path db = e->dir / kDbName;
       if (!is_file(db))
@@ -732,7 +782,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
                                             quote(username) + " not found: " + db.string() +
                                             " does not exist");
       e->writer.reset();
-      e->reader.reset();
+      e->idle.clear();
       // Fold the WAL into the file, so the archive is one self-contained file.
       {
         Conn c(db, SQLITE_OPEN_READWRITE, settings_.busy_timeout_ms);
@@ -864,30 +914,35 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     }
   }
 
-  // Runs fn on the execution's reader connection, opened if needed.
+  // Runs fn on a reader connection of the execution: an idle one, or a new one.
   template <class Fn>
   std::invoke_result_t<Fn &, Conn &> with_reader(const std::string &username,
                                                  const std::string &fid, bool hot, Fn &&fn) {
     for (;;) {
       std::shared_ptr<Entry> e = acquire(username, fid, hot);
-      std::lock_guard lock(e->read_mu);
-      if (e->gone) continue;
-      Conn &c = reader_of(*e);
+      std::unique_ptr<Conn> c;
+      {
+        std::unique_lock lock(e->read_mu);
+        e->readers_cv.wait(lock, [&] { return !e->draining; });
+        if (e->gone) continue;
+        if (!e->idle.empty()) {
+          c = std::move(e->idle.back());
+          e->idle.pop_back();
+        }
+        ++e->busy;
+      }
+      Lease lease(*e, std::move(c));
       try {
-        return fn(c);
+        if (!lease.conn) {
+          lease.conn = open_reader(e->dir / kDbName, settings_, e->username, e->fid);
+          remember_owner(*e);
+        }
+        return fn(*lease.conn);
       } catch (const Error &err) {
-        if (err.code() != KODO_ERR_UNAVAILABLE) e->reader.reset();
+        if (err.code() != KODO_ERR_UNAVAILABLE) lease.keep = false;
         throw;
       }
     }
-  }
-
-  Conn &reader_of(Entry &e) {
-    if (!e.reader) {
-      e.reader = open_reader(e.dir / kDbName, settings_, e.username, e.fid);
-      remember_owner(e);
-    }
-    return *e.reader;
   }
 
   // The summary, or nothing if the execution is gone; other failures are logged and give an
@@ -933,7 +988,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
   bool purge_one(const std::string &username, const std::string &fid, double older_than) {
     for (;;) {
       std::shared_ptr<Entry> e = acquire(username, fid, false);
-      std::scoped_lock lock(e->write_mu, e->read_mu);
+      Exclusive hold(*e);
       if (e->gone) continue;
       bool any = false;
       double newest = -std::numeric_limits<double>::infinity();
@@ -941,11 +996,12 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
         any = true;
         if (s.event_count > 0) newest = std::max(newest, s.last_ts);
       };
-      if (is_file(e->dir / kDbName)) consider(read_summary(reader_of(*e)));
       std::error_code ec;
       for (fs::directory_iterator it(e->dir, ec), end; !ec && it != end; it.increment(ec)) {
         std::string name = it->path().filename().string();
-        if (name.rfind(kArchiveName, 0) != 0 || name.find('-') != std::string::npos) continue;
+        if (name != kDbName &&
+            (name.rfind(kArchiveName, 0) != 0 || name.find('-') != std::string::npos))
+          continue;
         Conn c(it->path(), SQLITE_OPEN_READWRITE, settings_.busy_timeout_ms);
         consider(read_summary(c));
       }
@@ -953,7 +1009,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
         throw Error(KODO_ERR_IO, "purge: cannot list " + e->dir.string() + ": " + ec.message());
       if (!any || newest >= older_than) return false;
       e->writer.reset();
-      e->reader.reset();
+      e->idle.clear();
       fs::remove_all(e->dir, ec);
       if (ec)
         throw Error(KODO_ERR_IO, "purge: cannot remove " + e->dir.string() + ": " + ec.message());

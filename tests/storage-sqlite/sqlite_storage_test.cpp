@@ -425,7 +425,9 @@ TEST_F(SqliteStorage, ConcurrentWritersAndReaders) {
     }
   };
   std::vector<std::thread> readers;
-  for (int x = 0; x < executions; ++x) readers.emplace_back(reader, x);
+  // Three readers per execution: more at once than it keeps idle connections for.
+  for (int x = 0; x < executions; ++x)
+    for (int r = 0; r < 3; ++r) readers.emplace_back(reader, x);
   std::thread lister([&] {
     while (writing) {
       ExecutionPage page;
@@ -500,7 +502,8 @@ TEST_F(SqliteStorage, ArchiveAndPurgeRaceWithWritersAndReaders) {
     }
     writing = false;
   });
-  std::thread reader([&] {
+  // Three readers: archive and purge wait for reads of one execution running at once.
+  auto read_all_the_time = [&] {
     while (writing)
       for (auto &fid : fids) {
         EventPage page;
@@ -510,7 +513,9 @@ TEST_F(SqliteStorage, ArchiveAndPurgeRaceWithWritersAndReaders) {
         o = store.get(fid, nullptr, s);
         if (o.status != KODO_OK && o.status != KODO_ERR_NOT_FOUND) fail("get " + fid, o);
       }
-  });
+  };
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) readers.emplace_back(read_all_the_time);
   std::thread archiver([&] {
     while (writing) {
       Outcome o = store.archive("A", "alice");
@@ -532,7 +537,7 @@ TEST_F(SqliteStorage, ArchiveAndPurgeRaceWithWritersAndReaders) {
     }
   });
   writer.join();
-  reader.join();
+  for (auto &t : readers) t.join();
   archiver.join();
   maintainer.join();
   EXPECT_EQ(errors.load(), 0);
