@@ -282,6 +282,8 @@ void ListingIndex::refresh(const char *username) {
 std::vector<ListingIndex::Key> ListingIndex::page(const char *username, size_t offset, size_t limit,
                                                   bool &more) {
   std::lock_guard lock(mu_);
+  more = false;
+  if (mtime_ns(exec_dir_) == kMissing) return {};  // nothing written yet: no index to make
   try {
     refresh(username);
     Conn &c = conn();

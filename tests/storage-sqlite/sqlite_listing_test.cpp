@@ -174,6 +174,16 @@ TEST_F(SqliteStorage, ListsExecutionsKodosumiWroteWithoutTheIndex) {
             (std::vector<std::string>{oid(300), "run-x", oid(100)}));
 }
 
+// An exec folder not there (yet) lists nothing, as before the index, and makes no index.
+TEST_F(SqliteStorage, ListsNothingWithoutTheExecFolder) {
+  Store store(dir_);
+  fs::remove_all(dir_);
+  bool more = true;
+  EXPECT_TRUE(store.list_fids(nullptr, 0, 10, &more).empty());
+  EXPECT_FALSE(more);
+  EXPECT_FALSE(fs::exists(dir_));
+}
+
 TEST_F(SqliteStorage, ArchiveAndPurgeRemoveTheirIndexRows) {
   Store store(dir_);
   store.append_ok({ev(oid(100), 0, "status", "finished", "alice", 100)});
