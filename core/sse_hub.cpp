@@ -242,28 +242,34 @@ void SseHub::pump(const std::string &fid) {
 
   bool any = false;
   std::string frame;
-  read_all(fid, {}, cursor, [&](const Event &e) {
-    any = true;
-    cursor = e.seq;
-    frame.clear();
-    append_sse_frame(frame, e.kind, e.seq + 1, e.timestamp, e.payload);
-    for (auto &v : viewers)
-      if (v->caught_up && e.seq > v->after) {
-        v->after = e.seq;
-        if (v->wants(e.kind)) v->out += frame;
-      }
-    if (is_final_status_event(e)) final_seen = true;
-  });
-  for (auto &v : viewers) {
-    if (!v->out.empty() && !v->stream->write(v->out)) gone.push_back(v);
-    v->out.clear();
-  }
+  auto read_live = [&] {
+    read_all(fid, {}, cursor, [&](const Event &e) {
+      any = true;
+      cursor = e.seq;
+      frame.clear();
+      append_sse_frame(frame, e.kind, e.seq + 1, e.timestamp, e.payload);
+      for (auto &v : viewers)
+        if (v->caught_up && e.seq > v->after) {
+          v->after = e.seq;
+          if (v->wants(e.kind)) v->out += frame;
+        }
+      if (is_final_status_event(e)) final_seen = true;
+    });
+    for (auto &v : viewers) {
+      if (!v->out.empty() && !v->stream->write(v->out)) gone.push_back(v);
+      v->out.clear();
+    }
+  };
+  read_live();
 
   // The final status is the last event of a run: once it is sent, so is everything.
   bool ended = final_seen;
   if (!ended && !any) {
     auto info = storage_.get_execution(fid, config_.username);
     ended = info && is_final_status(info->status) && !executor_.is_active(fid);
+    // The run's last events may have been committed between the read above and this look
+    // at its status: they are sent before the eof (a stream once ended with them missing).
+    if (ended) read_live();
   }
   if (ended) {
     std::string eof;
