@@ -93,7 +93,8 @@ void LostEventsWatch::on_stored(const kodo_event *const *events, size_t count, d
       }
     }
   }
-  for (const auto &[fid, what] : notices) log_warn("execution " + fid + ": " + what);
+  for (const auto &[fid, what] : notices)
+    log_warn(std::string("execution ").append(fid).append(": ").append(what));
   for (const Ended &x : ended) settle(x.fid, x.username, x.final_seq, x.gaps);
 }
 
