@@ -213,6 +213,8 @@ void Api::health(HttpResponder &response) {
   w.Uint64(ctx_.executor.stats().running);
   w.Key("events_lost");
   w.Uint64(ctx_.metrics.events_lost.load());
+  w.Key("events_missing");
+  w.Int64(ctx_.metrics.events_missing.load());
   // Running out of file descriptors: new connections and runs fail until some free up.
   const bool descriptors_short = ctx_.server && ctx_.server->out_of_descriptors();
   w.Key("descriptors");

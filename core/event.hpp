@@ -39,6 +39,12 @@ inline bool is_final_status(const std::string &status) {
   return status == "finished" || status == "error";
 }
 
+// Seqs from here up hold the host's own notes on an execution (the run journal's end of a run a
+// dead host left). A producer counts its seqs from 0 and never gets this far, so a note never
+// takes the seq of an event still on its way through the transport. 10^15 is exact as a JSON
+// number (a double) and leaves room for any run.
+constexpr int64_t kHostNoteSeq = 1'000'000'000'000'000;
+
 // Seconds since the epoch, as a double (kodosumi's timestamps).
 double now_seconds();
 

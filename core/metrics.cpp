@@ -70,8 +70,8 @@ std::string Metrics::render(const Gauges &g) const {
           load(events_stored));
   counter(out, "kodo_batches_stored_total", "Batches committed to storage.", load(batches_stored));
   counter(out, "kodo_events_lost_total",
-          "Events lost in the transport before storage (e.g. Redis lost its data); each "
-          "execution concerned says so in an error event.",
+          "Events lost in the transport before storage (e.g. Redis lost its data): still missing "
+          "when their execution ended, which says so in an error event.",
           load(events_lost));
   counter(out, "kodo_store_failures_total", "Storage append attempts that failed and were retried.",
           load(store_failures));
@@ -85,6 +85,9 @@ std::string Metrics::render(const Gauges &g) const {
   counter(out, "kodo_executions_launched_total", "Executions launched.", g.executions_launched);
   counter(out, "kodo_executions_finished_total", "Executions whose final status is stored.",
           load(executions_finished));
+  gauge(out, "kodo_events_missing",
+        "Events missing now in runs under way (a seq stored past them); late ones fill the gap.",
+        events_missing.load(std::memory_order_relaxed));
   gauge(out, "kodo_running_executions", "Flow processes running now.", g.running_executions);
   gauge(out, "kodo_queued_executions", "Launches waiting for a free slot.", g.queued_executions);
   gauge(out, "kodo_storage_up", "1 while storage accepts appends, 0 while they fail.",

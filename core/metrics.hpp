@@ -72,11 +72,12 @@ struct Metrics {
   std::atomic<uint64_t> events_refused{0};       // refused by storage for good, recorded as errors
   std::atomic<uint64_t> redeliveries{0};         // deliveries seen with delivery_count > 1
   std::atomic<uint64_t> executions_finished{0};  // final status stored
-  std::atomic<uint64_t> events_lost{0};  // lost in the transport before storage (lost_events.hpp)
-  std::atomic<int64_t> storage_up{1};    // 0 while appends fail
-  std::atomic<int64_t> spool_lag_ms{0};  // age of the newest event stored in the last batch
-  Histogram batch_size;                  // events per stored batch
-  Histogram stored_latency;              // seconds from an event's timestamp to its commit
+  std::atomic<uint64_t> events_lost{0};          // missing when their run ended (lost_events.hpp)
+  std::atomic<int64_t> events_missing{0};        // in gaps of runs under way (lost_events.hpp)
+  std::atomic<int64_t> storage_up{1};            // 0 while appends fail
+  std::atomic<int64_t> spool_lag_ms{0};          // age of the newest event stored in the last batch
+  Histogram batch_size;                          // events per stored batch
+  Histogram stored_latency;                      // seconds from an event's timestamp to its commit
 
   // Gauges owned elsewhere are passed in at render time.
   struct Gauges {

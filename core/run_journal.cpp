@@ -7,6 +7,7 @@
 #include "core/storage.hpp"
 #include "core/write_all.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
@@ -175,7 +176,9 @@ size_t reconcile_dead_hosts(RunJournal &journal, Storage &storage, EventSink &si
       for (size_t i = 0; i < events.size(); ++i) {
         events[i].fid = orphan.fid;
         events[i].username = info->username;
-        events[i].seq = info->last_seq + 1 + static_cast<int64_t>(i);
+        // Among the notes: the dead host's events still in the transport need the seqs
+        // after last_seq, and are stored there when they arrive.
+        events[i].seq = std::max(kHostNoteSeq, info->last_seq + 1) + static_cast<int64_t>(i);
         events[i].timestamp = now_seconds();
       }
       events[0].kind = "error";

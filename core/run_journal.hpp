@@ -8,12 +8,16 @@
 // lock can be taken belongs to a dead host. At start (reconcile_dead_hosts) a host takes over
 // every such journal, and each run it lists as begun and not ended that storage still shows
 // as not finished gets an error event ("the host stopped while this run was running") and
-// status "error", which also ends its SSE streams. Live hosts' journals are locked, so hosts
+// status "error", which also ends its SSE streams. Both take seqs among the notes
+// (kHostNoteSeq): the dead host may have left events of the run in a cross-process transport,
+// and those, stored later, keep their own seqs. Live hosts' journals are locked, so hosts
 // sharing one PostgreSQL (or one directory) never end each other's live runs.
 //
 // Limits: hosts on different machines see only their own machine's journals, so a dead
 // host's runs are ended when a host starts on its machine with the same directory; flock over
-// NFS is not relied on. Lines are written without fsync: a process crash loses nothing, a
+// NFS is not relied on. A run ended so reads `error` even if the dead host's own final status
+// arrives later (it has the lower seq), and its summary's last_seq is a note's. Lines are
+// written without fsync: a process crash loses nothing, a
 // machine crash may lose the last lines.
 #pragma once
 

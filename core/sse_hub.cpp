@@ -261,31 +261,37 @@ void SseHub::pump(const std::string &fid) {
 
   bool any = false;
   std::string frames[2];  // raw, formatted: each made once per event, when a viewer wants it
-  read_all(fid, {}, cursor, [&](const Event &e) {
-    any = true;
-    cursor = e.seq;
-    frames[0].clear();
-    frames[1].clear();
-    for (auto &v : viewers)
-      if (v->caught_up && e.seq > v->after) {
-        v->after = e.seq;
-        if (!v->wants(e.kind)) continue;
-        std::string &frame = frames[v->formatted ? 1 : 0];
-        if (frame.empty()) append_event(frame, e, v->formatted);
-        v->out += frame;
-      }
-    if (is_final_status_event(e)) final_seen = true;
-  });
-  for (auto &v : viewers) {
-    if (!v->out.empty() && !v->stream->write(v->out)) gone.push_back(v);
-    v->out.clear();
-  }
+  auto read_live = [&] {
+    read_all(fid, {}, cursor, [&](const Event &e) {
+      any = true;
+      cursor = e.seq;
+      frames[0].clear();
+      frames[1].clear();
+      for (auto &v : viewers)
+        if (v->caught_up && e.seq > v->after) {
+          v->after = e.seq;
+          if (!v->wants(e.kind)) continue;
+          std::string &frame = frames[v->formatted ? 1 : 0];
+          if (frame.empty()) append_event(frame, e, v->formatted);
+          v->out += frame;
+        }
+      if (is_final_status_event(e)) final_seen = true;
+    });
+    for (auto &v : viewers) {
+      if (!v->out.empty() && !v->stream->write(v->out)) gone.push_back(v);
+      v->out.clear();
+    }
+  };
+  read_live();
 
   // The final status is the last event of a run: once it is sent, so is everything.
   bool ended = final_seen;
   if (!ended && !any) {
     auto info = storage_.get_execution(fid);
     ended = info && is_final_status(info->status) && !executor_.is_active(fid);
+    // The run's last events may have been committed between the read above and this look
+    // at its status: they are sent before the eof (a stream once ended with them missing).
+    if (ended) read_live();
   }
   if (ended) {
     const std::string eof = eof_frame();

@@ -11,10 +11,14 @@
 // scanning `monitor`; kodosumi ignores it.
 //
 // Connections are cached per execution (an LRU of max_open_databases entries). Each entry has
-// a writer connection and a reader connection, each behind its own mutex, so that under WAL
-// readers read while the writer writes. Archive and purge take both mutexes of the entry they
-// change, and mark it `gone` so that anyone still holding it looks the execution up again.
+// a writer connection behind its mutex and a few idle reader connections that reads take and
+// hand back, so that under WAL reads of one execution run at once, and beside its writer.
+// Archive and purge take the writer's mutex, wait for the readers in use (keeping new ones
+// out), and mark the entry `gone` so that anyone still holding it looks the execution up again.
 // One append commits its executions on a few threads, one transaction per execution.
+#include "listing_index.hpp"
+#include "sqlite_common.hpp"
+
 #include <kodo/plugin.hpp>
 
 #include <fcntl.h>
@@ -49,8 +53,7 @@
 
 namespace {
 
-namespace fs = std::filesystem;
-using kodo::sdk::Error;
+using namespace kodo_sqlite;  // NOLINT(google-build-using-namespace): the plugin's own helpers
 
 constexpr const char *kDbName = "sqlite3.db";
 constexpr const char *kArchiveName = "sqlite3.db.archive";
@@ -121,198 +124,6 @@ std::string insert_sql(size_t rows) {
 
 // The per-connection page cache; many databases are open at once, each needs little.
 constexpr const char *kCacheSize = "PRAGMA cache_size=-1024";
-
-// ------------------------------------------------------------------------------------------
-// Names and messages
-
-// A value for an error message: printable ASCII kept, other bytes escaped, long values cut.
-std::string quote(const char *value, size_t max = 80) {
-  if (!value) return "(null)";
-  std::string out = "'";
-  size_t i = 0;
-  for (; value[i] && i < max; ++i) {
-    auto c = static_cast<unsigned char>(value[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
-      out += static_cast<char>(c);
-    } else {
-      static const char hex[] = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  if (value[i]) out += "...";
-  return out + "'";
-}
-
-std::string quote(const std::string &value) {
-  return quote(value.c_str());
-}
-
-// fid and username become path components: the SDK's naming rule.
-using kodo::sdk::check_name;
-
-bool valid_name(const char *s) {
-  return s && kodo::sdk::name_problem("name", s).empty();
-}
-
-// A kodosumi fid is a bson ObjectId: 24 hex digits, the first 8 its creation time in seconds.
-std::optional<double> objectid_time(const std::string &fid) {
-  if (fid.size() != 24) return std::nullopt;
-  uint32_t seconds = 0;
-  for (size_t i = 0; i < fid.size(); ++i) {
-    char c = fid[i];
-    int v = (c >= '0' && c <= '9')   ? c - '0'
-            : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-            : (c >= 'A' && c <= 'F') ? c - 'A' + 10
-                                     : -1;
-    if (v < 0) return std::nullopt;
-    if (i < 8) seconds = seconds * 16 + static_cast<uint32_t>(v);
-  }
-  return static_cast<double>(seconds);
-}
-
-bool is_file(const fs::path &p) {
-  std::error_code ec;
-  return fs::is_regular_file(p, ec);
-}
-
-// Subdirectories of `dir` whose names are valid fids/usernames; empty when dir is missing.
-std::vector<std::string> valid_subdirs(const fs::path &dir) {
-  std::vector<std::string> names;
-  std::error_code ec;
-  fs::directory_iterator it(dir, ec), end;
-  if (ec) {
-    if (ec == std::errc::no_such_file_or_directory) return names;
-    throw Error(KODO_ERR_IO, "cannot list " + dir.string() + ": " + ec.message());
-  }
-  for (; it != end; it.increment(ec)) {
-    std::string name = it->path().filename().string();
-    std::error_code dir_ec;
-    if (valid_name(name.c_str()) && it->is_directory(dir_ec)) names.push_back(std::move(name));
-  }
-  if (ec) throw Error(KODO_ERR_IO, "cannot list " + dir.string() + ": " + ec.message());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-// ------------------------------------------------------------------------------------------
-// SQLite wrappers
-
-kodo_status status_of(int rc, bool &retryable) {
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_PROTOCOL: retryable = true; return KODO_ERR_UNAVAILABLE;
-    case SQLITE_FULL:
-    case SQLITE_IOERR: retryable = true; return KODO_ERR_IO;
-    case SQLITE_CANTOPEN:
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-    case SQLITE_READONLY:
-    case SQLITE_PERM: retryable = false; return KODO_ERR_IO;
-    case SQLITE_NOMEM: retryable = true; return KODO_ERR_INTERNAL;
-    default: retryable = false; return KODO_ERR_UNKNOWN;
-  }
-}
-
-[[noreturn]] void throw_sqlite(sqlite3 *db, int rc, const std::string &what,
-                               const std::string &path) {
-  bool retryable = false;
-  kodo_status code = status_of(rc, retryable);
-  std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  throw Error(code, "sqlite: " + what + " " + path + ": " + detail, retryable);
-}
-
-struct StmtDeleter {
-  void operator()(sqlite3_stmt *s) const { sqlite3_finalize(s); }
-};
-using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
-
-// Resets a statement when its use ends, also on error, so it holds no read snapshot.
-class StmtUse {
- public:
-  explicit StmtUse(sqlite3_stmt *s) : s_(s) {}
-  ~StmtUse() { sqlite3_reset(s_); }
-  StmtUse(const StmtUse &) = delete;
-  StmtUse &operator=(const StmtUse &) = delete;
-
- private:
-  sqlite3_stmt *s_;
-};
-
-// One connection with its cache of prepared statements. Not thread-safe: its owner locks.
-class Conn {
- public:
-  Conn(const fs::path &path, int flags, int busy_timeout_ms) : path_(path.string()) {
-    int rc = sqlite3_open_v2(path_.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
-    if (rc != SQLITE_OK) {
-      std::string detail = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
-      sqlite3_close(db_);
-      db_ = nullptr;
-      bool retryable = false;
-      kodo_status code = status_of(rc, retryable);
-      throw Error(code, "sqlite: cannot open " + path_ + ": " + detail, retryable);
-    }
-    sqlite3_extended_result_codes(db_, 1);
-    sqlite3_busy_timeout(db_, busy_timeout_ms);
-  }
-  ~Conn() {
-    statements_.clear();  // finalize before close
-    sqlite3_close(db_);
-  }
-  Conn(const Conn &) = delete;
-  Conn &operator=(const Conn &) = delete;
-
-  sqlite3 *db() const { return db_; }
-  const std::string &path() const { return path_; }
-  [[noreturn]] void fail(int rc, const std::string &what) const {
-    throw_sqlite(db_, rc, what, path_);
-  }
-
-  void exec(const char *sql, const char *what) {
-    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) fail(rc, what);
-  }
-
-  // A cached prepared statement; nullptr (and no throw) if it does not compile, e.g. because
-  // a table is missing.
-  sqlite3_stmt *try_prepare(const std::string &sql) {
-    auto it = statements_.find(sql);
-    if (it != statements_.end()) return it->second.get();
-    sqlite3_stmt *s = nullptr;
-    if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size() + 1),
-                           SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK) {
-      sqlite3_finalize(s);
-      return nullptr;
-    }
-    statements_.emplace(sql, StmtPtr(s));
-    return s;
-  }
-  sqlite3_stmt *prepare(const std::string &sql) {
-    sqlite3_stmt *s = try_prepare(sql);
-    if (!s) fail(sqlite3_errcode(db_), "cannot prepare a statement for");
-    return s;
-  }
-
-  // Steps once: true for a row, false when done; throws on error.
-  bool step(sqlite3_stmt *s, const char *what) {
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    fail(rc, what);
-  }
-
- private:
-  sqlite3 *db_ = nullptr;
-  std::string path_;
-  std::unordered_map<std::string, StmtPtr> statements_;
-};
-
-std::string column_text(sqlite3_stmt *s, int i) {
-  auto *p = reinterpret_cast<const char *>(sqlite3_column_text(s, i));
-  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, i))) : std::string();
-}
 
 struct Summary {
   int64_t event_count = 0;
@@ -571,6 +382,14 @@ std::unique_ptr<Conn> open_reader(const fs::path &db, const Settings &settings,
   return c;
 }
 
+// An execution's place in listings: an ObjectId fid's creation time, else its first event's.
+double sort_time(Writer &w, const std::string &fid) {
+  if (auto t = objectid_time(fid)) return *t;
+  sqlite3_stmt *s = w.conn->prepare("SELECT timestamp FROM monitor ORDER BY id LIMIT 1");
+  StmtUse use(s);
+  return w.conn->step(s, "cannot read the first event of") ? sqlite3_column_double(s, 0) : 0;
+}
+
 // ------------------------------------------------------------------------------------------
 // The cache of open execution databases
 
@@ -584,7 +403,7 @@ struct Entry {
     // Whoever used it last has unlocked; taking the locks orders their work before the close.
     std::scoped_lock lock(write_mu, read_mu);
     writer.reset();
-    reader.reset();
+    idle.clear();
   }
   Entry(const Entry &) = delete;
   Entry &operator=(const Entry &) = delete;
@@ -594,12 +413,61 @@ struct Entry {
   const std::string key;
 
   std::mutex write_mu;
-  std::unique_ptr<Writer> writer;  // guarded by write_mu
-  std::mutex read_mu;
-  std::unique_ptr<Conn> reader;  // guarded by read_mu
-  bool gone = false;             // archived or purged; set holding both mutexes
+  std::unique_ptr<Writer> writer;           // guarded by write_mu
+  std::mutex read_mu;                       // guards the reader fields below and `gone`
+  std::condition_variable readers_cv;       // a reader handed back, or draining over
+  std::vector<std::unique_ptr<Conn>> idle;  // at most kIdleReaders
+  size_t busy = 0;                          // readers in use
+  bool draining = false;                    // archive or purge waits: no new reader starts
+  bool gone = false;                        // archived or purged; set holding both mutexes
 
   std::list<Entry *>::iterator lru;  // guarded by the cache's mutex
+};
+
+// Reader connections an execution keeps open while no read uses them; reads beyond these at
+// once open their own and close it after.
+constexpr size_t kIdleReaders = 2;
+
+// An execution held for archive or purge: its writer's mutex, its readers' mutex, and no
+// reader in use (reads that come meanwhile wait until it ends).
+class Exclusive {
+ public:
+  explicit Exclusive(Entry &e) : e_(e), write_(e.write_mu), read_(e.read_mu) {
+    e_.draining = true;
+    e_.readers_cv.wait(read_, [&] { return e_.busy == 0; });
+  }
+  ~Exclusive() {
+    e_.draining = false;
+    e_.readers_cv.notify_all();
+  }
+  Exclusive(const Exclusive &) = delete;
+  Exclusive &operator=(const Exclusive &) = delete;
+
+ private:
+  Entry &e_;
+  std::lock_guard<std::mutex> write_;
+  std::unique_lock<std::mutex> read_;
+};
+
+// A reader connection taken from an execution; handed back (or closed) when it ends.
+struct Lease {
+  Entry &entry;
+  std::unique_ptr<Conn> conn;
+  bool keep = true;
+
+  Lease(Entry &e, std::unique_ptr<Conn> c) : entry(e), conn(std::move(c)) {}
+  ~Lease() {
+    std::unique_ptr<Conn> closing;  // closed after the mutex is released
+    std::lock_guard lock(entry.read_mu);
+    if (keep && conn && !entry.gone && entry.idle.size() < kIdleReaders)
+      entry.idle.push_back(std::move(conn));
+    else
+      closing = std::move(conn);
+    --entry.busy;
+    entry.readers_cv.notify_all();
+  }
+  Lease(const Lease &) = delete;
+  Lease &operator=(const Lease &) = delete;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -725,6 +593,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     if (threads == 0)
       threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, kAutoThreads);
     pool_ = std::make_unique<WorkerPool>(static_cast<size_t>(threads - 1));
+    index_ = std::make_unique<ListingIndex>(settings_.exec_dir, settings_.busy_timeout_ms);
 
     log_(KODO_LOG_INFO, "sqlite storage in " + settings_.exec_dir.string());
   }
@@ -781,6 +650,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     // failure so that the others are stored; the caller retries the batch and the stored
     // events are skipped.
     std::vector<std::optional<Error>> errors(groups.size());
+    std::vector<std::optional<ListingIndex::Item>> new_items(groups.size());
     std::function<void(size_t)> store_group = [&](size_t i) {
       const Group &g = groups[i];
       try {
@@ -791,6 +661,8 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
           }
           try {
             e.writer->write(g.events);
+            if (!index_->knows(e.username, e.fid))
+              new_items[i] = ListingIndex::Item{e.username, e.fid, sort_time(*e.writer, e.fid)};
           } catch (const Error &err) {
             // Start over with a fresh connection unless the database was merely busy.
             if (err.code() != KODO_ERR_UNAVAILABLE) e.writer.reset();
@@ -804,6 +676,17 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
       }
     };
     pool_->run(groups.size(), store_group);
+
+    // The executions new to the index, in one transaction. Its failure loses nothing: a new
+    // execution's folder changed its user folder, so the next listing reads that folder.
+    std::vector<ListingIndex::Item> items;
+    for (size_t i = 0; i < groups.size(); ++i)
+      if (new_items[i] && !errors[i]) items.push_back(std::move(*new_items[i]));
+    try {
+      index_->add(items);
+    } catch (const Error &err) {
+      log_(KODO_LOG_WARN, std::string("append: ") + err.what());
+    }
 
     size_t failed = 0;
     const Error *first = nullptr;
@@ -899,48 +782,18 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     if (request.limit == 0)
       throw Error(KODO_ERR_INVALID_ARGUMENT, "list_executions: limit must be greater than 0");
 
-    // Find the executions from folder names alone; open databases only for the page.
-    struct Candidate {
-      std::string username, fid;
-      double time = 0;
-      std::optional<Summary> summary;
-    };
-    std::vector<Candidate> all;
-    std::vector<std::string> users;
-    if (request.username)
-      users.push_back(request.username);
-    else
-      users = valid_subdirs(settings_.exec_dir);
-    for (const std::string &user : users) {
-      fs::path user_dir = settings_.exec_dir / user;
-      for (std::string &fid : valid_subdirs(user_dir)) {
-        if (!is_file(user_dir / fid / kDbName)) continue;  // archived or in the making
-        all.push_back(Candidate{user, std::move(fid), 0, std::nullopt});
+    // The index gives the page in order; each row's summary comes from its own database.
+    bool more = false;
+    for (const ListingIndex::Key &k :
+         index_->page(request.username, request.offset, request.limit, more)) {
+      std::optional<Summary> summary = summary_or_empty(k.username, k.fid);
+      if (!summary) {  // archived or purged behind the index's back
+        index_->remove(k.username, k.fid);
+        continue;
       }
+      fill(out.add(), k.username, k.fid, *summary);
     }
-    // An ObjectId carries its creation time; any other fid needs its first event's time.
-    for (Candidate &x : all) {
-      if (auto t = objectid_time(x.fid)) {
-        x.time = *t;
-      } else if ((x.summary = summary_or_empty(x.username, x.fid))) {
-        x.time = x.summary->first_ts;
-      }
-    }
-    std::sort(all.begin(), all.end(), [](const Candidate &a, const Candidate &b) {
-      if (a.time != b.time) return a.time > b.time;
-      if (a.fid != b.fid) return a.fid > b.fid;
-      return a.username < b.username;
-    });
-
-    size_t begin = std::min(request.offset, all.size());
-    size_t end = begin + std::min(request.limit, all.size() - begin);
-    for (size_t i = begin; i < end; ++i) {
-      Candidate &x = all[i];
-      if (!x.summary) x.summary = summary_or_empty(x.username, x.fid);
-      if (!x.summary) continue;  // archived or purged since we looked
-      fill(out.add(), x.username, x.fid, *x.summary);
-    }
-    out.set_has_more(end < all.size());
+    out.set_has_more(more);
   }
 
   void archive_execution(const char *fid_arg, const char *username_arg) override {
@@ -950,7 +803,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     const std::string username = username_arg ? username_arg : locate(fid);
     for (;;) {
       std::shared_ptr<Entry> e = acquire(username, fid, false);
-      std::scoped_lock lock(e->write_mu, e->read_mu);
+      Exclusive hold(*e);
       if (e->gone) continue;
       fs::path db = e->dir / kDbName;
       if (!is_file(db))
@@ -958,7 +811,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
                                             quote(username) + " not found: " + db.string() +
                                             " does not exist");
       e->writer.reset();
-      e->reader.reset();
+      e->idle.clear();
       // Fold the WAL into the file, so the archive is one self-contained file.
       {
         Conn c(db, SQLITE_OPEN_READWRITE, settings_.busy_timeout_ms);
@@ -980,8 +833,9 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
         throw Error(KODO_ERR_IO, "archive: cannot rename " + db.string() + " to " +
                                      target.string() + ": " + ec.message());
       retire(*e);
-      return;
+      break;
     }
+    index_->remove(username, fid);  // outside the execution's mutexes: the index's own order
   }
 
   int64_t purge(double older_than) override {
@@ -993,7 +847,10 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     for (const std::string &user : valid_subdirs(settings_.exec_dir)) {
       for (const std::string &fid : valid_subdirs(settings_.exec_dir / user)) {
         try {
-          if (purge_one(user, fid, older_than)) ++purged;
+          if (purge_one(user, fid, older_than)) {
+            ++purged;
+            index_->remove(user, fid);
+          }
         } catch (const Error &err) {
           if (failed++ == 0) first_failure = err.what();
         }
@@ -1086,30 +943,35 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     }
   }
 
-  // Runs fn on the execution's reader connection, opened if needed.
+  // Runs fn on a reader connection of the execution: an idle one, or a new one.
   template <class Fn>
   std::invoke_result_t<Fn &, Conn &> with_reader(const std::string &username,
                                                  const std::string &fid, bool hot, Fn &&fn) {
     for (;;) {
       std::shared_ptr<Entry> e = acquire(username, fid, hot);
-      std::lock_guard lock(e->read_mu);
-      if (e->gone) continue;
-      Conn &c = reader_of(*e);
+      std::unique_ptr<Conn> c;
+      {
+        std::unique_lock lock(e->read_mu);
+        e->readers_cv.wait(lock, [&] { return !e->draining; });
+        if (e->gone) continue;
+        if (!e->idle.empty()) {
+          c = std::move(e->idle.back());
+          e->idle.pop_back();
+        }
+        ++e->busy;
+      }
+      Lease lease(*e, std::move(c));
       try {
-        return fn(c);
+        if (!lease.conn) {
+          lease.conn = open_reader(e->dir / kDbName, settings_, e->username, e->fid);
+          remember_owner(*e);
+        }
+        return fn(*lease.conn);
       } catch (const Error &err) {
-        if (err.code() != KODO_ERR_UNAVAILABLE) e->reader.reset();
+        if (err.code() != KODO_ERR_UNAVAILABLE) lease.keep = false;
         throw;
       }
     }
-  }
-
-  Conn &reader_of(Entry &e) {
-    if (!e.reader) {
-      e.reader = open_reader(e.dir / kDbName, settings_, e.username, e.fid);
-      remember_owner(e);
-    }
-    return *e.reader;
   }
 
   // The summary, or nothing if the execution is gone; other failures are logged and give an
@@ -1155,7 +1017,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
   bool purge_one(const std::string &username, const std::string &fid, double older_than) {
     for (;;) {
       std::shared_ptr<Entry> e = acquire(username, fid, false);
-      std::scoped_lock lock(e->write_mu, e->read_mu);
+      Exclusive hold(*e);
       if (e->gone) continue;
       bool any = false;
       double newest = -std::numeric_limits<double>::infinity();
@@ -1163,11 +1025,12 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
         any = true;
         if (s.event_count > 0) newest = std::max(newest, s.last_ts);
       };
-      if (is_file(e->dir / kDbName)) consider(read_summary(reader_of(*e)));
       std::error_code ec;
       for (fs::directory_iterator it(e->dir, ec), end; !ec && it != end; it.increment(ec)) {
         std::string name = it->path().filename().string();
-        if (name.rfind(kArchiveName, 0) != 0 || name.find('-') != std::string::npos) continue;
+        if (name != kDbName &&
+            (name.rfind(kArchiveName, 0) != 0 || name.find('-') != std::string::npos))
+          continue;
         Conn c(it->path(), SQLITE_OPEN_READWRITE, settings_.busy_timeout_ms);
         consider(read_summary(c));
       }
@@ -1175,7 +1038,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
         throw Error(KODO_ERR_IO, "purge: cannot list " + e->dir.string() + ": " + ec.message());
       if (!any || newest >= older_than) return false;
       e->writer.reset();
-      e->reader.reset();
+      e->idle.clear();
       fs::remove_all(e->dir, ec);
       if (ec)
         throw Error(KODO_ERR_IO, "purge: cannot remove " + e->dir.string() + ": " + ec.message());
@@ -1198,6 +1061,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
   std::unordered_map<std::string, std::string> owners_;  // fid -> username
 
   std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<ListingIndex> index_;
 };
 
 const kodo_option_spec kExecDir = kodo::sdk::option(

@@ -1216,14 +1216,21 @@ void RedisConsumer::upkeep() {
 
 // After a lost connection: a read whose reply was lost still moved the group's position past
 // its entries, so every owned stream's group is set back to the last entry this consumer
-// actually got; reading on delivers the lost ones again.
+// actually got; reading on delivers the lost ones again. A Redis still loading its data
+// answers LOADING and sets nothing back: reading on then would skip those entries for good
+// (NOACK keeps no pending list), so the read fails, and the next one reconnects and tries again.
 void RedisConsumer::recover() {
   if (owned_.empty()) return;
   std::string resp;
   for (const auto &item : owned_)
     append_command(resp, {"XGROUP", "SETID", item.second->key, group_, item.second->read_to.str()});
   auto replies = connection_.pipeline(resp, owned_.size());
-  for (const Reply &r : replies) check_nogroup(r.get());
+  for (const Reply &r : replies) {
+    if (is_error(r.get()) && transient_error(text(r.get())))
+      throw connection_.unavailable("setting its streams back after a reconnect: " +
+                                    std::string(text(r.get())));
+    check_nogroup(r.get());
+  }
 }
 
 // An XACK, XGROUP or XREADGROUP naming a stream that is gone answers NOGROUP naming its key.

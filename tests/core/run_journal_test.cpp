@@ -3,6 +3,7 @@
 #include "core/run_journal.hpp"
 #include <kodo/host/error.hpp>
 #include "core/ids.hpp"
+#include "sqlite_storage.hpp"
 
 #include <gtest/gtest.h>
 
@@ -140,6 +141,53 @@ TEST_F(RunJournalTest, TheSinkWritesRunsBegunAndEnded) {
   EXPECT_THROW(sink.publish({status(refused, 0, "starting")}), kodo::Error);
   EXPECT_EQ(read(journal.instance() + ".runs"),
             "+" + ran + " alice\n-" + ran + "\n+" + refused + " alice\n-" + refused + "\n");
+}
+
+// What a host publishes reaches storage (the transport and spooler between them left out).
+class StoringSink : public kodo::EventSink {
+ public:
+  explicit StoringSink(kodo::Storage &storage) : storage_(storage) {}
+  void publish(const std::vector<Event> &events) override { storage_.append(events); }
+
+ private:
+  kodo::Storage &storage_;
+};
+
+class ReconcileTest : public kodo::test::SqliteStorageTest {};
+
+TEST_F(ReconcileTest, ARunEndedForADeadHostLeavesTheSeqsOfItsUnstoredEventsFree) {
+  using kodo::test::run_event;
+  const std::string fid = kodo::new_fid();
+  storage_->append({run_event(fid, 0, "status", "starting"), run_event(fid, 1, "status", "running"),
+                    run_event(fid, 2)});
+  const std::string hosts = dir_ + "/hosts";
+  fs::create_directories(hosts);
+  std::ofstream(hosts + "/host-1-dead.lock") << "";
+  std::ofstream(hosts + "/host-1-dead.runs") << "+" << fid << " alice\n";
+  RunJournal journal(hosts);
+  StoringSink sink(*storage_);
+  EXPECT_EQ(kodo::reconcile_dead_hosts(journal, *storage_, sink), 1u);
+  EXPECT_EQ(storage_->get_execution(fid)->status, "error");
+
+  // The dead host's last events, still in Redis when it was ended, arrive: each is stored.
+  const std::vector<Event> late = {run_event(fid, 3), run_event(fid, 4),
+                                   run_event(fid, 5, "status", "finished")};
+  storage_->append(late);
+  const auto events = stored(fid);
+  ASSERT_EQ(events.size(), 8u);
+  for (size_t i = 0; i < late.size(); ++i) {
+    EXPECT_EQ(events[3 + i].seq, late[i].seq);
+    EXPECT_EQ(events[3 + i].kind, late[i].kind);
+    EXPECT_EQ(events[3 + i].payload, late[i].payload);
+  }
+  EXPECT_EQ(events[6].seq, kodo::kHostNoteSeq);
+  EXPECT_EQ(events[6].kind, "error");
+  EXPECT_NE(events[6].payload.find("the host stopped while this run was running"),
+            std::string::npos);
+  EXPECT_EQ(events[7].kind, "status");
+  EXPECT_EQ(events[7].payload, "error");
+  // The note has the higher seq: the run reads as it was ended (a limit run_journal.hpp names).
+  EXPECT_EQ(storage_->get_execution(fid)->status, "error");
 }
 
 }  // namespace

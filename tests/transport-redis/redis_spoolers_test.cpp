@@ -296,6 +296,11 @@ TEST_F(RedisHostE2E, RedisRestartedEmptyMidRunStillEndsEveryRunAndSaysWhatWasLos
   // The producer notices, announces its executions again, and the spooler carries them to
   // the end; each run that lost events says which in an error event.
   ASSERT_NO_FATAL_FAILURE(wait_for_end(fids));
+  // A loss is reported once its run's final status is stored (no seq of the run is free
+  // before): counted just after the error event is stored.
+  const auto reported_by = Clock::now() + std::chrono::seconds(30);
+  while (metric(*spoolers_[0], "kodo_events_lost_total") <= 0 && Clock::now() < reported_by)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   int runs_with_losses = 0;
   for (const auto &fid : fids) {
     EXPECT_EQ(status(fid), "finished") << fid;
