@@ -50,7 +50,9 @@ inline Event run_event(const std::string &fid, int64_t seq, const std::string &k
   e.fid = fid;
   e.username = "alice";
   e.seq = seq;
-  e.timestamp = now_seconds();
+  // A producer stamps an event once: a redelivery carries the same time (storage tells a
+  // redelivery from another writer's row by kind and time).
+  e.timestamp = 1764000000.0 + static_cast<double>(seq);
   e.kind = kind;
   e.payload = payload.empty() ? "{\"seq\":" + std::to_string(seq) + "}" : payload;
   return e;
