@@ -224,37 +224,58 @@ void SseHub::pump(const std::string &fid) {
   }
   std::vector<std::shared_ptr<Viewer>> gone;
   bool final_seen = false;
-  for (auto &v : viewers) {
-    if (v->caught_up) continue;
-    const bool ok = read_all(fid, v->kinds, v->after, [&](const Event &e) {
-      append_sse_frame(v->out, e.kind, e.seq + 1, e.timestamp, e.payload);
-      v->after = e.seq;
+  // Viewers that arrive together and ask for the same thing (most often: everything from
+  // the start) are caught up by one storage read and one buffer of frames.
+  std::map<std::pair<std::vector<std::string>, int64_t>, std::vector<std::shared_ptr<Viewer>>>
+      arriving;
+  for (auto &v : viewers)
+    if (!v->caught_up) arriving[{v->kinds, v->after}].push_back(v);
+  for (auto &group : arriving) {
+    std::string out;
+    int64_t last = group.first.second;
+    const bool ok = read_all(fid, group.first.first, last, [&](const Event &e) {
+      append_sse_frame(out, e.kind, e.seq + 1, e.timestamp, e.payload);
+      last = e.seq;
     });
-    v->after = std::max(v->after, cursor);
-    v->caught_up = true;
-    v->out += alive_frame();
-    if (!ok || !v->stream->write(v->out)) {
-      v->stream->end();  // the client reconnects with Last-Event-ID
-      gone.push_back(v);
+    out += alive_frame();
+    for (auto &v : group.second) {
+      v->after = std::max(last, cursor);
+      v->caught_up = true;
+      if (!ok || !v->stream->write(out)) {
+        v->stream->end();  // the client reconnects with Last-Event-ID
+        gone.push_back(v);
+      }
     }
-    v->out.clear();
   }
 
+  // The live read: every caught-up viewer of all kinds that was at or before the cursor
+  // gets the very same frames, gathered once; the rest (filtered kinds, or caught up past
+  // the cursor) are given theirs one by one.
+  const int64_t from = cursor;
+  auto shares = [from](const Viewer &v) { return v.kinds.empty() && v.after <= from; };
   bool any = false;
+  std::string shared;
   std::string frame;
   read_all(fid, {}, cursor, [&](const Event &e) {
     any = true;
     cursor = e.seq;
     frame.clear();
     append_sse_frame(frame, e.kind, e.seq + 1, e.timestamp, e.payload);
+    shared += frame;
     for (auto &v : viewers)
-      if (v->caught_up && e.seq > v->after) {
+      if (v->caught_up && !shares(*v) && e.seq > v->after) {
         v->after = e.seq;
         if (v->wants(e.kind)) v->out += frame;
       }
     if (is_final_status_event(e)) final_seen = true;
   });
   for (auto &v : viewers) {
+    if (!v->caught_up) continue;
+    if (shares(*v)) {
+      v->after = cursor;
+      if (!shared.empty() && !v->stream->write(shared)) gone.push_back(v);
+      continue;
+    }
     if (!v->out.empty() && !v->stream->write(v->out)) gone.push_back(v);
     v->out.clear();
   }

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -65,6 +67,46 @@ class HostLimits : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return "not final";
+  }
+
+  // Opens a connection and sends a GET of path with the extra header lines (each ending
+  // in CRLF); -1 when that fails.
+  int open_stream(const std::string &path, const std::string &headers = "") const {
+    const int fd = connect_raw();
+    const std::string request =
+        "GET " + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + headers + "\r\n";
+    if (fd >= 0 && send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+                       static_cast<ssize_t>(request.size())) {
+      close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  // What each stream sent until its eof frame or its close (bounded), then closes them.
+  static std::vector<std::string> read_until_eof(const std::vector<int> &fds) {
+    std::vector<std::string> got(fds.size());
+    size_t done = 0;
+    std::vector<bool> finished(fds.size(), false);
+    for (int round = 0; round < 6000 && done < fds.size(); ++round) {
+      std::vector<pollfd> p;
+      for (size_t i = 0; i < fds.size(); ++i)
+        if (!finished[i]) p.push_back({fds[i], POLLIN, 0});
+      if (poll(p.data(), p.size(), 100) <= 0) continue;
+      for (auto &one : p) {
+        if (!(one.revents & (POLLIN | POLLHUP))) continue;
+        size_t i = static_cast<size_t>(std::find(fds.begin(), fds.end(), one.fd) - fds.begin());
+        char buffer[8192];
+        ssize_t n = recv(one.fd, buffer, sizeof buffer, 0);
+        if (n > 0) got[i].append(buffer, static_cast<size_t>(n));
+        if (n <= 0 || got[i].find("event: eof") != std::string::npos) {
+          finished[i] = true;
+          ++done;
+        }
+      }
+    }
+    for (int fd : fds) close(fd);
+    return got;
   }
 
   int connect_raw() const {
@@ -149,30 +191,64 @@ TEST_F(HostLimits, SixHundredViewersOfOneRunAndTheHostStillAnswers) {
   EXPECT_GT(threads, 0);
   EXPECT_LT(threads, 100) << "threads grew with the connections";
   // Every viewer gets the whole run and its eof frame.
-  std::vector<std::string> got(fds.size());
-  size_t done = 0;
-  std::vector<bool> finished(fds.size(), false);
-  for (int round = 0; round < 6000 && done < fds.size(); ++round) {
-    std::vector<pollfd> p;
-    for (size_t i = 0; i < fds.size(); ++i)
-      if (!finished[i]) p.push_back({fds[i], POLLIN, 0});
-    if (poll(p.data(), p.size(), 100) <= 0) continue;
-    for (auto &one : p) {
-      if (!(one.revents & (POLLIN | POLLHUP))) continue;
-      size_t i = static_cast<size_t>(std::find(fds.begin(), fds.end(), one.fd) - fds.begin());
-      char buffer[8192];
-      ssize_t n = recv(one.fd, buffer, sizeof buffer, 0);
-      if (n > 0) got[i].append(buffer, static_cast<size_t>(n));
-      if (n <= 0 || got[i].find("event: eof") != std::string::npos) {
-        finished[i] = true;
-        ++done;
-      }
-    }
-  }
+  const std::vector<std::string> got = read_until_eof(fds);
   for (size_t i = 0; i < fds.size(); ++i) {
-    close(fds[i]);
     EXPECT_NE(got[i].find("event: status"), std::string::npos) << i;
     EXPECT_NE(got[i].find("event: eof"), std::string::npos) << i << ": " << got[i].substr(0, 300);
+  }
+}
+
+// Viewers that connect together are caught up by one shared storage read, and the viewers
+// of every kind at the live cursor share one buffer of frames per batch. Each viewer must
+// still get only its own kinds, from its own position, every frame once and in order,
+// whether it came before the run printed anything or in the middle of it.
+TEST_F(HostLimits, ViewersSharingReadsGetTheirOwnKindsAndPositionsInOrder) {
+  start({"--flow", "count=/bin/sh -c 'for i in $(seq 101 160); do echo L$i.; sleep 0.02; done'"});
+  const std::string fid = launch("count");
+  enum Kind { All, Main, Resumed };
+  std::vector<int> fds;
+  std::vector<Kind> kinds;
+  auto open_group = [&] {
+    for (int i = 0; i < 10; ++i) {
+      fds.push_back(open_stream("/outputs/stream/" + fid));
+      kinds.push_back(All);
+      fds.push_back(open_stream("/outputs/main/" + fid));
+      kinds.push_back(Main);
+      fds.push_back(open_stream("/outputs/stream/" + fid, "Last-Event-ID: 3\r\n"));
+      kinds.push_back(Resumed);
+    }
+  };
+  open_group();
+  ASSERT_NE(host_.request("GET", "/outputs/stdio/" + fid, "", 30, "L120.").body.find("L120."),
+            std::string::npos);
+  open_group();
+  for (int fd : fds) ASSERT_GE(fd, 0);
+  const std::vector<std::string> got = read_until_eof(fds);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const std::string &text = got[i];
+    ASSERT_NE(text.find("event: eof"), std::string::npos) << i << ": " << text.substr(0, 300);
+    // Row ids (alive and eof frames carry 0) only grow: nothing repeated, nothing reordered.
+    long long last_id = kinds[i] == Resumed ? 3 : 0;
+    for (size_t at = 0; (at = text.find("\nid: ", at)) != std::string::npos; ++at) {
+      const long long id = std::atoll(text.c_str() + at + 5);
+      if (id == 0) continue;
+      EXPECT_GT(id, last_id) << i << ": " << text;
+      last_id = id;
+    }
+    if (kinds[i] == Main) {
+      EXPECT_EQ(text.find("event: stdout"), std::string::npos) << i << ": " << text;
+      EXPECT_NE(text.find("event: status"), std::string::npos) << i << ": " << text;
+      continue;
+    }
+    // A resumed viewer's first lines may be among the 3 rows it skipped.
+    size_t from = 0;
+    for (int line = kinds[i] == Resumed ? 110 : 101; line <= 160; ++line) {
+      const std::string want = "L" + std::to_string(line) + ".";
+      const size_t at = text.find(want, from);
+      ASSERT_NE(at, std::string::npos) << i << " lacks " << want << ": " << text;
+      EXPECT_EQ(text.find(want, at + 1), std::string::npos) << i << " repeats " << want;
+      from = at;
+    }
   }
 }
 
