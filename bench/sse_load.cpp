@@ -2,7 +2,10 @@
 // connections to /outputs/stream/{fid}, spread round-robin over the fids given, on one
 // epoll thread, and for SECONDS measures the delay from each event's timestamp (set where
 // the event is made, just before it is published and committed, so an upper bound of
-// commit-to-viewer) to its arrival, then prints the figures.
+// commit-to-viewer) to its arrival, then prints the figures. Only events made after their
+// viewer connected count as live: the backlog a viewer is caught up with at connect is
+// reported apart (its frames, and how long the catch-up took), since an event stamped
+// before the viewer asked for it says nothing about commit-to-viewer latency.
 //   kodo-sse-load PORT SECONDS VIEWERS FID...
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -14,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -27,7 +31,21 @@ struct Viewer {
   int fd = -1;
   std::string pending;
   bool in_stdout = false;  // the frame being read is a stdout event
+  double connected = 0;    // when the request was sent
+  double caught_up = 0;    // arrival of its first live frame
 };
+
+bool starts_with(const char *line, size_t len, const char *prefix) {
+  const size_t n = std::strlen(prefix);
+  return len >= n && std::memcmp(line, prefix, n) == 0;
+}
+
+double percentile(const std::vector<double> &sorted, double p) {
+  return sorted.empty()
+             ? 0.0
+             : sorted[std::min(sorted.size() - 1,
+                               static_cast<size_t>(p * static_cast<double>(sorted.size())))];
+}
 
 }  // namespace
 
@@ -58,6 +76,7 @@ int main(int argc, char **argv) {
                                 fids[static_cast<size_t>(i) % fids.size()] +
                                 " HTTP/1.1\r\nHost: bench\r\n\r\n";
     if (send(v.fd, request.data(), request.size(), MSG_NOSIGNAL) < 0) ++refused;
+    v.connected = now_s();
     epoll_event e{};
     e.events = EPOLLIN;
     e.data.u32 = static_cast<uint32_t>(i);
@@ -65,11 +84,10 @@ int main(int argc, char **argv) {
   }
   std::vector<double> delays;
   delays.reserve(1 << 22);
-  uint64_t frames = 0, closed = 0;
+  uint64_t frames = 0, backlog = 0, closed = 0;
   const double start = now_s();
-  const double warmup = start + std::min(2.0, seconds / 4);  // catching up is not live
   std::vector<epoll_event> events(1024);
-  char buffer[65536];
+  static char buffer[1 << 18];
   while (now_s() < start + seconds) {
     const int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
     for (int k = 0; k < n; ++k) {
@@ -86,12 +104,17 @@ int main(int argc, char **argv) {
       for (size_t eol; (eol = v.pending.find('\n', pos)) != std::string::npos; pos = eol + 1) {
         const char *line = v.pending.data() + pos;
         const size_t len = eol - pos;
-        if (len >= 7 && std::string(line, 7) == "event: ") {
-          v.in_stdout = len == 13 && std::string(line + 7, 6) == "stdout";
-        } else if (v.in_stdout && len > 6 && std::string(line, 6) == "data: ") {
-          ++frames;
+        if (starts_with(line, len, "event: ")) {
+          v.in_stdout = len == 13 && starts_with(line, len, "event: stdout");
+        } else if (v.in_stdout && starts_with(line, len, "data: ")) {
           const double stamp = std::strtod(line + 6, nullptr);
-          if (arrived >= warmup && stamp > 0) delays.push_back(arrived - stamp);
+          if (stamp >= v.connected) {
+            ++frames;
+            delays.push_back(arrived - stamp);
+            if (v.caught_up == 0) v.caught_up = arrived;
+          } else {
+            ++backlog;
+          }
           v.in_stdout = false;
         }
       }
@@ -99,18 +122,22 @@ int main(int argc, char **argv) {
     }
   }
   std::sort(delays.begin(), delays.end());
-  auto pct = [&](double p) {
-    return delays.empty()
-               ? 0.0
-               : delays[std::min(delays.size() - 1,
-                                 static_cast<size_t>(p * static_cast<double>(delays.size())))];
-  };
-  std::printf("viewers %d (refused %d, closed by the host %llu), stdout frames %llu (%.0f/s)\n",
-              count, refused, static_cast<unsigned long long>(closed),
-              static_cast<unsigned long long>(frames), static_cast<double>(frames) / seconds);
+  std::vector<double> catch_up;  // connect to first live frame, per viewer that got one
+  for (const Viewer &v : viewers)
+    if (v.caught_up > 0) catch_up.push_back(v.caught_up - v.connected);
+  std::sort(catch_up.begin(), catch_up.end());
+  std::printf(
+      "viewers %d (refused %d, closed by the host %llu), live stdout frames %llu (%.0f/s), "
+      "backlog frames %llu\n",
+      count, refused, static_cast<unsigned long long>(closed),
+      static_cast<unsigned long long>(frames), static_cast<double>(frames) / seconds,
+      static_cast<unsigned long long>(backlog));
   std::printf("event-to-viewer latency: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%zu samples)\n",
-              pct(0.50) * 1000, pct(0.99) * 1000, delays.empty() ? 0.0 : delays.back() * 1000,
-              delays.size());
+              percentile(delays, 0.50) * 1000, percentile(delays, 0.99) * 1000,
+              delays.empty() ? 0.0 : delays.back() * 1000, delays.size());
+  std::printf("connect to first live frame: p50 %.1f ms, p99 %.1f ms (%zu viewers)\n",
+              percentile(catch_up, 0.50) * 1000, percentile(catch_up, 0.99) * 1000,
+              catch_up.size());
   for (auto &v : viewers)
     if (v.fd >= 0) close(v.fd);
   return 0;
