@@ -176,15 +176,10 @@ TEST_F(HostLimits, DeeplyNestedStoredFinalIsAnErrorForThatField) {
 TEST_F(HostLimits, SixHundredViewersOfOneRunAndTheHostStillAnswers) {
   start({"--flow", "slow=/bin/sh -c 'sleep 2; echo done'"});
   const std::string fid = launch("slow");
-  const std::string request =
-      "GET /outputs/stream/" + fid + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
   std::vector<int> fds;
   for (int i = 0; i < 600; ++i) {
-    int fd = connect_raw();
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL),
-              static_cast<ssize_t>(request.size()));
-    fds.push_back(fd);
+    fds.push_back(open_stream("/outputs/stream/" + fid));
+    ASSERT_GE(fds.back(), 0);
   }
   EXPECT_EQ(host_.request("GET", "/health").status, 200);
   const int threads = host_threads();
@@ -230,7 +225,7 @@ TEST_F(HostLimits, ViewersSharingReadsGetTheirOwnKindsAndPositionsInOrder) {
     // Row ids (alive and eof frames carry 0) only grow: nothing repeated, nothing reordered.
     long long last_id = kinds[i] == Resumed ? 3 : 0;
     for (size_t at = 0; (at = text.find("\nid: ", at)) != std::string::npos; ++at) {
-      const long long id = std::atoll(text.c_str() + at + 5);
+      const long long id = std::strtoll(text.c_str() + at + 5, nullptr, 10);
       if (id == 0) continue;
       EXPECT_GT(id, last_id) << i << ": " << text;
       last_id = id;
