@@ -52,8 +52,10 @@ void Interrupter::watch() {
     }
     auto first = std::min_element(deadlines_.begin(), deadlines_.end(),
                                   [](const auto &a, const auto &b) { return a.second < b.second; });
-    if (Clock::now() < first->second) {
-      changed_.wait_until(lock, first->second);
+    // A copy: the wait lets go of the lock, and the deadline's owner may erase it meanwhile.
+    const Clock::time_point due = first->second;
+    if (Clock::now() < due) {
+      changed_.wait_until(lock, due);
       continue;
     }
     // Each passed deadline interrupts once; the call then returns and disarms itself.

@@ -179,17 +179,17 @@ int serve(const HostConfig &given) {
   context.json_max_depth = config.json_max_depth;
   context.hub = &hub;
   std::unique_ptr<Api> api;
-  HttpServer server(http_options(config, fds),
-                    [&api](const HttpRequest &request, HttpResponder &response) {
-                      api->handle(request, response);
-                    });
+  const HttpServer::Options server_options = http_options(config, fds);
+  HttpServer server(server_options, [&api](const HttpRequest &request, HttpResponder &response) {
+    api->handle(request, response);
+  });
   context.server = &server;
   api = std::make_unique<Api>(context);
   server.start();
   log_info("open files: limit " + std::to_string(fds.limit) +
            (fds.was != fds.limit ? " (raised from " + std::to_string(fds.was) + ")" : "") +
-           "; up to " + std::to_string(http_options(config, fds).max_connections) +
-           " connections, " + std::to_string(fds.open_databases) + " databases kept open");
+           "; up to " + std::to_string(server_options.max_connections) + " connections, " +
+           std::to_string(fds.open_databases) + " databases kept open");
   RetentionTask retention(*storage, config.retention_s, config.purge_interval_s);
   const ListenAddress bound = parse_listen_address(config.address);
   log_info("kodo-host " KODO_VERSION " serving on http://" +

@@ -98,6 +98,10 @@ struct Service {
     hub.stop();  // ends the streams first, then the server closes their connections
     server.stop();
   }
+  Service(const Service &) = delete;
+  Service &operator=(const Service &) = delete;
+  Service(Service &&) = delete;
+  Service &operator=(Service &&) = delete;
 
   Storage storage;
   StorageSink sink{storage};

@@ -3,7 +3,8 @@
 #
 # Plays a C plugin author: installs the SDK from kodo's build, builds
 # sdk/examples/storage-memory-c (C11) against that install alone with warnings as errors,
-# checks that it exports only its entry point, and runs the conformance kit on it.
+# checks that it exports only its entry point, and runs the conformance kit installed with
+# the SDK on it, through the example's own ctest (kodo::conformance).
 # Run by CTest as sdk.out_of_tree_c_example.
 set -euo pipefail
 main_build=$(cd "$1" && pwd)
@@ -16,6 +17,8 @@ fail() {
   printf '\nFAIL: %s\n' "$*" >&2
   exit 1
 }
+# shellcheck source=installed_kit.sh
+source "$(dirname "${BASH_SOURCE[0]}")/installed_kit.sh"
 
 cmake --install "$main_build" --prefix "$work/prefix" >"$work/install.log" 2>&1 ||
   { cat "$work/install.log" >&2; fail "cmake --install $main_build failed"; }
@@ -29,5 +32,6 @@ plugin=$work/build/kodo-storage-memory-c.so
 [[ -f $plugin ]] || fail "the build made no $plugin"
 exported=$(nm -D --defined-only "$plugin" | awk '{print $NF}')
 [[ $exported == kodo_plugin_entry ]] || fail "$plugin exports more than kodo_plugin_entry: $exported"
-"$main_build/bin/kodo-conformance" --plugin "$plugin" || fail "the kit failed the C example"
+conformance=$(installed_kit "$work/prefix" "$main_build")
+run_example_ctest "$work/build" "$plugin" "$conformance"
 echo "OK: the C11 example builds against the installed SDK and passes the kit"

@@ -2,8 +2,9 @@
 # out_of_tree_example.sh MAIN_BUILD_DIR EXAMPLE_SOURCE_DIR [CMAKE_GENERATOR] [CXX_COMPILER]
 #
 # Plays a third-party plugin author: installs the SDK from kodo's build, builds
-# sdk/examples/storage-jsonl against that install alone, and has the conformance kit load the
-# result. It builds the plugin twice, the second time with the old libstdc++ string ABI
+# sdk/examples/storage-jsonl against that install alone, and has the conformance kit installed
+# with the SDK (kodo::conformance, run by the example's own ctest) load the result. It builds
+# the plugin twice, the second time with the old libstdc++ string ABI
 # (-D_GLIBCXX_USE_CXX11_ABI=0), because a plugin built with other flags must still work with
 # the same host. Run by CTest as sdk.out_of_tree_example.
 set -euo pipefail
@@ -16,7 +17,6 @@ main_build=$(cd "$1" && pwd)
 example=$(cd "$2" && pwd)
 generator=${3:-}
 cxx=${4:-}
-conformance=$main_build/bin/kodo-conformance
 host=$main_build/bin/kodo-host
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kodo-sdk-example.XXXXXX")
@@ -28,12 +28,15 @@ fail() {
   printf '\nFAIL: %s\n' "$*" >&2
   exit 1
 }
+# shellcheck source=installed_kit.sh
+source "$(dirname "${BASH_SOURCE[0]}")/installed_kit.sh"
 
 step "installing $main_build into $prefix"
 cmake --install "$main_build" --prefix "$prefix" >"$work/install.log" 2>&1 ||
   { cat "$work/install.log" >&2; fail "cmake --install $main_build failed (is the main build built?)"; }
 [[ -f $prefix/include/kodo/kodo_plugin.h && -f $prefix/include/kodo/plugin.hpp ]] ||
   fail "the install has no include/kodo/kodo_plugin.h and plugin.hpp"
+conformance=$(installed_kit "$prefix" "$main_build")
 
 # build_example DIR EXTRA_CXX_FLAGS: configures and builds the example against $prefix only.
 build_example() {
@@ -75,13 +78,10 @@ if nm -D --undefined-only "$old_abi/kodo-storage-jsonl.so" | grep -q __cxx11; th
   fail "$old_abi/kodo-storage-jsonl.so still uses std::__cxx11 symbols: the flag did not apply"
 fi
 
-[[ -x $conformance ]] ||
-  fail "$conformance does not exist: build the conformance kit (sdk/conformance) first"
-for so in "$new_abi/kodo-storage-jsonl.so" "$old_abi/kodo-storage-jsonl.so"; do
-  step "kodo-conformance --plugin $so"
-  status=0
-  "$conformance" --plugin "$so" || status=$?
-  [[ $status -eq 0 ]] || fail "kodo-conformance failed on $so (exit $status)"
+# The example's own test runs kodo::conformance, the kit installed with the SDK.
+for dir in "$new_abi" "$old_abi"; do
+  step "ctest --test-dir $dir (the installed kodo-conformance on the example)"
+  run_example_ctest "$dir" "$dir/kodo-storage-jsonl.so" "$conformance"
 done
 
 [[ -x $host ]] || fail "$host does not exist: build kodo-host first"
