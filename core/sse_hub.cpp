@@ -39,10 +39,14 @@ bool is_final_status_event(const Event &e) {
   return e.kind == "status" && is_final_status(e.payload);
 }
 
-std::string alive_frame() {
+std::shared_ptr<const std::string> marker_frame(const char *kind) {
   std::string out;
-  append_sse_frame(out, "alive", 0, now_seconds(), "");
-  return out;
+  append_sse_frame(out, kind, 0, now_seconds(), "");
+  return std::make_shared<const std::string>(std::move(out));
+}
+
+std::shared_ptr<const std::string> shared(std::string &bytes) {
+  return std::make_shared<const std::string>(std::move(bytes));
 }
 
 }  // namespace
@@ -142,9 +146,11 @@ void SseHub::tick_locked(double now) {
   }
   if (now >= next_alive_) {
     next_alive_ = now + config_.keepalive_s;
-    const std::string frame = alive_frame();
+    // Only to viewers caught up: one arriving gets its history first, then its alive.
+    const auto frame = marker_frame("alive");
     for (auto &entry : watched_)
-      for (auto &v : entry.second.viewers) v->stream->write(frame);
+      for (auto &v : entry.second.viewers)
+        if (v->caught_up.load(std::memory_order_acquire)) v->stream->write(frame);
   }
 }
 
@@ -229,22 +235,23 @@ void SseHub::pump(const std::string &fid) {
   std::map<std::pair<std::vector<std::string>, int64_t>, std::vector<std::shared_ptr<Viewer>>>
       arriving;
   for (auto &v : viewers)
-    if (!v->caught_up) arriving[{v->kinds, v->after}].push_back(v);
+    if (!v->caught_up.load(std::memory_order_relaxed)) arriving[{v->kinds, v->after}].push_back(v);
   for (auto &group : arriving) {
-    std::string out;
+    std::string history;
     int64_t last = group.first.second;
     const bool ok = read_all(fid, group.first.first, last, [&](const Event &e) {
-      append_sse_frame(out, e.kind, e.seq + 1, e.timestamp, e.payload);
+      append_sse_frame(history, e.kind, e.seq + 1, e.timestamp, e.payload);
       last = e.seq;
     });
-    out += alive_frame();
+    const auto out = shared(history);
+    const auto alive = marker_frame("alive");
     for (auto &v : group.second) {
       v->after = std::max(last, cursor);
-      v->caught_up = true;
-      if (!ok || !v->stream->write(out)) {
+      if (!ok || (!out->empty() && !v->stream->write(out)) || !v->stream->write(alive)) {
         v->stream->end();  // the client reconnects with Last-Event-ID
         gone.push_back(v);
       }
+      v->caught_up.store(true, std::memory_order_release);
     }
   }
 
@@ -254,14 +261,14 @@ void SseHub::pump(const std::string &fid) {
   const int64_t from = cursor;
   auto shares = [from](const Viewer &v) { return v.kinds.empty() && v.after <= from; };
   bool any = false;
-  std::string shared;
+  std::string batch;
   std::string frame;
   read_all(fid, {}, cursor, [&](const Event &e) {
     any = true;
     cursor = e.seq;
     frame.clear();
     append_sse_frame(frame, e.kind, e.seq + 1, e.timestamp, e.payload);
-    shared += frame;
+    batch += frame;
     for (auto &v : viewers)
       if (v->caught_up && !shares(*v) && e.seq > v->after) {
         v->after = e.seq;
@@ -269,11 +276,12 @@ void SseHub::pump(const std::string &fid) {
       }
     if (is_final_status_event(e)) final_seen = true;
   });
+  const auto batch_frames = shared(batch);  // held once, however many viewers it goes to
   for (auto &v : viewers) {
     if (!v->caught_up) continue;
     if (shares(*v)) {
       v->after = cursor;
-      if (!shared.empty() && !v->stream->write(shared)) gone.push_back(v);
+      if (!batch_frames->empty() && !v->stream->write(batch_frames)) gone.push_back(v);
       continue;
     }
     if (!v->out.empty() && !v->stream->write(v->out)) gone.push_back(v);
@@ -287,8 +295,7 @@ void SseHub::pump(const std::string &fid) {
     ended = info && is_final_status(info->status) && !executor_.is_active(fid);
   }
   if (ended) {
-    std::string eof;
-    append_sse_frame(eof, "eof", 0, now_seconds(), "");
+    const auto eof = marker_frame("eof");
     for (auto &v : viewers) {
       if (!v->caught_up) continue;
       v->stream->write(eof);
