@@ -1,10 +1,10 @@
 // kodo-sse-load: many SSE viewers on one host, for bench/http.sh. Opens VIEWERS
-// connections to /outputs/stream/{fid}, spread round-robin over the fids given, on one
-// epoll thread, and for SECONDS measures the delay from each event's timestamp (set where
-// the event is made, just before it is published and committed, so an upper bound of
-// commit-to-viewer) to its arrival, then prints the figures. Only events made after their
-// viewer connected count as live: the backlog a viewer is caught up with at connect is
-// reported apart (its frames, and how long the catch-up took), since an event stamped
+// connections to /outputs/stream/{fid}, spread round-robin over the fids given, on two
+// epoll threads (each with half the viewers, reading in large chunks), and for SECONDS measures the
+// delay from each event's timestamp (set where the event is made, just before it is published and
+// committed, so an upper bound of commit-to-viewer) to its arrival, then prints the figures. Only
+// events made after their viewer connected count as live: the backlog a viewer is caught up with at
+// connect is reported apart (its frames, and how long the catch-up took), since an event stamped
 // before the viewer asked for it says nothing about commit-to-viewer latency.
 //   kodo-sse-load PORT SECONDS VIEWERS FID...
 #include <arpa/inet.h>
@@ -15,10 +15,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -40,6 +42,54 @@ bool starts_with(const char *line, size_t len, const char *prefix) {
   return len >= n && std::memcmp(line, prefix, n) == 0;
 }
 
+constexpr size_t kThreads = 2;
+
+// What one thread measured over its viewers.
+struct Tally {
+  std::vector<double> delays;
+  uint64_t frames = 0, backlog = 0, closed = 0;
+};
+
+// Reads the viewers on ep (all of them `viewers`, by index) until `until`, parsing frames.
+void read_viewers(int ep, std::vector<Viewer> &viewers, double until, Tally &tally) {
+  tally.delays.reserve(1 << 22);
+  std::vector<epoll_event> events(1024);
+  std::vector<char> buffer(size_t{1} << 20);
+  while (now_s() < until) {
+    const int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
+    for (int k = 0; k < n; ++k) {
+      Viewer &v = viewers[events[static_cast<size_t>(k)].data.u32];
+      const ssize_t got = recv(v.fd, buffer.data(), buffer.size(), 0);
+      if (got <= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, v.fd, nullptr);
+        ++tally.closed;
+        continue;
+      }
+      const double arrived = now_s();
+      v.pending.append(buffer.data(), static_cast<size_t>(got));
+      size_t pos = 0;
+      for (size_t eol; (eol = v.pending.find('\n', pos)) != std::string::npos; pos = eol + 1) {
+        const char *line = v.pending.data() + pos;
+        const size_t len = eol - pos;
+        if (starts_with(line, len, "event: ")) {
+          v.in_stdout = len == 13 && starts_with(line, len, "event: stdout");
+        } else if (v.in_stdout && starts_with(line, len, "data: ")) {
+          const double stamp = std::strtod(line + 6, nullptr);
+          if (stamp >= v.connected) {
+            ++tally.frames;
+            tally.delays.push_back(arrived - stamp);
+            if (v.caught_up == 0) v.caught_up = arrived;
+          } else {
+            ++tally.backlog;
+          }
+          v.in_stdout = false;
+        }
+      }
+      v.pending.erase(0, pos);
+    }
+  }
+}
+
 double percentile(const std::vector<double> &sorted, double p) {
   return sorted.empty()
              ? 0.0
@@ -58,7 +108,8 @@ int main(int argc, char **argv) {
   const double seconds = std::atof(argv[2]);
   const int count = std::atoi(argv[3]);
   std::vector<std::string> fids(argv + 4, argv + argc);
-  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  int eps[kThreads];
+  for (int &ep : eps) ep = epoll_create1(EPOLL_CLOEXEC);
   std::vector<Viewer> viewers(static_cast<size_t>(count));
   int refused = 0;
   for (int i = 0; i < count; ++i) {
@@ -80,46 +131,21 @@ int main(int argc, char **argv) {
     epoll_event e{};
     e.events = EPOLLIN;
     e.data.u32 = static_cast<uint32_t>(i);
-    epoll_ctl(ep, EPOLL_CTL_ADD, v.fd, &e);
+    epoll_ctl(eps[static_cast<size_t>(i) % kThreads], EPOLL_CTL_ADD, v.fd, &e);
   }
-  std::vector<double> delays;
-  delays.reserve(1 << 22);
-  uint64_t frames = 0, backlog = 0, closed = 0;
   const double start = now_s();
-  std::vector<epoll_event> events(1024);
-  static char buffer[1 << 18];
-  while (now_s() < start + seconds) {
-    const int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
-    for (int k = 0; k < n; ++k) {
-      Viewer &v = viewers[events[static_cast<size_t>(k)].data.u32];
-      const ssize_t got = recv(v.fd, buffer, sizeof buffer, 0);
-      if (got <= 0) {
-        epoll_ctl(ep, EPOLL_CTL_DEL, v.fd, nullptr);
-        ++closed;
-        continue;
-      }
-      const double arrived = now_s();
-      v.pending.append(buffer, static_cast<size_t>(got));
-      size_t pos = 0;
-      for (size_t eol; (eol = v.pending.find('\n', pos)) != std::string::npos; pos = eol + 1) {
-        const char *line = v.pending.data() + pos;
-        const size_t len = eol - pos;
-        if (starts_with(line, len, "event: ")) {
-          v.in_stdout = len == 13 && starts_with(line, len, "event: stdout");
-        } else if (v.in_stdout && starts_with(line, len, "data: ")) {
-          const double stamp = std::strtod(line + 6, nullptr);
-          if (stamp >= v.connected) {
-            ++frames;
-            delays.push_back(arrived - stamp);
-            if (v.caught_up == 0) v.caught_up = arrived;
-          } else {
-            ++backlog;
-          }
-          v.in_stdout = false;
-        }
-      }
-      v.pending.erase(0, pos);
-    }
+  Tally tallies[kThreads];
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] { read_viewers(eps[t], viewers, start + seconds, tallies[t]); });
+  for (auto &t : threads) t.join();
+  std::vector<double> delays;
+  uint64_t frames = 0, backlog = 0, closed = 0;
+  for (Tally &t : tallies) {
+    delays.insert(delays.end(), t.delays.begin(), t.delays.end());
+    frames += t.frames;
+    backlog += t.backlog;
+    closed += t.closed;
   }
   std::sort(delays.begin(), delays.end());
   std::vector<double> catch_up;  // connect to first live frame, per viewer that got one
