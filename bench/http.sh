@@ -3,6 +3,8 @@
 #  1. VIEWERS SSE viewers over EXECUTIONS live executions producing RATE events/s in total
 #     (kodo-tick-flow): host RSS, threads and CPU, and event-to-viewer latency p50/p99
 #     (kodo-sse-load; the event's timestamp is set where it is made, before its commit).
+#     The executions start ticking once every viewer is connected (KODO_BENCH_JOIN_LATE=1:
+#     at once, so that viewers join runs already some seconds old and are caught up first).
 #     Beside it, the same client against kodo-sse-push, a trivial epoll server pushing the
 #     same frames at the same rate with nothing behind it: what this machine and client can do.
 #  2. wrk on /health and on /outputs/status/{fid}, beside wrk on nginx serving a static file
@@ -64,10 +66,11 @@ run_host() {  # label binary-dir
   port=$(free_port)
   data=$tmp/$label
   mkdir -p "$data"
-  local per_flow=$((rate / executions))
+  local per_flow=$((rate / executions)) go=$data/go
+  [[ ${KODO_BENCH_JOIN_LATE:-0} == 1 ]] && go=/
   "$dir/bin/kodo-host" --address "127.0.0.1:$port" --plugin-dir "$dir/plugins" \
     --exec-dir "$data/execution" --max-running $((executions + 8)) \
-    --flow "tick=$PWD/build/bin/kodo-tick-flow $per_flow $((seconds + 10))" \
+    --flow "tick=$PWD/build/bin/kodo-tick-flow $per_flow $((seconds + 10)) $go" \
     --flow "once=$PWD/build/bin/kodo-tick-flow 10 0.1" serve >"$data/log" 2>&1 &
   pid=$!
   pids+=("$pid")
@@ -84,7 +87,8 @@ run_host() {  # label binary-dir
   echo "== $label host ($dir): $viewers viewers, $executions executions, $rate events/s, ${seconds}s"
   started=$(date +%s.%N)
   ticks0=$(proc_ticks "$pid")
-  build/bin/kodo-sse-load "$port" "$seconds" "$viewers" "${fids[@]}" >"$data/load" &
+  KODO_SSE_LOAD_READY=$data/go build/bin/kodo-sse-load "$port" "$seconds" "$viewers" "${fids[@]}" \
+    >"$data/load" &
   local load=$!
   while kill -0 "$load" 2>/dev/null; do
     local rss threads

@@ -6,6 +6,8 @@
 // events made after their viewer connected count as live: the backlog a viewer is caught up with at
 // connect is reported apart (its frames, and how long the catch-up took), since an event stamped
 // before the viewer asked for it says nothing about commit-to-viewer latency.
+// With KODO_SSE_LOAD_READY set, creates that file once every viewer has sent its request
+// (bench/http.sh's flows start ticking then).
 //   kodo-sse-load PORT SECONDS VIEWERS FID...
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -133,6 +135,8 @@ int main(int argc, char **argv) {
     e.data.u32 = static_cast<uint32_t>(i);
     epoll_ctl(eps[static_cast<size_t>(i) % kThreads], EPOLL_CTL_ADD, v.fd, &e);
   }
+  if (const char *ready = std::getenv("KODO_SSE_LOAD_READY"))
+    if (FILE *f = std::fopen(ready, "w")) std::fclose(f);
   const double start = now_s();
   Tally tallies[kThreads];
   std::vector<std::thread> threads;
