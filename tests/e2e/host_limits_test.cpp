@@ -31,7 +31,7 @@ class HostLimits : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  void start(std::vector<std::string> extra = {}) {
+  void start(std::vector<std::string> extra = {}, const std::string &keepalive_s = "0.5") {
     std::vector<std::string> args = {
         "--plugin-dir",
         KODO_PLUGIN_DIR,
@@ -41,7 +41,7 @@ class HostLimits : public ::testing::Test {
         "quick=/bin/sh -c 'echo hi; echo \"{\\\"kind\\\":\\\"final\\\",\\\"payload\\\":1}\" "
         ">&$KODO_EVENTS_FD'",
         "--sse-keepalive",
-        "0.5"};
+        keepalive_s};
     args.insert(args.end(), extra.begin(), extra.end());
     ASSERT_TRUE(host_.start(args)) << host_.log();
   }
@@ -244,6 +244,27 @@ TEST_F(HostLimits, ViewersSharingReadsGetTheirOwnKindsAndPositionsInOrder) {
       EXPECT_EQ(text.find(want, at + 1), std::string::npos) << i << " repeats " << want;
       from = at;
     }
+  }
+}
+
+// Viewers were sent `alive` frames while still waiting to be caught up, so a stream could
+// begin with an alive frame before the run's history. Each stream now begins with its
+// history, however often the keep-alive ticks.
+TEST_F(HostLimits, EveryViewerGetsItsHistoryBeforeAnyAliveFrame) {
+  start({}, "0.001");
+  const std::string fid = launch("quick");
+  ASSERT_EQ(wait_final(fid), "finished");
+  std::vector<int> fds;
+  for (int i = 0; i < 200; ++i) {
+    fds.push_back(open_stream("/outputs/stream/" + fid));
+    ASSERT_GE(fds.back(), 0);
+  }
+  const std::vector<std::string> got = read_until_eof(fds);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const size_t first = got[i].find("event: ");
+    ASSERT_NE(first, std::string::npos) << i << ": " << got[i].substr(0, 300);
+    EXPECT_EQ(got[i].compare(first, 13, "event: status"), 0) << i << ": " << got[i].substr(0, 300);
+    EXPECT_NE(got[i].find("event: eof"), std::string::npos) << i << ": " << got[i].substr(0, 300);
   }
 }
 
