@@ -1118,6 +1118,53 @@ TEST(HttpServer, HandedOffStreamsHoldNoThreadAndSlowViewersAreDropped) {
   EXPECT_TRUE(dropped) << "the viewer that never reads was not cut off";
 }
 
+// Per-stream budgets alone let 10,000 slow viewers hold 10,000 budgets. Past the total for
+// all connections, a stream already behind is cut though its own budget is far from full,
+// and one that keeps up is not.
+TEST(HttpServer, StreamsBehindAreCutFirstWhenAllTogetherHoldTooMuch) {
+  HttpServer::Options o = local_options();
+  o.stream_buffer_bytes = size_t{256} << 20;
+  o.stream_buffer_total_bytes = size_t{1} << 20;
+  std::mutex mu;
+  std::vector<std::shared_ptr<HttpStream>> streams;
+  HttpServer server(o, [&](const HttpRequest &, HttpResponder &res) {
+    auto s = res.start_async_stream(200, "text/event-stream");
+    ASSERT_NE(s, nullptr);
+    std::lock_guard<std::mutex> lock(mu);
+    streams.push_back(std::move(s));
+  });
+  server.start();
+  auto wait_for_streams = [&](size_t n) {
+    for (int i = 0; i < 1000; ++i) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (streams.size() >= n) return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+  };
+  Client slow(server.port()), keeping_up(server.port());
+  ASSERT_TRUE(slow.send(get("/watch")));
+  wait_for_streams(1);  // so that streams[0] is the slow one
+  ASSERT_TRUE(keeping_up.send(get("/watch")));
+  wait_for_streams(2);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(streams.size(), 2u);
+  // The slow client never reads: once the kernel's buffers are full, its queue grows.
+  const auto piece = std::make_shared<const std::string>(size_t{64} << 10, 's');
+  size_t written = 0;
+  while (written < o.stream_buffer_bytes && streams[0]->write(piece)) written += piece->size();
+  EXPECT_LT(written, o.stream_buffer_bytes / 4) << "cut only by its own budget";
+  EXPECT_FALSE(streams[0]->open());
+  EXPECT_TRUE(streams[1]->write("one frame\n"));
+  streams[1]->end();
+  Response r;
+  ASSERT_TRUE(keeping_up.read_response(r));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "one frame\n");
+  streams.clear();
+}
+
 TEST(HttpServer, StartFailsNamingTheAddress) {
   HttpServer first(local_options(), basic_routes);
   first.start();
