@@ -110,6 +110,14 @@ void Session::read_head() {
       std::min<size_t>(limits.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
   parser_->body_limit(limits.max_body_bytes);
   arm(server_->options.idle_timeout_ms);
+  if (input_ended_) {
+    // What is buffered is all the client sent (pipelined requests before its end of input).
+    // A read at the end of input returns at once, so this does not block the strand.
+    beast::error_code ec;
+    http::read_header(socket_, buffer_, *parser_, ec);
+    on_head(ec);
+    return;
+  }
   http::async_read_header(
       socket_, buffer_, *parser_,
       [self = shared_from_this()](beast::error_code ec, size_t) { self->on_head(ec); });
@@ -136,6 +144,12 @@ void Session::on_head(beast::error_code ec) {
   }
   arm(server_->options.body_timeout_ms);
   auto read_body = [self = shared_from_this()] {
+    if (self->input_ended_) {  // as in read_head
+      beast::error_code e;
+      http::read(self->socket_, self->buffer_, *self->parser_, e);
+      self->on_body(e);
+      return;
+    }
     http::async_read(self->socket_, self->buffer_, *self->parser_,
                      [self](beast::error_code e, size_t) { self->on_body(e); });
   };
@@ -313,6 +327,7 @@ void Session::watch() {
                             self->watching_ = false;
                             if (self->closed_) return;
                             if (!ec) self->buffer_.commit(n);
+                            if (ec == asio::error::eof) self->input_ended_ = true;
                             if (self->want_next_) {
                               self->want_next_ = false;
                               self->read_head();

@@ -142,6 +142,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool closed_ = false;            // strand only
   bool watching_ = false;          // strand only: the hang-up read is pending
   bool want_next_ = false;         // strand only: the watch read was cancelled to read a request
+  // strand only: a read returned the client's end of input. Asio (epoll, edge-triggered)
+  // reports that end once: a later async read would wait for an event that never comes.
+  bool input_ended_ = false;
   bool rejected_ = false;
 
   mutable std::mutex mu_;  // everything below

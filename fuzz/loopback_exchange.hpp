@@ -4,9 +4,10 @@
 // libFuzzer (-timeout=N) arms an interval timer that sends SIGALRM every N/2+1 seconds and
 // handles it without SA_RESTART, so a connect, send, poll or recv waiting at that moment
 // returns EINTR. The client used to take that for "no answer" and reported a 60 s stall,
-// with its timeout in the message rather than the time it had waited: the api target's
-// rare "stall" (about 2 in 60,000 inputs, more on a loaded machine, never reproducible
-// alone). Every call here is retried on EINTR, and a real stall reports how long it waited.
+// with its timeout in the message rather than the time it had waited. Every call here is
+// retried on EINTR, and a stall reports how long it waited. (The real stall it then showed,
+// a connection kept to the idle timeout after the client's end of input, was the server's:
+// see HttpServer.EndOfInputReadDuringAStreamEndsTheConnection.)
 #pragma once
 
 #include <arpa/inet.h>

@@ -1,7 +1,7 @@
 // The api fuzz target's client (fuzz/loopback_exchange.hpp) under the signals libFuzzer
 // sends it: SIGALRM, handled without SA_RESTART. Before the client retried on EINTR, an
 // alarm landing in its connect, send, poll or recv was reported as a server that never
-// finished its answer: the api target's "stall".
+// finished its answer.
 #include "fuzz/loopback_exchange.hpp"
 
 #include <gtest/gtest.h>
