@@ -3,6 +3,10 @@
 #  1. VIEWERS SSE viewers over EXECUTIONS live executions producing RATE events/s in total
 #     (kodo-tick-flow): host RSS, threads and CPU, and event-to-viewer latency p50/p99
 #     (kodo-sse-load; the event's timestamp is set where it is made, before its commit).
+#     The executions start ticking once every viewer is connected (KODO_BENCH_JOIN_LATE=1:
+#     at once, so that viewers join runs already some seconds old and are caught up first).
+#     Beside it, the same client against kodo-sse-push, a trivial epoll server pushing the
+#     same frames at the same rate with nothing behind it: what this machine and client can do.
 #  2. wrk on /health and on /outputs/status/{fid}, beside wrk on nginx serving a static file
 #     of the same size as that status answer.
 # Both for this tree's host (build/) and for main's (build-old/, built here from
@@ -10,6 +14,7 @@
 # loopback port with its own temporary directory and stopped by its pid.
 #   bench/http.sh [VIEWERS=10000] [EXECUTIONS=100] [RATE=10000] [SECONDS=15]
 #   KODO_BENCH_HOSTS=new bench/http.sh 200 10 1000 5     a quick look at this tree only
+#   KODO_BENCH_LIMIT=0 ...                               without the trivial server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +25,7 @@ seconds=${4:-15}
 wrk_seconds=5
 command -v wrk >/dev/null && command -v nginx >/dev/null ||
   { echo "bench/http.sh needs wrk and nginx-light (.ci/setup installs them)" >&2; exit 2; }
-cmake --build build -j2 --target kodo-host kodo-sse-load kodo-tick-flow kodo_storage_sqlite \
+cmake --build build -j2 --target kodo-host kodo-sse-load kodo-sse-push kodo-tick-flow kodo_storage_sqlite \
   kodo_transport_inproc >/dev/null
 if [[ ${KODO_BENCH_HOSTS:-new old} == *old* && ! -x build-old/bin/kodo-host ]]; then
   echo "building main's host in build-old/ (once)"
@@ -61,10 +66,11 @@ run_host() {  # label binary-dir
   port=$(free_port)
   data=$tmp/$label
   mkdir -p "$data"
-  local per_flow=$((rate / executions))
+  local per_flow=$((rate / executions)) go=$data/go
+  [[ ${KODO_BENCH_JOIN_LATE:-0} == 1 ]] && go=/
   "$dir/bin/kodo-host" --address "127.0.0.1:$port" --plugin-dir "$dir/plugins" \
     --exec-dir "$data/execution" --max-running $((executions + 8)) \
-    --flow "tick=$PWD/build/bin/kodo-tick-flow $per_flow $((seconds + 10))" \
+    --flow "tick=$PWD/build/bin/kodo-tick-flow $per_flow $((seconds + 10)) $go" \
     --flow "once=$PWD/build/bin/kodo-tick-flow 10 0.1" serve >"$data/log" 2>&1 &
   pid=$!
   pids+=("$pid")
@@ -81,7 +87,8 @@ run_host() {  # label binary-dir
   echo "== $label host ($dir): $viewers viewers, $executions executions, $rate events/s, ${seconds}s"
   started=$(date +%s.%N)
   ticks0=$(proc_ticks "$pid")
-  build/bin/kodo-sse-load "$port" "$seconds" "$viewers" "${fids[@]}" >"$data/load" &
+  KODO_SSE_LOAD_READY=$data/go build/bin/kodo-sse-load "$port" "$seconds" "$viewers" "${fids[@]}" \
+    >"$data/load" &
   local load=$!
   while kill -0 "$load" 2>/dev/null; do
     local rss threads
@@ -109,6 +116,28 @@ run_host() {  # label binary-dir
   wait "$pid" 2>/dev/null || true
 }
 
+run_limit() {  # the same load against the trivial server
+  local pid port ticks0 ticks1 started elapsed cpu fids=()
+  build/bin/kodo-sse-push $((rate / executions)) 5 >"$tmp/push-port" &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 50); do [[ -s $tmp/push-port ]] && break; sleep 0.1; done
+  port=$(cat "$tmp/push-port")
+  for i in $(seq 1 "$executions"); do fids+=("run$i"); done
+  echo "== limit: the same client against kodo-sse-push (trivial epoll server, 5 ms batches)"
+  started=$(date +%s.%N)
+  ticks0=$(proc_ticks "$pid")
+  build/bin/kodo-sse-load "$port" "$seconds" "$viewers" "${fids[@]}" | sed 's/^/  /'
+  ticks1=$(proc_ticks "$pid")
+  elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+  cpu=$(echo "scale=0; 100 * ($ticks1 - $ticks0) / $(getconf CLK_TCK) / $elapsed" | bc)
+  printf '  server: RSS %d MB, CPU %d%% of one core\n' \
+    $(($(awk '/^VmRSS/ {print $2}' "/proc/$pid/status") / 1024)) "$cpu"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+
+[[ ${KODO_BENCH_LIMIT:-1} == 1 ]] && run_limit
 for host in ${KODO_BENCH_HOSTS:-new old}; do
   case $host in
     new) run_host new build ;;

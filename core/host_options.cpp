@@ -74,7 +74,10 @@ po::options_description host_option_descriptions() {
       "http-handler-threads", po::value<size_t>()->default_value(16),
       "threads answering requests (event streams do not hold one)")(
       "sse-viewer-buffer", po::value<size_t>()->default_value(size_t{256} << 10),
-      "bytes waiting for one stream viewer at most; a viewer this far behind is cut off");
+      "bytes waiting for one stream viewer at most; a viewer this far behind is cut off")(
+      "sse-buffer-total", po::value<size_t>()->default_value(size_t{256} << 20),
+      "bytes waiting for all connections together; past this, viewers more than 64 KiB behind "
+      "are cut off first");
 
   po::options_description flows("Flows", kHelpWidth);
   flows.add_options()("flow", po::value<std::vector<std::string>>()->composing(),
@@ -566,6 +569,7 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.http_io_threads = std::max<size_t>(1, values["http-io-threads"].as<size_t>());
   config.http_handler_threads = std::max<size_t>(1, values["http-handler-threads"].as<size_t>());
   config.sse_viewer_buffer = std::max<size_t>(4096, values["sse-viewer-buffer"].as<size_t>());
+  config.sse_buffer_total = std::max<size_t>(4096, values["sse-buffer-total"].as<size_t>());
 
   config.executor.max_running = std::max<size_t>(1, values["max-running"].as<size_t>());
   config.executor.max_event_bytes = values["max-event-bytes"].as<size_t>();

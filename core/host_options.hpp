@@ -46,6 +46,7 @@ struct HostConfig {
   size_t http_io_threads = 2;
   size_t http_handler_threads = 16;
   size_t sse_viewer_buffer = size_t{256} << 10;
+  size_t sse_buffer_total = size_t{256} << 20;
   double shutdown_grace_s = 10;
 };
 

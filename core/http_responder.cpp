@@ -173,7 +173,7 @@ bool HttpResponder::write(std::string_view chunk) {
   if (state_ != State::Streaming)
     throw Error(KODO_ERR_INTERNAL, "HttpResponder::write() called without start_stream()");
   if (head_request_) return false;
-  return session_->stream_write(chunk, false);
+  return session_->stream_write(std::make_shared<const std::string>(chunk), false);
 }
 
 bool HttpResponder::wait(int timeout_ms) {
@@ -195,7 +195,11 @@ HttpStream::HttpStream(std::shared_ptr<http_detail::Session> session)
     : session_(std::move(session)) {}
 
 bool HttpStream::write(std::string_view chunk) {
-  return session_->stream_write(chunk, true);
+  return session_->stream_write(std::make_shared<const std::string>(chunk), true);
+}
+
+bool HttpStream::write(std::shared_ptr<const std::string> chunk) {
+  return session_->stream_write(std::move(chunk), true);
 }
 
 void HttpStream::end() {

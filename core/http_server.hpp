@@ -44,6 +44,8 @@ class HttpStream {
   // the buffer overflowed (the connection is then cut), end() was called, or the server is
   // stopping.
   bool write(std::string_view chunk);
+  // The same, without a copy: bytes written to many streams are held once.
+  bool write(std::shared_ptr<const std::string> chunk);
   // Ends the response cleanly; the connection may then carry another request.
   void end();
   bool open() const;
@@ -126,6 +128,9 @@ class HttpServer {
     size_t io_threads = 2;         // threads running every connection's I/O
     size_t handler_threads = 16;   // threads running handlers (which may block)
     size_t stream_buffer_bytes = size_t{256} << 10;  // per HttpStream, before the client is cut
+    // All connections' queued bytes together: past this, a stream more than 64 KiB behind
+    // is cut (counted per connection; bytes shared by many streams are held only once).
+    size_t stream_buffer_total_bytes = size_t{256} << 20;
     HttpLimits limits;
   };
   // Called on a handler thread, possibly many at once: it must be thread-safe.

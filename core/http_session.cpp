@@ -7,6 +7,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
 
+#include <cstdio>
+
 namespace kodo {
 namespace http_detail {
 
@@ -22,16 +24,12 @@ bool is_parse_error(const beast::error_code &ec) {
   return ec.category() == make_error_code(http::error::need_more).category();
 }
 
-std::string chunk_frame(std::string_view chunk) {
-  char size_line[24];
-  const int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", chunk.size());
-  std::string framed;
-  framed.reserve(static_cast<size_t>(n) + chunk.size() + 2);
-  framed.append(size_line, static_cast<size_t>(n));
-  framed.append(chunk.data(), chunk.size());
-  framed += "\r\n";
-  return framed;
+const std::shared_ptr<const std::string> &last_chunk() {
+  static const auto bytes = std::make_shared<const std::string>("0\r\n\r\n");
+  return bytes;
 }
+
+const char kCrlf[] = "\r\n";
 
 }  // namespace
 
@@ -39,6 +37,7 @@ Session::Session(asio::ip::tcp::socket socket, std::shared_ptr<HttpServer::Impl>
     : socket_(std::move(socket)), timer_(socket_.get_executor()), server_(std::move(server)) {}
 
 Session::~Session() {
+  server_->queued_bytes.fetch_sub(counted_);
   std::lock_guard<std::mutex> lock(server_->mu);
   if (server_->sessions.erase(this) != 0 && server_->sessions.empty())
     server_->all_closed.notify_all();
@@ -111,6 +110,14 @@ void Session::read_head() {
       std::min<size_t>(limits.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
   parser_->body_limit(limits.max_body_bytes);
   arm(server_->options.idle_timeout_ms);
+  if (input_ended_) {
+    // What is buffered is all the client sent (pipelined requests before its end of input).
+    // A read at the end of input returns at once, so this does not block the strand.
+    beast::error_code ec;
+    http::read_header(socket_, buffer_, *parser_, ec);
+    on_head(ec);
+    return;
+  }
   http::async_read_header(
       socket_, buffer_, *parser_,
       [self = shared_from_this()](beast::error_code ec, size_t) { self->on_head(ec); });
@@ -137,6 +144,12 @@ void Session::on_head(beast::error_code ec) {
   }
   arm(server_->options.body_timeout_ms);
   auto read_body = [self = shared_from_this()] {
+    if (self->input_ended_) {  // as in read_head
+      beast::error_code e;
+      http::read(self->socket_, self->buffer_, *self->parser_, e);
+      self->on_body(e);
+      return;
+    }
     http::async_read(self->socket_, self->buffer_, *self->parser_,
                      [self](beast::error_code e, size_t) { self->on_body(e); });
   };
@@ -198,13 +211,28 @@ void Session::dispatch() {
 // ---- writing ----------------------------------------------------------------------------
 
 bool Session::enqueue(std::string_view bytes) {
+  return enqueue(std::make_shared<const std::string>(bytes));
+}
+
+bool Session::enqueue(std::shared_ptr<const std::string> bytes) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (broken_) return false;
-    pending_.append(bytes.data(), bytes.size());
+    pending_bytes_ += bytes->size();
+    pending_.push_back(OutPiece{std::move(bytes)});
+    recount_locked();
   }
   post_kick();
   return true;
+}
+
+void Session::recount_locked() {
+  const size_t now = pending_bytes_ + inflight_;
+  if (now >= counted_)
+    server_->queued_bytes.fetch_add(now - counted_);
+  else
+    server_->queued_bytes.fetch_sub(counted_ - now);
+  counted_ = now;
 }
 
 // At most one kick waits in the strand's queue: a viewer fed a million small writes must not
@@ -232,14 +260,21 @@ void Session::kick() {
   if (!pending_.empty()) {
     out_.swap(pending_);
     pending_.clear();
-    inflight_ = out_.size();
+    inflight_ = pending_bytes_;
+    pending_bytes_ = 0;
     writing_ = true;
     lock.unlock();
     changed_.notify_all();
+    gather_.clear();
+    for (const OutPiece &p : out_) {
+      if (p.chunk_head_len > 0) gather_.emplace_back(p.chunk_head.data(), p.chunk_head_len);
+      gather_.emplace_back(p.bytes->data(), p.bytes->size());
+      if (p.chunk_head_len > 0) gather_.emplace_back(kCrlf, 2);
+    }
     arm(server_->options.write_timeout_ms);
-    asio::async_write(
-        socket_, asio::buffer(out_),
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
+    asio::async_write(socket_, gather_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->on_write(ec);
+    });
     return;
   }
   if (handler_running_ || stream_) return;  // more will come
@@ -259,13 +294,14 @@ void Session::kick() {
 
 void Session::on_write(beast::error_code ec) {
   disarm();
-  out_.clear();
-  if (out_.capacity() > kLowMark * 4) std::string().swap(out_);
+  out_.clear();  // the shared pieces' last viewer lets them go
+  gather_.clear();
   {
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
     inflight_ = 0;
     if (ec) broken_ = true;
+    recount_locked();
   }
   changed_.notify_all();
   kick();
@@ -291,6 +327,7 @@ void Session::watch() {
                             self->watching_ = false;
                             if (self->closed_) return;
                             if (!ec) self->buffer_.commit(n);
+                            if (ec == asio::error::eof) self->input_ended_ = true;
                             if (self->want_next_) {
                               self->want_next_ = false;
                               self->read_head();
@@ -354,6 +391,9 @@ void Session::close() {
     std::unique_lock<std::mutex> lock(mu_);
     broken_ = true;
     stream_ = false;
+    pending_.clear();
+    pending_bytes_ = 0;
+    recount_locked();
     fire_close_callbacks_locked(lock);
   }
   changed_.notify_all();
@@ -382,33 +422,46 @@ void Session::begin_stream(bool chunked) {
   asio::post(socket_.get_executor(), [self = shared_from_this()] { self->watch(); });
 }
 
-bool Session::stream_write(std::string_view chunk, bool bounded) {
-  if (chunk.empty()) return usable();  // an empty chunk would end a chunked body
+bool Session::stream_write(std::shared_ptr<const std::string> chunk, bool bounded) {
+  if (chunk->empty()) return usable();  // an empty chunk would end a chunked body
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (broken_ || !stream_ || server_->stopping.load()) return false;
-    const size_t add = chunk.size() + (chunked_ ? 24 : 0);
-    if (bounded && pending_.size() + inflight_ + add > server_->options.stream_buffer_bytes) {
-      // A viewer that does not read is cut off rather than slowing anyone else.
-      broken_ = true;
-      stream_ = false;
-      fire_close_callbacks_locked(lock);
-      lock.unlock();
-      changed_.notify_all();
-      post_kick();
+    OutPiece piece{std::move(chunk)};
+    if (chunked_) {
+      const int n = std::snprintf(piece.chunk_head.data(), piece.chunk_head.size(), "%zx\r\n",
+                                  piece.bytes->size());
+      piece.chunk_head_len = static_cast<uint8_t>(n);
+    }
+    const size_t add = piece.wire_size();
+    const size_t mine = pending_bytes_ + inflight_ + add;
+    // A viewer that does not read is cut off rather than slowing anyone else; when all the
+    // streams together hold too much, those already behind go first.
+    if (bounded && (mine > server_->options.stream_buffer_bytes ||
+                    (mine > kLowMark && server_->queued_bytes.load() + add >
+                                            server_->options.stream_buffer_total_bytes))) {
+      cut_locked(lock);
       return false;
     }
-    if (chunked_)
-      pending_ += chunk_frame(chunk);
-    else
-      pending_.append(chunk.data(), chunk.size());
+    pending_bytes_ += add;
+    pending_.push_back(std::move(piece));
+    recount_locked();
   }
   post_kick();
   if (bounded) return true;
   std::unique_lock<std::mutex> lock(mu_);
   changed_.wait(lock,
-                [&] { return broken_ || server_->stopping.load() || pending_.size() < kLowMark; });
+                [&] { return broken_ || server_->stopping.load() || pending_bytes_ < kLowMark; });
   return !broken_ && !server_->stopping.load();
+}
+
+void Session::cut_locked(std::unique_lock<std::mutex> &lock) {
+  broken_ = true;
+  stream_ = false;
+  fire_close_callbacks_locked(lock);
+  lock.unlock();
+  changed_.notify_all();
+  post_kick();
 }
 
 void Session::end_stream(bool keep_alive) {
@@ -416,7 +469,11 @@ void Session::end_stream(bool keep_alive) {
     std::unique_lock<std::mutex> lock(mu_);
     if (!stream_) return;
     stream_ = false;
-    if (!broken_ && chunked_) pending_ += "0\r\n\r\n";
+    if (!broken_ && chunked_) {
+      pending_.push_back(OutPiece{last_chunk()});
+      pending_bytes_ += last_chunk()->size();
+      recount_locked();
+    }
     keep_alive_ = keep_alive_ && keep_alive && chunked_;
     fire_close_callbacks_locked(lock);
   }

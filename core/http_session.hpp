@@ -5,8 +5,10 @@
 // idle budget, then its body within the body budget (each budget covers the whole phase, so
 // a client trickling bytes cannot stretch it), hands the request to the handler pool, and
 // writes what the handler queues. Output from any thread goes through one queue guarded by
-// mu_; the strand drains it. While a stream is open a read stays pending so that a client
-// hanging up is noticed at once.
+// mu_; the strand drains it with one gathered write. The queue holds shared, immutable
+// pieces: the same SSE frames sent to thousands of viewers are held once, not once per
+// viewer. While a stream is open a read stays pending so that a client hanging up is noticed
+// at once.
 #pragma once
 
 #include "core/http_server.hpp"
@@ -22,10 +24,13 @@
 #include <array>
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 namespace kodo {
 
@@ -44,6 +49,9 @@ struct HttpServer::Impl {
   // work a connection has; released once every connection has closed.
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> io_work;
   std::atomic<bool> stopping{false};
+  // Bytes queued on every connection together (counted per connection, though pieces are
+  // shared): past options.stream_buffer_total_bytes, streams that are behind are cut first.
+  std::atomic<size_t> queued_bytes{0};
   uint16_t bound_port = 0;
   // Seconds (steady clock) of the last accept that failed for want of descriptors.
   std::atomic<int64_t> descriptors_short_at{-1};
@@ -56,6 +64,16 @@ struct HttpServer::Impl {
 };
 
 namespace http_detail {
+
+// One piece of a connection's output: shared bytes, framed as a chunk when chunk_head_len > 0.
+struct OutPiece {
+  std::shared_ptr<const std::string> bytes;
+  std::array<char, 20> chunk_head{};  // "<size hex>\r\n"; the chunk's CRLF follows the bytes
+  uint8_t chunk_head_len = 0;
+  size_t wire_size() const {
+    return bytes->size() + (chunk_head_len > 0 ? chunk_head_len + size_t{2} : 0);
+  }
+};
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -73,11 +91,12 @@ class Session : public std::enable_shared_from_this<Session> {
   bool stopping() const { return server_->stopping.load(std::memory_order_acquire); }
   // Queues bytes; false when the connection is already broken.
   bool enqueue(std::string_view bytes);
+  bool enqueue(std::shared_ptr<const std::string> bytes);
   // A streamed response started (its head is queued): watch for a hang-up from now on.
   void begin_stream(bool chunked);
   // One piece of the open stream, framed as a chunk when chunked. bounded: cut the client
   // (false) when its queue would pass the stream limit, instead of waiting for it to drain.
-  bool stream_write(std::string_view chunk, bool bounded);
+  bool stream_write(std::shared_ptr<const std::string> chunk, bool bounded);
   // Ends the open stream (the last chunk when chunked); the response is then complete.
   void end_stream(bool keep_alive);
   // Sleeps up to timeout_ms; false as soon as the connection breaks or the server stops.
@@ -104,6 +123,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void arm(int timeout_ms);  // the current phase's budget; <= 0: none
   void disarm();
   void fire_close_callbacks_locked(std::unique_lock<std::mutex> &lock);
+  void cut_locked(std::unique_lock<std::mutex> &lock);  // a stream's client falls behind
+  void recount_locked();  // brings server_->queued_bytes up to date with this connection's
 
   enum class Phase { Reading, Handling, Lingering };
   asio::ip::tcp::socket socket_;
@@ -111,7 +132,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<HttpServer::Impl> server_;
   beast::flat_buffer buffer_;
   std::optional<beast::http::request_parser<beast::http::string_body>> parser_;
-  std::string out_;  // being written (strand only)
+  std::vector<OutPiece> out_;               // being written (strand only)
+  std::vector<asio::const_buffer> gather_;  // out_ as buffers (strand only)
   std::array<char, 4096> sink_{};
   size_t lingered_ = 0;
   Phase phase_ = Phase::Reading;   // strand only
@@ -120,11 +142,16 @@ class Session : public std::enable_shared_from_this<Session> {
   bool closed_ = false;            // strand only
   bool watching_ = false;          // strand only: the hang-up read is pending
   bool want_next_ = false;         // strand only: the watch read was cancelled to read a request
+  // strand only: a read returned the client's end of input. Asio (epoll, edge-triggered)
+  // reports that end once: a later async read would wait for an event that never comes.
+  bool input_ended_ = false;
   bool rejected_ = false;
 
   mutable std::mutex mu_;  // everything below
   std::condition_variable changed_;
-  std::string pending_;
+  std::vector<OutPiece> pending_;
+  size_t pending_bytes_ = 0;
+  size_t counted_ = 0;  // this connection's bytes in server_->queued_bytes
   bool writing_ = false;
   bool kick_posted_ = false;  // a kick() waits in the strand's queue
   bool broken_ = false;       // client gone, write failed, or cut

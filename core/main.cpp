@@ -126,6 +126,7 @@ HttpServer::Options http_options(const HostConfig &config, const FdBudget &fds) 
   o.io_threads = config.http_io_threads;
   o.handler_threads = config.http_handler_threads;
   o.stream_buffer_bytes = config.sse_viewer_buffer;
+  o.stream_buffer_total_bytes = config.sse_buffer_total;
   o.limits.max_header_bytes = config.http_max_header_bytes;
   o.limits.max_body_bytes = config.http_max_body_bytes;
   return o;

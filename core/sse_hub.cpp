@@ -15,6 +15,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <tuple>
 
 namespace kodo {
 
@@ -44,17 +47,21 @@ bool is_final_status_event(const Event &e) {
   return e.kind == "status" && is_final_status(e.payload);
 }
 
-// kodosumi's keep-alive and end frames, with its data.
-std::string alive_frame() {
+// kodosumi's keep-alive and end frames, with its data, held once for every viewer.
+std::shared_ptr<const std::string> alive_frame() {
   std::string out;
   append_sse_frame(out, "alive", 0, sse_event_data(now_seconds(), "service alive"));
-  return out;
+  return std::make_shared<const std::string>(std::move(out));
 }
 
-std::string eof_frame() {
+std::shared_ptr<const std::string> eof_frame() {
   std::string out;
   append_sse_frame(out, "eof", 0, "end of stream");
-  return out;
+  return std::make_shared<const std::string>(std::move(out));
+}
+
+std::shared_ptr<const std::string> shared(std::string &bytes) {
+  return std::make_shared<const std::string>(std::move(bytes));
 }
 
 }  // namespace
@@ -155,9 +162,11 @@ void SseHub::tick_locked(double now) {
   }
   if (now >= next_alive_) {
     next_alive_ = now + config_.keepalive_s;
-    const std::string frame = alive_frame();
+    // Only to viewers caught up: one arriving gets its history first, then its alive.
+    const auto frame = alive_frame();
     for (auto &entry : watched_)
-      for (auto &v : entry.second.viewers) v->stream->write(frame);
+      for (auto &v : entry.second.viewers)
+        if (v->caught_up.load(std::memory_order_acquire)) v->stream->write(frame);
   }
 }
 
@@ -243,41 +252,70 @@ void SseHub::pump(const std::string &fid) {
   }
   std::vector<std::shared_ptr<Viewer>> gone;
   bool final_seen = false;
-  for (auto &v : viewers) {
-    if (v->caught_up) continue;
-    const bool ok = read_all(fid, v->kinds, v->after, [&](const Event &e) {
-      append_event(v->out, e, v->formatted);
-      v->after = e.seq;
+  // Viewers that arrive together and ask for the same thing (most often: everything from
+  // the start, in one form) are caught up by one storage read and one buffer of frames.
+  std::map<std::tuple<std::vector<std::string>, int64_t, bool>,
+           std::vector<std::shared_ptr<Viewer>>>
+      arriving;
+  for (auto &v : viewers)
+    if (!v->caught_up.load(std::memory_order_relaxed))
+      arriving[{v->kinds, v->after, v->formatted}].push_back(v);
+  for (auto &group : arriving) {
+    std::string history;
+    int64_t last = std::get<1>(group.first);
+    const bool formatted = std::get<2>(group.first);
+    const bool ok = read_all(fid, std::get<0>(group.first), last, [&](const Event &e) {
+      append_event(history, e, formatted);
+      last = e.seq;
     });
-    v->after = std::max(v->after, cursor);
-    v->caught_up = true;
-    v->out += alive_frame();
-    if (!ok || !v->stream->write(v->out)) {
-      v->stream->end();  // the client reconnects with Last-Event-ID
-      gone.push_back(v);
+    const auto out = shared(history);
+    const auto alive = alive_frame();
+    for (auto &v : group.second) {
+      v->after = std::max(last, cursor);
+      if (!ok || (!out->empty() && !v->stream->write(out)) || !v->stream->write(alive)) {
+        v->stream->end();  // the client reconnects with Last-Event-ID
+        gone.push_back(v);
+      }
+      v->caught_up.store(true, std::memory_order_release);
     }
-    v->out.clear();
   }
 
   bool any = false;
-  std::string frames[2];  // raw, formatted: each made once per event, when a viewer wants it
+  // Every caught-up viewer of all kinds that was at or before the cursor gets the very same
+  // frames, gathered once per form (raw, formatted); the rest (filtered kinds, or caught up
+  // past the cursor) are given theirs one by one. Run again before an eof (below).
   auto read_live = [&] {
+    const int64_t from = cursor;
+    auto shares = [from](const Viewer &v) { return v.kinds.empty() && v.after <= from; };
+    bool wanted[2] = {false, false};  // raw, formatted: is any viewer of that form here?
+    for (auto &v : viewers) wanted[v->formatted ? 1 : 0] = true;
+    std::string batch[2];
+    std::string frame[2];
     read_all(fid, {}, cursor, [&](const Event &e) {
       any = true;
       cursor = e.seq;
-      frames[0].clear();
-      frames[1].clear();
+      for (int form = 0; form < 2; ++form) {
+        frame[form].clear();
+        if (!wanted[form]) continue;
+        append_event(frame[form], e, form == 1);
+        batch[form] += frame[form];
+      }
       for (auto &v : viewers)
-        if (v->caught_up && e.seq > v->after) {
+        if (v->caught_up && !shares(*v) && e.seq > v->after) {
           v->after = e.seq;
-          if (!v->wants(e.kind)) continue;
-          std::string &frame = frames[v->formatted ? 1 : 0];
-          if (frame.empty()) append_event(frame, e, v->formatted);
-          v->out += frame;
+          if (v->wants(e.kind)) v->out += frame[v->formatted ? 1 : 0];
         }
       if (is_final_status_event(e)) final_seen = true;
     });
+    const std::shared_ptr<const std::string> batch_frames[2] = {shared(batch[0]), shared(batch[1])};
     for (auto &v : viewers) {
+      if (!v->caught_up) continue;
+      if (shares(*v)) {
+        v->after = cursor;
+        const auto &frames = batch_frames[v->formatted ? 1 : 0];
+        if (!frames->empty() && !v->stream->write(frames)) gone.push_back(v);
+        continue;
+      }
       if (!v->out.empty() && !v->stream->write(v->out)) gone.push_back(v);
       v->out.clear();
     }
@@ -294,7 +332,7 @@ void SseHub::pump(const std::string &fid) {
     if (ended) read_live();
   }
   if (ended) {
-    const std::string eof = eof_frame();
+    const auto eof = eof_frame();
     for (auto &v : viewers) {
       if (!v->caught_up) continue;
       v->stream->write(eof);

@@ -11,6 +11,7 @@
 #include "core/spooler.hpp"
 #include "core/storage.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -64,7 +65,8 @@ class SseHub : public StoredObserver {
     std::vector<std::string> kinds;
     bool formatted = false;
     int64_t after = -1;  // every matching event up to here has been sent
-    bool caught_up = false;
+    // Set by the reader once the history is queued; read by the keep-alive tick too.
+    std::atomic<bool> caught_up{false};
     std::string out;  // frames gathered for one write
     bool wants(const std::string &kind) const;
   };

@@ -13,14 +13,8 @@
 #include "core/metrics.hpp"
 #include "core/storage.hpp"
 #include "fuzz/fuzz_check.hpp"
+#include "fuzz/loopback_exchange.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -142,52 +136,20 @@ struct Service {
                     }};
 };
 
-// Sends the request, closes the sending side, and reads until the server closes.
-std::string exchange(uint16_t port, const uint8_t *data, size_t size) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  FUZZ_CHECK(fd >= 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  FUZZ_CHECK(connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) == 0);
-  size_t sent = 0;
-  while (sent < size) {
-    ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;  // the server may answer 4xx and close before reading everything
-    sent += static_cast<size_t>(n);
-  }
-  shutdown(fd, SHUT_WR);
-  std::string answer;
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(kAnswerTimeoutMs);
-  char buffer[65536];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          deadline - std::chrono::steady_clock::now())
-                          .count();
-    pollfd p{fd, POLLIN, 0};
-    if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) {
-      (void)std::fprintf(stderr, "no end of the answer within %d ms; got so far:\n%s\n",
-                         kAnswerTimeoutMs, answer.substr(0, 2000).c_str());
-      FUZZ_CHECK(!"the server neither finished its answer nor closed the connection");
-    }
-    ssize_t n = recv(fd, buffer, sizeof buffer, 0);
-    if (n <= 0) break;
-    answer.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  return answer;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const std::shared_ptr<Plugin> plugin =
       Plugin::load(KODO_FUZZ_MEMORY_STORAGE_PLUGIN, "", 0);
   Service service(plugin);
-  const std::string answer = exchange(service.server.port(), data, size);
+  const fuzz::ExchangeResult r =
+      fuzz::loopback_exchange(service.server.port(), data, size, kAnswerTimeoutMs);
+  if (!r.complete) {
+    (void)std::fprintf(stderr, "%s after %.3f s; got so far:\n%s\n", r.error.c_str(), r.waited_s,
+                       r.answer.substr(0, 2000).c_str());
+    FUZZ_CHECK(!"the server neither finished its answer nor closed the connection");
+  }
   // Something that is not a request at all (only blank lines) may be closed unanswered.
-  if (!answer.empty()) FUZZ_CHECK(answer.rfind("HTTP/1.", 0) == 0);
+  if (!r.answer.empty()) FUZZ_CHECK(r.answer.rfind("HTTP/1.", 0) == 0);
   return 0;
 }

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -29,7 +31,7 @@ class HostLimits : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  void start(std::vector<std::string> extra = {}) {
+  void start(std::vector<std::string> extra = {}, const std::string &keepalive_s = "0.5") {
     std::vector<std::string> args = {
         "--plugin-dir",
         KODO_PLUGIN_DIR,
@@ -39,7 +41,7 @@ class HostLimits : public ::testing::Test {
         "quick=/bin/sh -c 'echo hi; echo \"{\\\"kind\\\":\\\"final\\\",\\\"payload\\\":1}\" "
         ">&$KODO_EVENTS_FD'",
         "--sse-keepalive",
-        "0.5"};
+        keepalive_s};
     args.insert(args.end(), extra.begin(), extra.end());
     ASSERT_TRUE(host_.start(args)) << host_.log();
   }
@@ -65,6 +67,46 @@ class HostLimits : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return "not final";
+  }
+
+  // Opens a connection and sends a GET of path with the extra header lines (each ending
+  // in CRLF); -1 when that fails.
+  int open_stream(const std::string &path, const std::string &headers = "") const {
+    const int fd = connect_raw();
+    const std::string request =
+        "GET " + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + headers + "\r\n";
+    if (fd >= 0 && send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+                       static_cast<ssize_t>(request.size())) {
+      close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  // What each stream sent until its eof frame or its close (bounded), then closes them.
+  static std::vector<std::string> read_until_eof(const std::vector<int> &fds) {
+    std::vector<std::string> got(fds.size());
+    size_t done = 0;
+    std::vector<bool> finished(fds.size(), false);
+    for (int round = 0; round < 6000 && done < fds.size(); ++round) {
+      std::vector<pollfd> p;
+      for (size_t i = 0; i < fds.size(); ++i)
+        if (!finished[i]) p.push_back({fds[i], POLLIN, 0});
+      if (poll(p.data(), p.size(), 100) <= 0) continue;
+      for (auto &one : p) {
+        if (!(one.revents & (POLLIN | POLLHUP))) continue;
+        size_t i = static_cast<size_t>(std::find(fds.begin(), fds.end(), one.fd) - fds.begin());
+        char buffer[8192];
+        ssize_t n = recv(one.fd, buffer, sizeof buffer, 0);
+        if (n > 0) got[i].append(buffer, static_cast<size_t>(n));
+        if (n <= 0 || got[i].find("event: eof") != std::string::npos) {
+          finished[i] = true;
+          ++done;
+        }
+      }
+    }
+    for (int fd : fds) close(fd);
+    return got;
   }
 
   int connect_raw() const {
@@ -134,44 +176,94 @@ TEST_F(HostLimits, DeeplyNestedStoredFinalIsServedAsStoredText) {
 TEST_F(HostLimits, SixHundredViewersOfOneRunAndTheHostStillAnswers) {
   start({"--flow", "slow=/bin/sh -c 'sleep 2; echo done'"});
   const std::string fid = launch("slow");
-  const std::string request =
-      "GET /outputs/stream/" + fid + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
   std::vector<int> fds;
   for (int i = 0; i < 600; ++i) {
-    int fd = connect_raw();
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL),
-              static_cast<ssize_t>(request.size()));
-    fds.push_back(fd);
+    fds.push_back(open_stream("/outputs/stream/" + fid));
+    ASSERT_GE(fds.back(), 0);
   }
   EXPECT_EQ(host_.request("GET", "/health").status, 200);
   const int threads = host_threads();
   EXPECT_GT(threads, 0);
   EXPECT_LT(threads, 100) << "threads grew with the connections";
   // Every viewer gets the whole run and its eof frame.
-  std::vector<std::string> got(fds.size());
-  size_t done = 0;
-  std::vector<bool> finished(fds.size(), false);
-  for (int round = 0; round < 6000 && done < fds.size(); ++round) {
-    std::vector<pollfd> p;
-    for (size_t i = 0; i < fds.size(); ++i)
-      if (!finished[i]) p.push_back({fds[i], POLLIN, 0});
-    if (poll(p.data(), p.size(), 100) <= 0) continue;
-    for (auto &one : p) {
-      if (!(one.revents & (POLLIN | POLLHUP))) continue;
-      size_t i = static_cast<size_t>(std::find(fds.begin(), fds.end(), one.fd) - fds.begin());
-      char buffer[8192];
-      ssize_t n = recv(one.fd, buffer, sizeof buffer, 0);
-      if (n > 0) got[i].append(buffer, static_cast<size_t>(n));
-      if (n <= 0 || got[i].find("event: eof") != std::string::npos) {
-        finished[i] = true;
-        ++done;
-      }
+  const std::vector<std::string> got = read_until_eof(fds);
+  for (size_t i = 0; i < fds.size(); ++i) {
+    EXPECT_NE(got[i].find("event: status"), std::string::npos) << i;
+    EXPECT_NE(got[i].find("event: eof"), std::string::npos) << i << ": " << got[i].substr(0, 300);
+  }
+}
+
+// Viewers that connect together are caught up by one shared storage read, and the viewers
+// of every kind at the live cursor share one buffer of frames per batch. Each viewer must
+// still get only its own kinds, from its own position, every frame once and in order,
+// whether it came before the run printed anything or in the middle of it.
+TEST_F(HostLimits, ViewersSharingReadsGetTheirOwnKindsAndPositionsInOrder) {
+  start({"--flow", "count=/bin/sh -c 'for i in $(seq 101 160); do echo L$i.; sleep 0.02; done'"});
+  const std::string fid = launch("count");
+  enum Kind { All, Main, Resumed };
+  std::vector<int> fds;
+  std::vector<Kind> kinds;
+  auto open_group = [&] {
+    for (int i = 0; i < 10; ++i) {
+      fds.push_back(open_stream("/outputs/stream/" + fid));
+      kinds.push_back(All);
+      fds.push_back(open_stream("/outputs/main/" + fid));
+      kinds.push_back(Main);
+      fds.push_back(open_stream("/outputs/stream/" + fid, "Last-Event-ID: 3\r\n"));
+      kinds.push_back(Resumed);
+    }
+  };
+  open_group();
+  ASSERT_NE(host_.request("GET", "/outputs/stdio/" + fid, "", 30, "L120.").body.find("L120."),
+            std::string::npos);
+  open_group();
+  for (int fd : fds) ASSERT_GE(fd, 0);
+  const std::vector<std::string> got = read_until_eof(fds);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const std::string &text = got[i];
+    ASSERT_NE(text.find("event: eof"), std::string::npos) << i << ": " << text.substr(0, 300);
+    // Row ids (alive and eof frames carry 0) only grow: nothing repeated, nothing reordered.
+    long long last_id = kinds[i] == Resumed ? 3 : 0;
+    for (size_t at = 0; (at = text.find("\nid: ", at)) != std::string::npos; ++at) {
+      const long long id = std::strtoll(text.c_str() + at + 5, nullptr, 10);
+      if (id == 0) continue;
+      EXPECT_GT(id, last_id) << i << ": " << text;
+      last_id = id;
+    }
+    if (kinds[i] == Main) {
+      EXPECT_EQ(text.find("event: stdout"), std::string::npos) << i << ": " << text;
+      EXPECT_NE(text.find("event: status"), std::string::npos) << i << ": " << text;
+      continue;
+    }
+    // A resumed viewer's first lines may be among the 3 rows it skipped.
+    size_t from = 0;
+    for (int line = kinds[i] == Resumed ? 110 : 101; line <= 160; ++line) {
+      const std::string want = "L" + std::to_string(line) + ".";
+      const size_t at = text.find(want, from);
+      ASSERT_NE(at, std::string::npos) << i << " lacks " << want << ": " << text;
+      EXPECT_EQ(text.find(want, at + 1), std::string::npos) << i << " repeats " << want;
+      from = at;
     }
   }
-  for (size_t i = 0; i < fds.size(); ++i) {
-    close(fds[i]);
-    EXPECT_NE(got[i].find("event: status"), std::string::npos) << i;
+}
+
+// Viewers were sent `alive` frames while still waiting to be caught up, so a stream could
+// begin with an alive frame before the run's history. Each stream now begins with its
+// history, however often the keep-alive ticks.
+TEST_F(HostLimits, EveryViewerGetsItsHistoryBeforeAnyAliveFrame) {
+  start({}, "0.001");
+  const std::string fid = launch("quick");
+  ASSERT_EQ(wait_final(fid), "finished");
+  std::vector<int> fds;
+  for (int i = 0; i < 200; ++i) {
+    fds.push_back(open_stream("/outputs/stream/" + fid));
+    ASSERT_GE(fds.back(), 0);
+  }
+  const std::vector<std::string> got = read_until_eof(fds);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const size_t first = got[i].find("event: ");
+    ASSERT_NE(first, std::string::npos) << i << ": " << got[i].substr(0, 300);
+    EXPECT_EQ(got[i].compare(first, 13, "event: status"), 0) << i << ": " << got[i].substr(0, 300);
     EXPECT_NE(got[i].find("event: eof"), std::string::npos) << i << ": " << got[i].substr(0, 300);
   }
 }
