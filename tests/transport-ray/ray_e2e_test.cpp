@@ -329,9 +329,10 @@ class OwnHead {
   pid_t pid_ = -1;
 };
 
-// A head of the case's own goes away: the spooler reports the transport down and /health
-// degraded; once a head is back on the address, the bridge reconnects and drains runners of the
-// new head.
+// A head of the case's own goes away: the transport reports itself down and /health is
+// degraded, in a spooler and in `serve --transport ray` (beside it, on a stream of its own);
+// once a head is back on the address, both bridges reconnect and the spooler drains runners of
+// the new head.
 TEST_F(RayE2E, HeadGoneMakesHealthDegradedAndTheTransportReconnects) {
   const std::string address = "127.0.0.1:6390";
   auto start_head = [&](const std::string &name) {
@@ -344,31 +345,49 @@ TEST_F(RayE2E, HeadGoneMakesHealthDegradedAndTheTransportReconnects) {
   auto vars = env();
   vars.insert(vars.end(), {"KODO_RAY_SERVER=" + address, "KODO_RAY_RESTART_MAX_MS=1000"});
   ASSERT_TRUE(host_.start(common_, vars, "spool")) << host_.log();
-  EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
-  EXPECT_EQ(host_.request("GET", "/health").status, 200);
+  // serve's own stream, spill folder and storage, and no runners of its own to drain.
+  HostProcess serve;
+  auto serve_vars = vars;
+  serve_vars.insert(serve_vars.end(),
+                    {"KODO_RAY_STREAM=kodo-serve", "KODO_RAY_RUNNER_NAMESPACE=kodo-serve",
+                     "KODO_RAY_SPILL_DIR=" + dir_.path() + "/serve-spill"});
+  ASSERT_TRUE(serve.start({"--plugin-dir", KODO_PLUGIN_DIR, "--exec-dir",
+                           dir_.path() + "/serve-execution", "--transport", "ray"},
+                          serve_vars))
+      << serve.log();
+  for (const HostProcess *process : {&host_, &serve}) {
+    EXPECT_EQ(metric(*process, "kodo_transport_up"), 1);
+    EXPECT_EQ(process->request("GET", "/health").status, 200);
+  }
 
   head->kill_group();
-  auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (metric(host_, "kodo_transport_up") != 0 && Clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_EQ(metric(host_, "kodo_transport_up"), 0);
-  const auto health = host_.request("GET", "/health");
-  EXPECT_EQ(health.status, 503);
-  EXPECT_NE(health.body.find(R"("transport":"down")"), std::string::npos) << health.body;
+  for (const HostProcess *process : {&host_, &serve}) {
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    while (metric(*process, "kodo_transport_up") != 0 && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(metric(*process, "kodo_transport_up"), 0);
+    const auto health = process->request("GET", "/health");
+    EXPECT_EQ(health.status, 503) << health.body;
+    EXPECT_NE(health.body.find(R"("status":"degraded")"), std::string::npos) << health.body;
+    EXPECT_NE(health.body.find(R"("transport":"down")"), std::string::npos) << health.body;
+  }
 
   head = start_head("head-b");
   ASSERT_TRUE(head->wait_ready()) << head->log();
-  deadline = Clock::now() + std::chrono::seconds(120);
-  while (metric(host_, "kodo_transport_up") != 1 && Clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
-  EXPECT_EQ(host_.request("GET", "/health").status, 200);
+  for (const HostProcess *process : {&host_, &serve}) {
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (metric(*process, "kodo_transport_up") != 1 && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(metric(*process, "kodo_transport_up"), 1);
+    EXPECT_EQ(process->request("GET", "/health").status, 200);
+  }
   const std::string fid = make_fid(6, 0);
   const CommandResult spawned =
       run_command({python_, RUNNERS_SCRIPT, "spawn", "--fids", fid, "--lines", "50", "--preload"},
                   {"KODO_RAY_SERVER=" + address});
   ASSERT_EQ(spawned.exit_code, 0) << spawned.output;
   ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 50));
+  if (HasFailure()) std::cerr << "--- kodo-host serve log ---\n" << serve.log();
 }
 
 }  // namespace
