@@ -60,6 +60,9 @@ class RayE2E : public ::testing::Test {
     ASSERT_FALSE(python_.empty() || env_or_fail("KODO_RAY_SERVER").empty())
         << "run this test through tests/transport-ray/in_ray_namespace.sh (ctest does)";
     exec_dir_ = dir_.path() + "/execution";
+    // The plugin's open waits for the bridge's first connection: Python importing ray and
+    // joining the head take many seconds on a loaded machine.
+    host_.start_timeout_s = 120;
     common_ = {"--plugin-dir", KODO_PLUGIN_DIR, "--exec-dir", exec_dir_};
   }
   void TearDown() override {
@@ -347,6 +350,7 @@ TEST_F(RayE2E, HeadGoneMakesHealthDegradedAndTheTransportReconnects) {
   ASSERT_TRUE(host_.start(common_, vars, "spool")) << host_.log();
   // serve's own stream, spill folder and storage, and no runners of its own to drain.
   HostProcess serve;
+  serve.start_timeout_s = 120;
   auto serve_vars = vars;
   serve_vars.insert(serve_vars.end(),
                     {"KODO_RAY_STREAM=kodo-serve", "KODO_RAY_RUNNER_NAMESPACE=kodo-serve",
