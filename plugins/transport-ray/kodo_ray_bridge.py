@@ -351,9 +351,10 @@ class Spill:
 
 
 def meta_username(payload):
-    """kodosumi's meta payload is serialize()d: {"dict": {"username": ...}}."""
+    """kodosumi's meta payload is serialize()d: {"dict": {"username": ...}} (as text; a runner
+    that queued the object itself is read too)."""
     try:
-        value = json.loads(payload)
+        value = json.loads(payload) if isinstance(payload, (str, bytes)) else payload
         inner = value.get("dict", value) if isinstance(value, dict) else None
         name = inner.get("username") if isinstance(inner, dict) else None
         return name if isinstance(name, str) and name else None

@@ -566,7 +566,7 @@ class RayTransport : public kodo::sdk::TransportBase {
       return;
     }
     const std::string fid = d["fid"].GetString(), username = d["username"].GetString();
-    std::string whole;  // what is wrong with every event of the batch
+    std::string whole;  // what is wrong with every event of the batch: set aside, acked
     for (auto [what, value] : {std::pair{"fid", &fid}, {"username", &username}})
       if (whole.empty()) whole = kodo::sdk::name_problem(what, *value);
     const int64_t first = d["seq"].GetInt64();
@@ -583,16 +583,25 @@ class RayTransport : public kodo::sdk::TransportBase {
       in.event.fid = fid;
       in.event.username = username;
       in.event.seq = seq++;
-      const std::string problem = whole.empty() ? parse_item(item, now, in.event) : whole;
-      if (problem.empty()) {
-        inbox_.push_back(std::move(in));
+      if (!whole.empty()) {
+        rejected.push_back(std::move(in.ref));
         continue;
       }
-      // Set aside, not retried forever: acked so the bridge drops it, and reported.
-      if (whole.empty())
-        log_(KODO_LOG_ERROR, "ray: dropped event seq " + std::to_string(in.event.seq) +
-                                 " of runner " + fid + ": " + problem);
-      rejected.push_back(std::move(in.ref));
+      const std::string problem = parse_item(item, now, in.event);
+      if (!problem.empty()) {
+        // An item kodo cannot store takes its seq as an error event that says why: the
+        // execution shows it, and its seqs stay contiguous (no loss reported).
+        in.event.kind = "error";
+        in.event.timestamp = now;
+        in.event.payload = "ray: runner ";
+        in.event.payload += fid;
+        in.event.payload += " queued an item that cannot be stored (seq ";
+        in.event.payload += std::to_string(in.event.seq);
+        in.event.payload += "): ";
+        in.event.payload += problem;
+        log_(KODO_LOG_ERROR, in.event.payload);
+      }
+      inbox_.push_back(std::move(in));
     }
     if (!whole.empty() && !rejected.empty())
       log_(KODO_LOG_ERROR, "ray: dropped events seq " + std::to_string(first) + ".." +

@@ -155,8 +155,21 @@ TEST_F(RayE2E, SpoolDrainsKodosumiRunnersIntoSqliteNewOnesToo) {
       runners({"spawn", "--fids", later[0], "--lines", "300", "--interval", "0.002"}));
   ASSERT_NO_FATAL_FAILURE(runners(
       {"spawn", "--fids", later[1], "--lines", "300", "--no-username-method", "--preload"}));
+  // Items the runner's batch carries oddly: a payload that is an object (stored as its JSON),
+  // an item without a kind (stored in its seq as an error event that says so).
+  const std::string odd = make_fid(1, 6);
+  ASSERT_NO_FATAL_FAILURE(runners({"spawn", "--fids", odd, "--lines", "5", "--odd", "--preload"}));
   for (const auto &fid : first) ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 500));
   for (const auto &fid : later) ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 300));
+  const auto got = wait_for_end("alice", odd);
+  ASSERT_EQ(got.size(), 13u) << "5 lines, 6 events of the run, the 2 odd items";
+  EXPECT_EQ(got[4].kind + " " + got[4].message, R"(result {"dict":{"n":1}})");
+  EXPECT_EQ(got[5].kind, "error");
+  EXPECT_NE(got[5].message.find("a queue item's kind is missing, empty or not text"),
+            std::string::npos)
+      << got[5].message;
+  EXPECT_EQ(got[6].message, "line 1");
+  EXPECT_EQ(got.back().kind + " " + got.back().message, "status finished");
   EXPECT_GT(metric(host_, "kodo_transport_drain_batches_total"), 0);
   EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
   EXPECT_EQ(host_.stop(), 0);
