@@ -27,7 +27,7 @@ import threading
 import time
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayError
 from ray.util.queue import Empty
 
 FINAL_STATUSES = ("finished", "error")
