@@ -7,7 +7,9 @@
 #   3. kodo-host spool, transport ray -> sqlite: drained, spilled, stored and acked, with the
 #      bridge's memory,
 #   4. kodo-bench --transport ray: kodo's own producers through Ray, lost 0 / duplicated 0.
-#   bench/ray.sh [build-dir]   (after .ci/setup; RUNNERS (default 20) and EVENTS (10000))
+#   bench/ray.sh [build-dir]   (after .ci/setup; RUNNERS (default 20) and EVENTS (10000);
+#   KODOSUMI_RUNNERS (default: RUNNERS, at most 20) runners for the slow pattern 1; the memory
+#   of the runners' worker processes is printed after the spawn of 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -20,22 +22,47 @@ events=${EVENTS:-10000}
 script=tests/transport-ray/kodosumi_runners.py
 work=$KODO_RAY_TMP/bench
 mkdir -p "$work"
-fids() { python3 -c "print(','.join('%s%020d' % ('$1', i) for i in range($runners)))"; }
+fids() { python3 -c "print(','.join('%s%020d' % ('$1', i) for i in range(${2:-$runners})))"; }
 py() { "$KODO_RAY_PYTHON" "$script" "$@"; }
 total=$((runners * (events + 6)))
+slow=${KODOSUMI_RUNNERS:-$((runners < 20 ? runners : 20))}
+# A runner is two Ray workers (its actor and its queue's), about 100 MB together here: refuse
+# what this machine cannot hold rather than push it into the OOM killer.
+need=$((runners * 120 + 2048))
+available=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
+if ((available < need)); then
+  echo "bench/ray.sh: $runners runners need about $need MB, $available MB available; set RUNNERS lower" >&2
+  exit 1
+fi
 
-echo "== 1. kodosumi's spooler pattern, batches of 10, $runners runners x $((events + 6)) events"
-py spawn --fids "$(fids b000)" --lines "$events" --preload
-py drain --fids "$(fids b000)" --batch 10
-py kill --fids "$(fids b000)"
+# PSS (each shared page split among its users) and RSS of the runners' Ray workers: the
+# Runner actors and their queues' actors.
+runner_memory() {
+  local pid pss=0 rss=0 workers=0 p r
+  for pid in $(pgrep -f '^ray::(Runner|_QueueActor)' || true); do
+    p=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null) || continue
+    r=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null) || continue
+    pss=$((pss + ${p:-0})) rss=$((rss + ${r:-0})) workers=$((workers + 1))
+  done
+  echo "runner workers: $workers processes, PSS $((pss / 1024)) MB ($((pss / 1024 / runners)) MB" \
+    "per runner), RSS $((rss / 1024)) MB ($((rss / 1024 / runners)) MB per runner)"
+}
+
+echo "== 1. kodosumi's spooler pattern, batches of 10, $slow runners x $((events + 6)) events"
+py spawn --fids "$(fids b000 "$slow")" --lines "$events" --preload
+py drain --fids "$(fids b000 "$slow")" --batch 10
+py kill --fids "$(fids b000 "$slow")"
 
 echo "== 2. bare Python drain, batches of 1,000"
 py spawn --fids "$(fids c000)" --lines "$events" --preload
 py drain --fids "$(fids c000)" --batch 1000
 py kill --fids "$(fids c000)"
 
-echo "== 3. kodo-host spool, ray -> sqlite"
+echo "== 3. kodo-host spool, ray -> sqlite, $runners runners x $((events + 6)) events"
+free -m | awk '/^Mem:/ {print "before the spawn: " $3 " MB used, " $7 " MB available"}'
 py spawn --fids "$(fids a000)" --lines "$events" --preload
+free -m | awk '/^Mem:/ {print "after the spawn: " $3 " MB used, " $7 " MB available"}'
+runner_memory
 KODO_EVENT_TRANSPORT=ray KODO_RAY_SPILL_DIR="$work/spill" KODO_RAY_DISCOVER_MS=100 \
   "$build/bin/kodo-host" --plugin-dir "$build/plugins" --exec-dir "$work/execution" \
   --address 127.0.0.1:0 spool >"$work/spool.log" 2>&1 &

@@ -197,14 +197,21 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
 }
 
 void Api::health(HttpResponder &response) {
-  const bool up = ctx_.metrics.storage_up.load() != 0;
+  const bool stored = ctx_.metrics.storage_up.load() != 0;
+  // The transport's own `up` (a Ray head or Redis server away): events then wait in producers.
+  const bool carried = !ctx_.transport || ctx_.transport->up();
+  // Running out of file descriptors: new connections and runs fail until some free up.
+  const bool descriptors_short = ctx_.server && ctx_.server->out_of_descriptors();
+  const bool ok = stored && carried && !descriptors_short;
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
   w.Key("status");
-  w.String(up && !(ctx_.server && ctx_.server->out_of_descriptors()) ? "ok" : "degraded");
+  w.String(ok ? "ok" : "degraded");
   w.Key("storage");
-  w.String(up ? "up" : "down");
+  w.String(stored ? "up" : "down");
+  w.Key("transport");
+  w.String(carried ? "up" : "down");
   w.Key("storage_plugin");
   write_string(w, ctx_.storage.plugin().name());
   w.Key("transport_plugin");
@@ -215,8 +222,6 @@ void Api::health(HttpResponder &response) {
   w.Uint64(ctx_.metrics.events_lost.load());
   w.Key("events_missing");
   w.Int64(ctx_.metrics.events_missing.load());
-  // Running out of file descriptors: new connections and runs fail until some free up.
-  const bool descriptors_short = ctx_.server && ctx_.server->out_of_descriptors();
   w.Key("descriptors");
   w.String(descriptors_short ? "exhausted" : "ok");
   if (ctx_.hub) {
@@ -224,7 +229,7 @@ void Api::health(HttpResponder &response) {
     w.Uint64(ctx_.hub->viewers());
   }
   w.EndObject();
-  send_json(response, up && !descriptors_short ? 200 : 503, buffer);
+  send_json(response, ok ? 200 : 503, buffer);
 }
 
 void Api::metrics(HttpResponder &response) {

@@ -210,13 +210,6 @@ int serve(const HostConfig &given) {
   return 0;
 }
 
-// A transport that reports its `up` figure as 0 (its server is away) makes a spooler degraded.
-bool transport_up(const Transport &transport) {
-  for (const auto &m : transport.metrics())
-    if (m.name == "up") return m.value != 0;
-  return true;
-}
-
 int spool(const HostConfig &config) {
   auto storage = open_storage(config);
   auto transport = open_transport(config);
@@ -247,7 +240,7 @@ int spool(const HostConfig &config) {
                           metrics_text(metrics, {}, *storage, transport.get()));
           } else if (request.path == "/health") {
             const bool storage_up = metrics.storage_up.load() != 0;
-            const bool carried = transport_up(*transport);
+            const bool carried = transport->up();
             const bool up = storage_up && carried;
             response.send(up ? 200 : 503, "application/json",
                           std::string("{\"status\":\"") + (up ? "ok" : "degraded") +

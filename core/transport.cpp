@@ -85,4 +85,10 @@ std::vector<PluginMetric> Transport::metrics() const {
   return collect_plugin_metrics(api_.metrics, handle_);
 }
 
+bool Transport::up() const {
+  for (const auto &m : metrics())  // one sample per consumer, in some plugins: all must be up
+    if (m.name == "up" && m.value == 0) return false;
+  return true;
+}
+
 }  // namespace kodo

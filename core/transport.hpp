@@ -110,6 +110,9 @@ class Transport {
   void finish_execution(const std::string &fid);
   // The plugin's own figures for /metrics (none when it reports none).
   std::vector<PluginMetric> metrics() const;
+  // False when the plugin reports an `up` figure of 0 (its server is away): /health is then
+  // degraded, in serve as in spool. A plugin without that figure is up.
+  bool up() const;
 
  private:
   std::shared_ptr<Plugin> plugin_;

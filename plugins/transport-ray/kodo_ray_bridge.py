@@ -15,6 +15,7 @@ Two sources feed the consumer:
 
 import argparse
 import asyncio
+import bisect
 import collections
 import json
 import os
@@ -26,7 +27,8 @@ import threading
 import time
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayError
+from ray.util.queue import Empty
 
 FINAL_STATUSES = ("finished", "error")
 COMPACT_BYTES = 64 << 20  # a spill file past this is rewritten ...
@@ -45,7 +47,9 @@ class Wire:
         self.lock = threading.Lock()
 
     def send(self, message):
-        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        self.send_raw(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+
+    def send_raw(self, body):
         with self.lock:
             self.out.write(struct.pack(">I", len(body)) + body)
             self.out.flush()
@@ -124,58 +128,118 @@ class KodoStream:
         return len(self.log)
 
 
+def encode(items):
+    """A batch of queue items as one JSON array, made once: the bridge writes it to the spill
+    file and into the frame unchanged, and the plugin parses it (RapidJSON). A lone surrogate
+    becomes "?" rather than a batch nobody can read."""
+    text = json.dumps(items, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text.encode("utf-8", "replace")
+
+
+def scan(items):
+    """What the bridge needs from a batch without touching each event in Python: the user a
+    meta event names, and whether the run ended (a final status)."""
+    username, finished = None, False
+    kinds = [i.get("kind") if isinstance(i, dict) else None for i in items]
+    if "meta" in kinds:
+        username = meta_username(items[kinds.index("meta")].get("payload"))
+    if "status" in kinds:
+        finished = any(k == "status" and i.get("payload") in FINAL_STATUSES
+                       for k, i in zip(kinds, items))
+    return username, finished
+
+
 @ray.remote(num_cpus=0)
 class Drainer:
     """Makes the destructive reads of runners' queues inside Ray and keeps what it read until
     the bridge has it on disk, so a bridge killed while a read is in flight loses nothing: the
-    next bridge takes the rest from here. Positions count a runner's queue items from 0."""
+    next bridge takes the rest from here. It numbers each runner's events (seq) itself, from
+    the bridge's first hint on, so two bridges' reads in flight never share a seq."""
 
     def __init__(self):
-        self.held = {}  # fid -> (position of the first held item, items)
+        self.next_seq = {}  # fid -> seq of the next event read
+        self.known = {}  # fid -> items the queue is known to hold (it only grows meanwhile)
+        self.held = {}  # fid -> [(seq, count, blob)] read and not yet released
 
-    async def drain(self, fid, queue, n):
-        size = await queue.actor.qsize.remote()
-        start, held = self.held.setdefault(fid, (0, []))
-        items = await queue.actor.get_nowait_batch.remote(min(size, n)) if size else []
-        # As [timestamp, kind, payload] here, in the drainer's process: the bridge's is the
-        # busier one, and lists travel cheaper than dicts.
-        now = time.time()
-        items = [[i.get("timestamp", now), i.get("kind", ""), i.get("payload", "")]
-                 if isinstance(i, dict) else [now, "", i] for i in items]
-        held.extend(items)
-        return size, start + len(held) - len(items), items
+    async def drain(self, fid, queue, n, seq_hint):
+        known = self.known.get(fid, 0)
+        if not known:
+            known = await queue.actor.qsize.remote()
+        take = min(known, n)
+        try:
+            items = await queue.actor.get_nowait_batch.remote(take) if take else []
+        except Empty:  # another bridge's read in flight took some: ask the size again
+            self.known[fid] = 0
+            return 0, max(self.next_seq.get(fid, 0), seq_hint), 0, b"[]", None, False
+        self.known[fid] = known - take
+        seq = max(self.next_seq.get(fid, 0), seq_hint)
+        if not items:
+            return known, seq, 0, b"[]", None, False
+        self.next_seq[fid] = seq + len(items)
+        blob = encode(items)
+        self.held.setdefault(fid, []).append((seq, len(items), blob))
+        return known, seq, len(items), blob, *scan(items)
 
     async def release(self, fid, upto):
-        start, held = self.held.get(fid, (0, []))
-        if upto > start:
-            del held[: upto - start]
-            self.held[fid] = (upto, held)
+        held = self.held.get(fid)
+        if held:
+            self.held[fid] = [h for h in held if h[0] + h[1] > upto]
 
     async def forget(self, fid):
-        self.held.pop(fid, None)
+        for table in (self.held, self.next_seq, self.known):
+            table.pop(fid, None)
 
     async def holding(self, fid):
-        return self.held.get(fid, (0, []))
+        return self.held.get(fid, [])
 
 
 # ---- Spill file: kodosumi events drained and not yet acked ------------------------------------
 
 
+class Acked:
+    """One runner's acked seqs as merged [first, last] ranges; acks come nearly in order, so
+    the list stays a range or two long."""
+
+    def __init__(self):
+        self.ranges = []
+
+    def add(self, first, last):
+        i = bisect.bisect_left(self.ranges, [first, first])
+        if i and self.ranges[i - 1][1] >= first - 1:
+            i -= 1
+        j = i
+        while j < len(self.ranges) and self.ranges[j][0] <= last + 1:
+            first, last = min(first, self.ranges[j][0]), max(last, self.ranges[j][1])
+            j += 1
+        self.ranges[i:j] = [[first, last]]
+
+    def covers(self, first, last):
+        i = bisect.bisect_right(self.ranges, [first, float("inf")])
+        return bool(i) and self.ranges[i - 1][0] <= first and self.ranges[i - 1][1] >= last
+
+    def drop_below(self, seq):
+        self.ranges = [[max(a, seq), b] for a, b in self.ranges if b >= seq]
+
+
 class Spill:
-    """An append-only log, a line per record: a batch of drained events ("e"), a batch of acks
-    ("a"), a runner done ("d") and a runner's next seq and user ("n"). Written before an event
-    is sent, so a killed bridge loses no event it had drained; replayed and compacted at start.
+    """An append-only log, a line per record: a batch of drained events as the drainer encoded
+    it ("b": fid, first seq, count, [{timestamp, kind, payload}, ...]), acked seq ranges ("a"),
+    a runner done ("d") and a runner's next seq and user ("n"). Written before a batch is sent,
+    so a killed bridge loses no event it had drained; replayed and compacted at start. No event
+    is decoded here: batches stay the bytes the drainer made.
     """
 
     def __init__(self, directory):
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, "spill.jsonl")
-        self.unacked = collections.OrderedDict()  # (fid, seq) -> event
+        self.batches = {}  # fid -> {first seq: (count, blob)}, unacked, in seq order
+        self.acked = collections.defaultdict(Acked)
+        self.unacked = 0  # events in self.batches
         self.next_seq = {}
         self.usernames = {}
         self.done = set()
         if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
+            with open(self.path, "rb") as f:
                 for line in f:
                     try:
                         record = json.loads(line)
@@ -186,48 +250,111 @@ class Spill:
 
     def apply(self, record):
         tag = record[0]
-        if tag == "e":
-            for event in record[1]:
-                self.unacked[(event[0], event[2])] = event
-                self.next_seq[event[0]] = max(self.next_seq.get(event[0], 0), event[2] + 1)
-        elif tag == "a":
-            for fid, seq in record[1]:
-                self.unacked.pop((fid, seq), None)
+        if tag == "b":
+            self.add(record[1], record[2], record[3], encode(record[4]))
+        elif tag == "e":  # before batches: events [fid, user, seq, ts, kind, payload]
+            for fid, _, seq, ts, kind, payload in record[1]:
+                self.add(fid, seq, 1, encode([{"timestamp": ts, "kind": kind,
+                                               "payload": payload}]))
+        elif tag == "a":  # [fid, first, last] ranges (before: [fid, seq])
+            for fid, first, *last in record[1]:
+                self.ack(fid, first, last[0] if last else first)
         elif tag == "n":
-            self.next_seq[record[1]] = record[2]
+            self.next_seq[record[1]] = max(self.next_seq.get(record[1], 0), record[2])
             if record[3]:
                 self.usernames[record[1]] = record[3]
         elif tag == "d":
             self.done.add(record[1])
 
-    def compact(self):
-        temporary = self.path + ".new"
-        with open(temporary, "w", encoding="utf-8") as f:
-            for fid, seq in self.next_seq.items():
-                f.write(json.dumps(["n", fid, seq, self.usernames.get(fid)]) + "\n")
-            for fid in self.done:
-                f.write(json.dumps(["d", fid]) + "\n")
-            f.write(json.dumps(["e", list(self.unacked.values())], ensure_ascii=False) + "\n")
-        os.replace(temporary, self.path)
-        self.file = open(self.path, "a", encoding="utf-8")
+    def add(self, fid, first, count, blob):
+        self.batches.setdefault(fid, {})[first] = (count, blob)
+        self.unacked += count
+        self.next_seq[fid] = max(self.next_seq.get(fid, 0), first + count)
 
-    def write(self, records):
-        for record in records:
-            self.apply(record)
-        self.file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    def ack(self, fid, first, last):
+        batches = self.batches.get(fid)
+        if not batches:
+            return
+        acked = self.acked[fid]
+        acked.add(first, last)
+        while batches:
+            start = next(iter(batches))
+            count = batches[start][0]
+            if not acked.covers(start, start + count - 1):
+                break
+            del batches[start]
+            self.unacked -= count
+        if batches:
+            acked.drop_below(next(iter(batches)))
+        else:
+            del self.batches[fid]
+            del self.acked[fid]
+
+    def pending(self, fid):
+        """A runner's unacked events, as (first seq, count, blob) batches; the acked ones of a
+        batch partly acked are left out (its events decoded, once, here)."""
+        acked = self.acked.get(fid)
+        for first, (count, blob) in self.batches.get(fid, {}).items():
+            if acked is None or not any(a <= first + count - 1 and b >= first
+                                        for a, b in acked.ranges):
+                yield first, count, blob
+                continue
+            events = json.loads(blob)
+            run = []
+            for i, event in enumerate(events + [None]):
+                seq = first + i
+                if event is not None and not acked.covers(seq, seq):
+                    run.append(event)
+                    continue
+                if run:
+                    yield seq - len(run), len(run), encode(run)
+                    run = []
+
+    @staticmethod
+    def batch_line(fid, first, count, blob):
+        return b'["b",%s,%d,%d,%s]\n' % (json.dumps(fid).encode(), first, count, blob)
+
+    def compact(self):
+        kept = [(fid, batch) for fid in list(self.batches) for batch in self.pending(fid)]
+        temporary = self.path + ".new"
+        with open(temporary, "wb") as f:
+            for fid, seq in self.next_seq.items():
+                f.write(self.line(["n", fid, seq, self.usernames.get(fid)]))
+            for fid in self.done:
+                f.write(self.line(["d", fid]))
+            for fid, batch in kept:
+                f.write(self.batch_line(fid, *batch))
+        os.replace(temporary, self.path)
+        self.batches, self.acked, self.unacked = {}, collections.defaultdict(Acked), 0
+        for fid, batch in kept:
+            self.add(fid, *batch)
+        self.file = open(self.path, "ab")
+
+    @staticmethod
+    def line(record):
+        return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+
+    def write(self, lines):
+        """Appends records (lines made by line() or batch_line(), already applied)."""
+        self.file.write(b"".join(lines))
         self.file.flush()  # in the kernel's hands: survives a SIGKILL of this process
-        if self.file.tell() > COMPACT_BYTES and len(self.unacked) < COMPACT_UNACKED:
+        if self.file.tell() > COMPACT_BYTES and self.unacked < COMPACT_UNACKED:
             self.file.close()
             self.compact()  # the log keeps only what is not acked yet
+
+    def record(self, record):
+        self.apply(record)
+        self.write([self.line(record)])
 
 
 # ---- The bridge ----------------------------------------------------------------------------
 
 
 def meta_username(payload):
-    """kodosumi's meta payload is serialize()d: {"dict": {"username": ...}}."""
+    """kodosumi's meta payload is serialize()d: {"dict": {"username": ...}} (as text; a runner
+    that queued the object itself is read too)."""
     try:
-        value = json.loads(payload)
+        value = json.loads(payload) if isinstance(payload, (str, bytes)) else payload
         inner = value.get("dict", value) if isinstance(value, dict) else None
         name = inner.get("username") if isinstance(inner, dict) else None
         return name if isinstance(name, str) and name else None
@@ -285,22 +412,33 @@ class Bridge:
                 asyncio.ensure_future(self.consume_stream())
                 asyncio.ensure_future(self.discover())
         elif op == "ack":
-            kodo, runner = [], []
-            for source, fid, seq in message["refs"]:
-                (kodo if source == "k" else runner).append((fid, seq))
+            # [source, fid, first seq, last seq] ranges
+            kodo, runner, total = [], [], 0
+            for source, fid, first, last in message["ranges"]:
+                total += last - first + 1
+                if source == "k":
+                    kodo.extend((fid, seq) for seq in range(first, last + 1))
+                else:
+                    runner.append([fid, first, last])
             if runner and self.spill:
-                self.spill.write([["a", runner]])
+                self.spill.record(["a", runner])
             if kodo:
                 await self.stream.ack.remote(kodo)
-            self.outstanding -= len(message["refs"])
+            self.outstanding -= total
             if self.outstanding < self.args.max_unacked:
                 self.credit.set()
 
-    def deliver(self, rows):
-        self.outstanding += len(rows)
+    def deliver(self, count, frame):
+        self.outstanding += count
         if self.outstanding >= self.args.max_unacked:
             self.credit.clear()
-        self.wire.send({"op": "events", "events": rows})
+        self.wire.send_raw(frame)
+
+    def send_batch(self, fid, username, first, count, blob, times):
+        """A runner's events first..first+count-1 in one frame, the drainer's bytes as they are."""
+        self.deliver(count, b'{"op":"batch","fid":%s,"username":%s,"seq":%d,"delivered":%d,'
+                     b'"events":%s}' % (json.dumps(fid).encode(), json.dumps(username).encode(),
+                                        first, times, blob))
 
     # -- kodo's own producers
 
@@ -318,18 +456,25 @@ class Bridge:
             await self.credit.wait()
             got = await self.stream.take.remote(self.session, self.args.batch, 0.2)
             if got:
-                self.deliver([["k"] + e for e in got])
+                self.deliver(len(got), json.dumps(
+                    {"op": "events", "events": [["k"] + e for e in got]},
+                    separators=(",", ":"), ensure_ascii=False).encode())
 
     # -- kodosumi's runners
 
     async def replay_spill(self):
-        rows = []
-        for e in self.spill.unacked.values():
-            e[1] = e[1] or self.spill.usernames.get(e[0])
-            if e[1]:
-                rows.append(["r"] + e + [2])
-        if rows:
-            self.deliver(rows)
+        """What the last bridge spilled and storage did not ack, sent again; a runner whose
+        user is not known yet is drained first (and if it is gone, ended as such)."""
+        for fid in list(self.spill.batches):
+            username = self.spill.usernames.get(fid)
+            if not username and fid in self.spill.done:
+                username = self.args.default_username
+                self.spill.record(["n", fid, self.spill.next_seq.get(fid, 0), username])
+            if username:
+                for batch in self.spill.pending(fid):
+                    self.send_batch(fid, username, *batch, 2)
+            elif fid not in self.runners:
+                self.runners[fid] = asyncio.ensure_future(self.drain(fid))
 
     async def discover(self):
         while True:
@@ -354,9 +499,10 @@ class Bridge:
             fid, self.args.namespace, str(e).strip().splitlines()[-1])
 
     async def drain(self, fid):
-        # Events spilled before their user was known wait here for it (meta, or the end).
-        held = [e for e in self.spill.unacked.values() if e[0] == fid and not e[1]]
-        state = {"username": self.spill.usernames.get(fid), "finished": False, "held": held}
+        # Spilled events whose user was not known wait here for it (meta, or the end).
+        username = self.spill.usernames.get(fid)
+        held = [] if username else list(self.spill.pending(fid))
+        state = {"username": username, "finished": False, "held": held}
         try:
             handle = ray.get_actor(fid, namespace=self.args.namespace)
             queue = await handle.get_queue.remote()
@@ -367,18 +513,14 @@ class Bridge:
                 state["username"] = await handle.get_username.remote()
             except (RayError, AttributeError):
                 pass  # not every runner has it: the meta event names the user
-        # What a killed bridge's last read left in the drainer and did not spill.
-        start, items = await self.drainer.holding.remote(fid)
-        skip = self.spill.next_seq.get(fid, 0) - start
-        if len(items) > skip:
-            self.take(fid, state, items[max(skip, 0):])
-        self.drainer.release.remote(fid, self.spill.next_seq.get(fid, 0))
+        await self.recover(fid, state)
         idle = 0.001
         while True:
             await self.credit.wait()
+            expected = self.spill.next_seq.get(fid, 0)
             try:
-                size, position, items = await self.drainer.drain.remote(fid, queue,
-                                                                        self.args.batch)
+                size, seq, count, blob, username, finished = await self.drainer.drain.remote(
+                    fid, queue, self.args.batch, expected)
             except RayError as e:
                 try:
                     ray.get_actor(fid, namespace=self.args.namespace)
@@ -387,8 +529,10 @@ class Bridge:
                 await asyncio.sleep(0.1)  # the runner lives: the drainer failed; again
                 self.drainer = self.make_drainer()
                 continue
-            self.depths[fid] = size - len(items)
-            if not items:
+            if seq > expected:  # a killed bridge's read reached the drainer after this one's
+                await self.recover(fid, state, seq)
+            self.depths[fid] = size - count
+            if not count:
                 if state["finished"]:
                     try:
                         ray.kill(handle)  # kodosumi's spooler ends a finished runner too
@@ -400,50 +544,54 @@ class Bridge:
                 continue
             idle = 0.001
             self.drains += 1
-            self.drained += len(items)
-            self.largest_batch = max(self.largest_batch, len(items))
-            self.take(fid, state, items)
-            self.drainer.release.remote(fid, position + len(items))
+            self.drained += count
+            self.largest_batch = max(self.largest_batch, count)
+            self.take(fid, state, seq, count, blob, username, finished)
+            self.drainer.release.remote(fid, seq + count)
 
-    def take(self, fid, state, items):
-        seq = self.spill.next_seq.get(fid, 0)
-        events = []
-        for timestamp, kind, payload in items:
-            if not isinstance(payload, str):
-                payload = json.dumps(payload)
-            if kind == "meta" and not state["username"]:
-                state["username"] = meta_username(payload)
-            if kind == "status" and payload in FINAL_STATUSES:
-                state["finished"] = True
-            events.append([fid, None, seq, float(timestamp), str(kind), payload])
-            seq += 1
-        records = [["e", events]]
+    async def recover(self, fid, state, upto=float("inf")):
+        """Takes what the drainer read for an earlier bridge and that bridge did not spill."""
+        for seq, count, blob in await self.drainer.holding.remote(fid):
+            if self.spill.next_seq.get(fid, 0) <= seq < upto:
+                self.take(fid, state, seq, count, blob, *scan(json.loads(blob)))
+        self.drainer.release.remote(fid, self.spill.next_seq.get(fid, 0))
+
+    def take(self, fid, state, seq, count, blob, username, finished):
+        """Spills a drained batch, then sends it once the runner's user is known."""
+        state["username"] = state["username"] or username
+        state["finished"] = state["finished"] or finished
+        lines = []
         if state["username"] and self.spill.usernames.get(fid) != state["username"]:
-            self.spill.usernames[fid] = state["username"]
-            records.insert(0, ["n", fid, self.spill.next_seq.get(fid, 0), state["username"]])
-        self.spill.write(records)
-        state["held"].extend(events)
+            record = ["n", fid, seq, state["username"]]
+            self.spill.apply(record)
+            lines.append(Spill.line(record))
+        self.spill.add(fid, seq, count, blob)
+        lines.append(Spill.batch_line(fid, seq, count, blob))
+        self.spill.write(lines)
+        state["held"].append((seq, count, blob))
         self.release(fid, state)
 
     def release(self, fid, state, force=False):
-        """Sends a runner's held events once its user is known (or it ended without one)."""
+        """Sends a runner's held batches once its user is known (or it ended without one)."""
         if not state["held"]:
             return
         if not state["username"]:
             if not force:
                 return
             state["username"] = self.args.default_username
-        for event in state["held"]:
-            event[1] = state["username"]
-        self.deliver([["r"] + e + [1] for e in state["held"]])
+            self.spill.record(["n", fid, self.spill.next_seq.get(fid, 0), state["username"]])
+        for batch in state["held"]:
+            self.send_batch(fid, state["username"], *batch, 1)
         state["held"] = []
 
     def end_runner(self, fid, state, error):
         if error is not None and not state["finished"]:
             now = time.time()
-            self.take(fid, state, [[now, "error", error], [now, "status", "error"]])
+            items = [{"timestamp": now, "kind": "error", "payload": error},
+                     {"timestamp": now, "kind": "status", "payload": "error"}]
+            self.take(fid, state, self.spill.next_seq.get(fid, 0), 2, encode(items), None, True)
         self.release(fid, state, force=True)
-        self.spill.write([["d", fid]])
+        self.spill.record(["d", fid])
         self.drainer.forget.remote(fid)
         self.depths.pop(fid, None)
         self.runners.pop(fid, None)

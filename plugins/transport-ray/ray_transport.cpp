@@ -24,6 +24,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -32,6 +33,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 namespace kodo::ray {
@@ -187,20 +189,31 @@ struct Ref {
   int64_t seq = 0;
 };
 
-std::string ack_frame(const std::vector<Ref> &refs) {
+// Acks as [source, fid, first seq, last seq] ranges: storage acks a runner's events nearly in
+// order, so a read of thousands acks in a range or two, and the bridge's work is per range.
+std::string ack_frame(std::vector<Ref> refs) {
+  std::sort(refs.begin(), refs.end(), [](const Ref &a, const Ref &b) {
+    return std::tie(a.source, a.fid, a.seq) < std::tie(b.source, b.fid, b.seq);
+  });
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
   w.Key("op");
   w.String("ack");
-  w.Key("refs");
+  w.Key("ranges");
   w.StartArray();
-  for (const auto &r : refs) {
+  for (size_t i = 0; i < refs.size();) {
+    size_t j = i + 1;
+    while (j < refs.size() && refs[j].source == refs[i].source && refs[j].fid == refs[i].fid &&
+           refs[j].seq <= refs[j - 1].seq + 1)
+      ++j;
     w.StartArray();
-    w.String(r.source == 'k' ? "k" : "r");
-    w.String(r.fid.c_str());
-    w.Int64(r.seq);
+    w.String(refs[i].source == 'k' ? "k" : "r");
+    write_str(w, refs[i].fid);
+    w.Int64(refs[i].seq);
+    w.Int64(refs[j - 1].seq);
     w.EndArray();
+    i = j;
   }
   w.EndArray();
   w.EndObject();
@@ -233,6 +246,34 @@ std::string parse_row(const rapidjson::Value &row, Incoming &out) {
     if (!problem.empty()) return problem;
   }
   if (out.event.kind.empty()) return "kind is empty";
+  return {};
+}
+
+// Reads one event of a runner's batch, a kodosumi queue item {timestamp, kind, payload}, into
+// `out` (fid, user and seq set by the caller); "" when it keeps kodo_event's contract, else what
+// is wrong. A payload that is not text is kept as its JSON; an item without a timestamp gets
+// `now`.
+std::string parse_item(const rapidjson::Value &item, double now, OwnedEvent &out) {
+  if (!item.IsObject()) return "a queue item is not an object {timestamp, kind, payload}";
+  const auto kind = item.FindMember("kind");
+  if (kind == item.MemberEnd() || !kind->value.IsString() || kind->value.GetStringLength() == 0)
+    return "a queue item's kind is missing, empty or not text";
+  out.kind.assign(kind->value.GetString(), kind->value.GetStringLength());
+  const auto timestamp = item.FindMember("timestamp");
+  if (timestamp != item.MemberEnd() && !timestamp->value.IsNumber())
+    return "a queue item's timestamp is not a number";
+  out.timestamp = timestamp == item.MemberEnd() ? now : timestamp->value.GetDouble();
+  const auto payload = item.FindMember("payload");
+  if (payload == item.MemberEnd()) {
+    out.payload.clear();
+  } else if (payload->value.IsString()) {
+    out.payload.assign(payload->value.GetString(), payload->value.GetStringLength());
+  } else {
+    rapidjson::StringBuffer buffer;
+    JsonWriter w(buffer);
+    payload->value.Accept(w);
+    out.payload.assign(buffer.GetString(), buffer.GetSize());
+  }
   return {};
 }
 
@@ -450,6 +491,8 @@ class RayTransport : public kodo::sdk::TransportBase {
           unconfirmed_.erase(it);
           cv_.notify_all();
         }
+      } else if (op == "batch") {
+        on_batch(d);
       } else if (op == "events") {
         on_events(d["events"]);
       } else if (op == "status") {
@@ -499,7 +542,63 @@ class RayTransport : public kodo::sdk::TransportBase {
       rejected.push_back(in.ref);
     }
     cv_.notify_all();
-    if (!rejected.empty()) pending_acks_.push_back(ack_frame(rejected));
+    if (!rejected.empty()) pending_acks_.push_back(ack_frame(std::move(rejected)));
+  }
+
+  // A runner's events seq..seq+n-1 in one frame: {fid, username, seq, delivered, events}.
+  void on_batch(const rapidjson::Document &d) {
+    if (!d.HasMember("seq") || !d["seq"].IsInt64() || !d.HasMember("delivered") ||
+        !d["delivered"].IsUint() || !d.HasMember("events") || !d["events"].IsArray() ||
+        !d.HasMember("fid") || !d["fid"].IsString() || !d.HasMember("username") ||
+        !d["username"].IsString()) {
+      log_(KODO_LOG_ERROR,
+           "ray: the bridge sent a batch frame without fid, username, seq, "
+           "delivered or events; ignored");
+      return;
+    }
+    const std::string fid = d["fid"].GetString(), username = d["username"].GetString();
+    std::string whole;  // what is wrong with every event of the batch: set aside, acked
+    for (auto [what, value] : {std::pair{"fid", &fid}, {"username", &username}})
+      if (whole.empty()) whole = kodo::sdk::name_problem(what, *value);
+    const int64_t first = d["seq"].GetInt64();
+    const uint32_t delivered = d["delivered"].GetUint();
+    const double now =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    std::vector<Ref> rejected;
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t seq = first;
+    for (const auto &item : d["events"].GetArray()) {
+      Incoming in;
+      in.ref = Ref{'r', fid, seq};
+      in.count = delivered;
+      in.event.fid = fid;
+      in.event.username = username;
+      in.event.seq = seq++;
+      if (!whole.empty()) {
+        rejected.push_back(std::move(in.ref));
+        continue;
+      }
+      const std::string problem = parse_item(item, now, in.event);
+      if (!problem.empty()) {
+        // An item kodo cannot store takes its seq as an error event that says why: the
+        // execution shows it, and its seqs stay contiguous (no loss reported).
+        in.event.kind = "error";
+        in.event.timestamp = now;
+        in.event.payload = "ray: runner ";
+        in.event.payload += fid;
+        in.event.payload += " queued an item that cannot be stored (seq ";
+        in.event.payload += std::to_string(in.event.seq);
+        in.event.payload += "): ";
+        in.event.payload += problem;
+        log_(KODO_LOG_ERROR, in.event.payload);
+      }
+      inbox_.push_back(std::move(in));
+    }
+    if (!whole.empty() && !rejected.empty())
+      log_(KODO_LOG_ERROR, "ray: dropped events seq " + std::to_string(first) + ".." +
+                               std::to_string(seq - 1) + " of runner '" + fid + "': " + whole);
+    cv_.notify_all();
+    if (!rejected.empty()) pending_acks_.push_back(ack_frame(std::move(rejected)));
   }
 
   void on_status(const rapidjson::Document &d) {
@@ -578,7 +677,7 @@ void RayConsumer::ack(const uint64_t *ids, size_t count) {
       t_.unacked_.erase(it);
     }
   }
-  if (!refs.empty()) t_.send(ack_frame(refs));
+  if (!refs.empty()) t_.send(ack_frame(std::move(refs)));
 }
 
 }  // namespace

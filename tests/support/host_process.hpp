@@ -106,7 +106,7 @@ class HostProcess {
       _exit(127);
     }
     close(fd);
-    for (int i = 0; i < 1000; ++i) {  // up to 20 s on a loaded machine
+    for (int i = 0; i < start_timeout_s * 50; ++i) {
       std::string log = read_file(log_path_);
       auto at = log.find(ready);
       if (at != std::string::npos) {
@@ -163,6 +163,9 @@ class HostProcess {
 
   // When set before start(): the host's open-files limit (soft = hard).
   rlim_t open_files_limit = 0;
+  // How long start() waits for the host to serve (its plugins' open included) on a loaded
+  // machine.
+  int start_timeout_s = 20;
 
   // One request on a fresh connection (HTTP/1.0: the response ends at close).
   HttpResult request(const std::string &method, const std::string &target,

@@ -5,9 +5,11 @@ A runner is what kodosumi's spooler drains: a named, detached actor in namespace
 kodosumi's serialize() format. It emits, like kodosumi's Runner: status starting, inputs, meta,
 status running, `lines` stdout lines ("line 1", ...), final, status finished.
 
-  spawn --fids F1,F2 --lines N [--interval S] [--no-username-method] [--preload]
+  spawn --fids F1,F2 --lines N [--interval S] [--no-username-method] [--preload] [--odd]
         starts one runner per fid; with --preload every event is queued before the command
-        returns (a backlog to drain), else each runner emits while it runs (S seconds apart)
+        returns (a backlog to drain), else each runner emits while it runs (S seconds apart);
+        --odd adds, after status running, an item whose payload is an object, not text, and
+        one without a kind
   kill FID | kill --fids F1,..   ends runners at once (ray.kill), as a crashed actor
   drain --fids F1,.. --batch N   drains the runners' queues as kodosumi's spooler does
         (get_nowait_batch(min(qsize, N)), one runner after another); prints events/s
@@ -30,11 +32,12 @@ def serialize(value):
 
 
 class Emitter:
-    def __init__(self, fid, lines, interval):
+    def __init__(self, fid, lines, interval, odd=False):
         self.fid = fid
         self.queue = Queue()
         self.lines = lines
         self.interval = interval
+        self.odd = odd
 
     def events(self):
         meta = {"fid": self.fid, "username": "alice", "app_url": "/test", "entry_point": "t:run",
@@ -43,6 +46,9 @@ class Emitter:
         yield "inputs", serialize({"lines": self.lines})
         yield "meta", serialize(meta)
         yield "status", "running"
+        if self.odd:
+            yield "result", {"dict": {"n": 1}}
+            yield "", "an item without a kind"
         for i in range(1, self.lines + 1):
             yield "stdout", "line %d" % i
         yield "final", serialize({"lines": self.lines, "text": "done \u2713"})
@@ -91,6 +97,7 @@ def main():
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--no-username-method", action="store_true")
     p.add_argument("--preload", action="store_true")
+    p.add_argument("--odd", action="store_true")
     args = p.parse_args()
     ray.init(address=os.environ.get("KODO_RAY_SERVER", "127.0.0.1:6379"), namespace="kodosumi",
              logging_level="error", log_to_driver=False)
@@ -98,7 +105,7 @@ def main():
     if args.command == "spawn":
         cls = RunnerWithoutUsername if args.no_username_method else Runner
         runners = [cls.options(name=fid, lifetime="detached").remote(fid, args.lines,
-                                                                     args.interval)
+                                                                     args.interval, args.odd)
                    for fid in fids]
         ray.get([r.start.remote(args.preload) for r in runners])
     elif args.command == "kill":

@@ -60,6 +60,9 @@ class RayE2E : public ::testing::Test {
     ASSERT_FALSE(python_.empty() || env_or_fail("KODO_RAY_SERVER").empty())
         << "run this test through tests/transport-ray/in_ray_namespace.sh (ctest does)";
     exec_dir_ = dir_.path() + "/execution";
+    // The plugin's open waits for the bridge's first connection: Python importing ray and
+    // joining the head take many seconds on a loaded machine.
+    host_.start_timeout_s = 120;
     common_ = {"--plugin-dir", KODO_PLUGIN_DIR, "--exec-dir", exec_dir_};
   }
   void TearDown() override {
@@ -152,8 +155,21 @@ TEST_F(RayE2E, SpoolDrainsKodosumiRunnersIntoSqliteNewOnesToo) {
       runners({"spawn", "--fids", later[0], "--lines", "300", "--interval", "0.002"}));
   ASSERT_NO_FATAL_FAILURE(runners(
       {"spawn", "--fids", later[1], "--lines", "300", "--no-username-method", "--preload"}));
+  // Items the runner's batch carries oddly: a payload that is an object (stored as its JSON),
+  // an item without a kind (stored in its seq as an error event that says so).
+  const std::string odd = make_fid(1, 6);
+  ASSERT_NO_FATAL_FAILURE(runners({"spawn", "--fids", odd, "--lines", "5", "--odd", "--preload"}));
   for (const auto &fid : first) ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 500));
   for (const auto &fid : later) ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 300));
+  const auto got = wait_for_end("alice", odd);
+  ASSERT_EQ(got.size(), 13u) << "5 lines, 6 events of the run, the 2 odd items";
+  EXPECT_EQ(got[4].kind + " " + got[4].message, R"(result {"dict":{"n":1}})");
+  EXPECT_EQ(got[5].kind, "error");
+  EXPECT_NE(got[5].message.find("a queue item's kind is missing, empty or not text"),
+            std::string::npos)
+      << got[5].message;
+  EXPECT_EQ(got[6].message, "line 1");
+  EXPECT_EQ(got.back().kind + " " + got.back().message, "status finished");
   EXPECT_GT(metric(host_, "kodo_transport_drain_batches_total"), 0);
   EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
   EXPECT_EQ(host_.stop(), 0);
@@ -329,9 +345,10 @@ class OwnHead {
   pid_t pid_ = -1;
 };
 
-// A head of the case's own goes away: the spooler reports the transport down and /health
-// degraded; once a head is back on the address, the bridge reconnects and drains runners of the
-// new head.
+// A head of the case's own goes away: the transport reports itself down and /health is
+// degraded, in a spooler and in `serve --transport ray` (beside it, on a stream of its own);
+// once a head is back on the address, both bridges reconnect and the spooler drains runners of
+// the new head.
 TEST_F(RayE2E, HeadGoneMakesHealthDegradedAndTheTransportReconnects) {
   const std::string address = "127.0.0.1:6390";
   auto start_head = [&](const std::string &name) {
@@ -344,31 +361,50 @@ TEST_F(RayE2E, HeadGoneMakesHealthDegradedAndTheTransportReconnects) {
   auto vars = env();
   vars.insert(vars.end(), {"KODO_RAY_SERVER=" + address, "KODO_RAY_RESTART_MAX_MS=1000"});
   ASSERT_TRUE(host_.start(common_, vars, "spool")) << host_.log();
-  EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
-  EXPECT_EQ(host_.request("GET", "/health").status, 200);
+  // serve's own stream, spill folder and storage, and no runners of its own to drain.
+  HostProcess serve;
+  serve.start_timeout_s = 120;
+  auto serve_vars = vars;
+  serve_vars.insert(serve_vars.end(),
+                    {"KODO_RAY_STREAM=kodo-serve", "KODO_RAY_RUNNER_NAMESPACE=kodo-serve",
+                     "KODO_RAY_SPILL_DIR=" + dir_.path() + "/serve-spill"});
+  ASSERT_TRUE(serve.start({"--plugin-dir", KODO_PLUGIN_DIR, "--exec-dir",
+                           dir_.path() + "/serve-execution", "--transport", "ray"},
+                          serve_vars))
+      << serve.log();
+  for (const HostProcess *process : {&host_, &serve}) {
+    EXPECT_EQ(metric(*process, "kodo_transport_up"), 1);
+    EXPECT_EQ(process->request("GET", "/health").status, 200);
+  }
 
   head->kill_group();
-  auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (metric(host_, "kodo_transport_up") != 0 && Clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_EQ(metric(host_, "kodo_transport_up"), 0);
-  const auto health = host_.request("GET", "/health");
-  EXPECT_EQ(health.status, 503);
-  EXPECT_NE(health.body.find(R"("transport":"down")"), std::string::npos) << health.body;
+  for (const HostProcess *process : {&host_, &serve}) {
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    while (metric(*process, "kodo_transport_up") != 0 && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(metric(*process, "kodo_transport_up"), 0);
+    const auto health = process->request("GET", "/health");
+    EXPECT_EQ(health.status, 503) << health.body;
+    EXPECT_NE(health.body.find(R"("status":"degraded")"), std::string::npos) << health.body;
+    EXPECT_NE(health.body.find(R"("transport":"down")"), std::string::npos) << health.body;
+  }
 
   head = start_head("head-b");
   ASSERT_TRUE(head->wait_ready()) << head->log();
-  deadline = Clock::now() + std::chrono::seconds(120);
-  while (metric(host_, "kodo_transport_up") != 1 && Clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_EQ(metric(host_, "kodo_transport_up"), 1);
-  EXPECT_EQ(host_.request("GET", "/health").status, 200);
+  for (const HostProcess *process : {&host_, &serve}) {
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (metric(*process, "kodo_transport_up") != 1 && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(metric(*process, "kodo_transport_up"), 1);
+    EXPECT_EQ(process->request("GET", "/health").status, 200);
+  }
   const std::string fid = make_fid(6, 0);
   const CommandResult spawned =
       run_command({python_, RUNNERS_SCRIPT, "spawn", "--fids", fid, "--lines", "50", "--preload"},
                   {"KODO_RAY_SERVER=" + address});
   ASSERT_EQ(spawned.exit_code, 0) << spawned.output;
   ASSERT_NO_FATAL_FAILURE(expect_whole_run(fid, 50));
+  if (HasFailure()) std::cerr << "--- kodo-host serve log ---\n" << serve.log();
 }
 
 }  // namespace
