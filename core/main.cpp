@@ -298,19 +298,18 @@ int plugins_list(const HostConfig &config) {
 }
 
 int plugins_describe(const HostConfig &config, const std::string &name) {
-  std::shared_ptr<Plugin> plugin;
-  const std::string storage_file = plugin_file_for(name, config.plugin_dir, KODO_KIND_STORAGE);
-  const std::string transport_file = plugin_file_for(name, config.plugin_dir, KODO_KIND_TRANSPORT);
-  if (std::filesystem::exists(storage_file))
-    plugin = Plugin::load(storage_file, "", 0);
-  else if (std::filesystem::exists(transport_file))
-    plugin = Plugin::load(transport_file, "", 0);
-  else
-    throw Error(
-        "no plugin '" + name + "': neither " + storage_file + " nor " + transport_file + " exists",
-        KODO_ERR_NOT_FOUND);
-  std::cout << describe_plugin(*plugin);
-  return 0;
+  std::vector<std::string> tried;
+  for (int32_t kind : {KODO_KIND_STORAGE, KODO_KIND_TRANSPORT, KODO_KIND_DURABILITY}) {
+    const std::string file = plugin_file_for(name, config.plugin_dir, kind);
+    if (std::filesystem::exists(file)) {
+      std::cout << describe_plugin(*Plugin::load(file, "", 0));
+      return 0;
+    }
+    tried.push_back(file);
+  }
+  throw Error("no plugin '" + name + "': none of " + tried[0] + ", " + tried[1] + ", " + tried[2] +
+                  " exists",
+              KODO_ERR_NOT_FOUND);
 }
 
 int run(int argc, char **argv) {

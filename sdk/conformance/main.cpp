@@ -12,6 +12,7 @@
 #include "sdk/conformance/conformance.hpp"
 #include "sdk/conformance/supervisor.hpp"
 
+#include "core/durability.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/storage.hpp"
@@ -95,15 +96,19 @@ Arguments parse_arguments(int argc, char **argv) {
 // claims (its options may narrow the descriptor's capabilities).
 uint64_t open_once(const std::shared_ptr<kodo::Plugin> &plugin, const kodo::OptionList &options) {
   if (plugin->kind() == KODO_KIND_STORAGE) return kodo::Storage(plugin, options).capabilities();
+  if (plugin->kind() == KODO_KIND_DURABILITY)
+    return kodo::Durability(plugin, options).capabilities();
   return kodo::Transport(plugin, options).capabilities();
 }
 
 // Runs only the cases of the plugin's kind, within whatever --gtest_filter chose.
 void restrict_cases_to_kind(int32_t kind) {
   std::string filter = GTEST_FLAG_GET(filter);
-  const char *other_kind = kind == KODO_KIND_STORAGE ? "Transport*" : "Storage*";
+  const char *other_kinds = kind == KODO_KIND_STORAGE     ? "Transport*:Durability*"
+                            : kind == KODO_KIND_TRANSPORT ? "Storage*:Durability*"
+                                                          : "Storage*:Transport*";
   filter += filter.find('-') == std::string::npos ? "-" : ":";
-  filter += other_kind;
+  filter += other_kinds;
   GTEST_FLAG_SET(filter, filter);
 }
 
