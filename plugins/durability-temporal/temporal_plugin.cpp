@@ -60,6 +60,10 @@ constexpr kodo_option_spec kRetryBackoff = OptionSpec("retry_backoff", KODO_OPTI
 constexpr kodo_option_spec kRetryMaximum = OptionSpec("retry_maximum_s", KODO_OPTION_DOUBLE)
                                                .default_value("60")
                                                .description("the longest wait between retries");
+constexpr kodo_option_spec kConnectTimeout =
+    OptionSpec("connect_timeout_s", KODO_OPTION_DOUBLE)
+        .default_value("10")
+        .description("how long open waits for an unreachable server before it fails");
 constexpr kodo_option_spec kMaxConcurrent = OptionSpec("max_concurrent_jobs", KODO_OPTION_INT)
                                                 .default_value("100")
                                                 .description("jobs one worker runs at once");
@@ -75,7 +79,8 @@ const kodo_option_spec *const kOptions[] = {&kHost,
                                             &kRetryInitial,
                                             &kRetryBackoff,
                                             &kRetryMaximum,
-                                            &kMaxConcurrent};
+                                            &kMaxConcurrent,
+                                            &kConnectTimeout};
 
 double double_option(const sdk::Options &options, const kodo_option_spec &spec, double min) {
   const double value = options.get_double(spec.name, std::stod(spec.default_value));
@@ -184,7 +189,11 @@ class TemporalDurability : public sdk::DurabilityBase {
     client.namespace_name = options.get(kNamespace.name, kNamespace.default_value);
     try {
       client_ = std::make_unique<tp::TemporalClient>(client);
-      client_->check_namespace();
+      // A server down at start is reported within connect_timeout_s, naming its address;
+      // later calls wait for a server that went away as long as the client's retry window.
+      tp::ClientOptions first = client;
+      first.retry_for = double_option(options, kConnectTimeout, 0);
+      tp::TemporalClient(first).check_namespace();
     } catch (const tp::TemporalError &e) {
       rethrow(e);
     } catch (const std::invalid_argument &e) {

@@ -28,7 +28,7 @@ TEST(TemporalPlugin, OpeningWithTheServerDownNamesTheAddress) {
   const std::string address = "127.0.0.1:" + std::to_string(free_loopback_port());
   // Nothing listens there: open fails, and says where it looked.
   EXPECT_EQ(run_as({KODO_CONFORMANCE, "--plugin", KODO_PLUGIN_DIR "/kodo-durability-temporal.so",
-                    "--option", "host=" + address},
+                    "--option", "host=" + address, "--option", "connect_timeout_s=1"},
                    "", out),
             2);
   EXPECT_NE(slurp(out).find(address), std::string::npos) << slurp(out);
