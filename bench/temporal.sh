@@ -92,8 +92,8 @@ host_args=(--plugin-dir "$build/plugins" --exec-dir "$work/execution" --flow "$f
 start_host() {
   "$build/bin/kodo-host" "${host_args[@]}" "$@" serve >"$work/host.out" 2>&1 &
   host=$!
-  until grep -q "serving on" "$work/host.out"; do sleep 0.1; done
-  url=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/host.out" | head -1)
+  until grep -qs "serving on" "$work/host.out"; do sleep 0.1; done
+  url=$(grep -o -m1 'http://127.0.0.1:[0-9]*' "$work/host.out")
 }
 start_host
 python3 bench/launch_latency.py "$url" quick "$launches" direct
@@ -104,7 +104,7 @@ temporal_args=(--execution-mode temporal --durability-option "host=$address"
 start_host "${temporal_args[@]}"
 "$build/bin/kodo-host" "${host_args[@]}" "${temporal_args[@]}" worker >"$work/worker.out" 2>&1 &
 worker=$!
-until grep -q "kodo-host worker:" "$work/worker.out"; do sleep 0.1; done
+until grep -qs "kodo-host worker:" "$work/worker.out"; do sleep 0.1; done
 python3 bench/launch_latency.py "$url" quick "$launches" "temporal"
 kill -TERM "$worker"; wait "$worker" || true
 worker=""
