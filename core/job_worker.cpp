@@ -4,6 +4,8 @@
 #include "core/log.hpp"
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <algorithm>
 
@@ -41,17 +43,17 @@ int64_t heartbeat_next_seq(const std::string &json) {
   return member != document.MemberEnd() && member->value.IsInt64() ? member->value.GetInt64() : 0;
 }
 
-std::string json_text(const std::string &text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-      continue;
-    }
-    out += c;
-  }
-  return out + "\"";
+// The heartbeat's progress: {"next_seq": N, "status": S}.
+std::string progress_json(const OutcomeSink::Outcome &now) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  w.StartObject();
+  w.Key("next_seq");
+  w.Int64(now.next_seq);
+  w.Key("status");
+  w.String(now.status.c_str(), static_cast<rapidjson::SizeType>(now.status.size()));
+  w.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
 }
 
 }  // namespace
@@ -85,10 +87,8 @@ sdk::JobResult run_job_attempt(HostJob &job, Executor &executor, OutcomeSink &ou
       executor.pause(fid, control.paused, control.paused ? "signal pause" : "signal resume");
   });
   while (!executor.wait_inactive(input.fid, config.heartbeat_s)) {
-    const auto now = outcomes.outcome(input.fid);
     try {
-      job.heartbeat("{\"next_seq\":" + std::to_string(now.next_seq) +
-                    ",\"status\":" + json_text(now.status) + "}");
+      job.heartbeat(progress_json(outcomes.outcome(input.fid)));
     } catch (const Error &e) {
       log_warn("job " + input.fid + ": " + e.what());
     }
