@@ -171,6 +171,10 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
     } else if (is({"api", "v1", "executions", "*", "events"})) {
       check_fid(parts[3]);
       if (only("GET")) events(parts[3], request, response);
+    } else if (is({"api", "v1", "executions", "*", "*"}) &&
+               (parts[4] == "pause" || parts[4] == "resume" || parts[4] == "cancel")) {
+      check_fid(parts[3]);
+      if (only("POST")) control(parts[3], parts[4], response);
     } else if (is({"outputs", "status", "*"})) {
       check_fid(parts[2]);
       if (only("GET")) status(parts[2], response);
@@ -315,9 +319,25 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
     given->value.Accept(w);
     inputs.assign(buffer.GetString(), buffer.GetSize());
   }
-  const std::string fid =
-      ctx_.executor.launch(std::string(flow->value.GetString(), flow->value.GetStringLength()),
-                           ctx_.default_user, inputs);
+  const std::string flow_name(flow->value.GetString(), flow->value.GetStringLength());
+  std::string fid;
+  if (ctx_.durability) {
+    const auto &flows = ctx_.executor.flows();
+    if (std::none_of(flows.begin(), flows.end(),
+                     [&](const FlowSpec &f) { return f.name == flow_name; }))
+      throw Error(KODO_ERR_NOT_FOUND, "unknown flow " + flow_name);
+    sdk::JobInput job;
+    job.fid = new_fid();
+    job.username = ctx_.default_user;
+    job.app_url = ctx_.app_url;
+    job.entry_point = flow_name;
+    job.inputs_json = inputs;
+    // The fid is the request id too: a retried submit of this launch starts nothing more.
+    ctx_.durability->submit(job, job.fid);
+    fid = job.fid;
+  } else {
+    fid = ctx_.executor.launch(flow_name, ctx_.default_user, inputs);
+  }
   remember_launch(fid);
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
@@ -385,7 +405,9 @@ bool Api::known(const std::string &fid, ExecutionInfo *info) {
     if (info) *info = *stored;
     return true;
   }
-  if (!ctx_.executor.is_active(fid)) {
+  // A durable job waits for a worker; until its first event is stored it is starting.
+  const bool waiting_job = ctx_.durability && launched_here(fid);
+  if (!waiting_job && !ctx_.executor.is_active(fid)) {
     if (!launched_here(fid)) return false;
     // Ended and published, not yet committed: give the spooler a moment.
     if (ctx_.notifier) ctx_.notifier->wait_for_change(fid, -1, 5.0);
@@ -410,7 +432,59 @@ void Api::execution(const std::string &fid, HttpResponder &response) {
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   write_execution(w, info);
+  if (ctx_.durability && ctx_.durability->has(KODO_DURABILITY_CAP_QUERY)) {
+    // The job's state as the durability backend knows it, with no worker needed.
+    std::string body(buffer.GetString(), buffer.GetSize());
+    std::string workflow;
+    try {
+      workflow = ctx_.durability->describe(fid);
+    } catch (const Error &e) {
+      if (e.code() != KODO_ERR_NOT_FOUND) throw;
+      workflow = "null";
+    }
+    body.pop_back();  // the summary's closing brace
+    body += ",\"workflow\":" + workflow + "}";
+    response.send(200, kJson, body);
+    return;
+  }
   send_json(response, 200, buffer);
+}
+
+void Api::control(const std::string &fid, const std::string &action, HttpResponder &response) {
+  const std::string reason = action + " through kodo's API";
+  bool taken = true;
+  ExecutionInfo info;
+  if (ctx_.durability && known(fid, &info) &&
+      (info.status == "finished" || info.status == "error")) {
+    taken = false;  // the job ended: a signal would change nothing
+  } else if (ctx_.durability) {
+    const int32_t signal = action == "pause"    ? KODO_JOB_SIGNAL_PAUSE
+                           : action == "resume" ? KODO_JOB_SIGNAL_RESUME
+                                                : KODO_JOB_SIGNAL_CANCEL;
+    ctx_.durability->signal(fid, signal, reason);
+  } else if (action == "cancel") {
+    taken = ctx_.executor.cancel(fid, reason);
+  } else {
+    taken = ctx_.executor.pause(fid, action == "pause", reason);
+  }
+  if (!taken) {
+    if (!known(fid, nullptr)) throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
+    send_error(response, 409,
+               "execution " + fid + " is not running here, or is already " +
+                   (action == "pause"    ? "paused"
+                    : action == "resume" ? "running"
+                                         : "ending"));
+    return;
+  }
+  rapidjson::StringBuffer buffer;
+  JsonWriter w(buffer);
+  w.StartObject();
+  w.Key("fid");
+  write_string(w, fid);
+  w.Key("action");
+  write_string(w, action);
+  w.EndObject();
+  send_json(response, 202, buffer);
 }
 
 static std::vector<std::string> parse_kinds(const HttpRequest &request) {

@@ -2,6 +2,7 @@
 // from storage so that whatever backend stores events, every read path works on it.
 #pragma once
 
+#include <kodo/host/durability.hpp>
 #include "core/executor.hpp"
 #include "core/http_server.hpp"
 #include "core/locks.hpp"
@@ -31,6 +32,10 @@ struct ApiContext {
   size_t json_max_depth = 64;  // request bodies deeper are refused; stored ones not rendered
   SseHub *hub = nullptr;       // event streams are served from it
   const HttpServer *server = nullptr;  // for /health: descriptors running out
+  // Set when launches go through a durability plugin (execution-mode temporal): launch
+  // submits a job, pause/resume/cancel are its signals, the summary carries its state.
+  Durability *durability = nullptr;
+  std::string app_url = "";  // into each job's input
 };
 
 // The /metrics page: the host's figures, then the storage's and the transport's own.
@@ -51,6 +56,8 @@ class Api {
   void metrics(HttpResponder &response);
   void list_flows(HttpResponder &response);
   void launch(const HttpRequest &request, HttpResponder &response);
+  // POST /api/v1/executions/{fid}/pause|resume|cancel: 202 when the signal was taken.
+  void control(const std::string &fid, const std::string &action, HttpResponder &response);
   void list_executions(const HttpRequest &request, HttpResponder &response);
   void execution(const std::string &fid, HttpResponder &response);
   void events(const std::string &fid, const HttpRequest &request, HttpResponder &response);

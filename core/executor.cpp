@@ -252,9 +252,12 @@ struct Executor::Run {
   };
   std::map<std::string, OpenLock> locks;
   std::vector<Answer> answers_in;
+  bool pause_wanted = false;
+  std::string pause_reason;
 
   // The supervisor's alone from here on.
   bool cancel_seen = false;
+  bool paused = false;  // its process group was sent SIGSTOP (and no SIGCONT since)
   int64_t next_seq = 0;
   pid_t pid = -1;
   Fd pidfd;
@@ -384,7 +387,7 @@ void Executor::wake() {
 }
 
 std::string Executor::launch(const std::string &flow, const std::string &username,
-                             const std::string &inputs_json) {
+                             const std::string &inputs_json, const Continuation *continuation) {
   const auto found = flow_index_.find(flow);
   if (found == flow_index_.end())
     throw Error(KODO_ERR_NOT_FOUND, "unknown flow " + quote_excerpt(flow));
@@ -397,6 +400,8 @@ std::string Executor::launch(const std::string &flow, const std::string &usernam
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) throw Error(KODO_ERR_UNAVAILABLE, "executor is shutting down");
+    if (continuation && runs_.count(continuation->fid))
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "fid " + continuation->fid + " is running already");
     // How many runs would be waiting for a slot, this one included.
     const size_t demand = slots_used_ + queue_.size() + reserving_ + 1;
     const size_t waiting = demand > config_.max_running ? demand - config_.max_running : 0;
@@ -412,10 +417,15 @@ std::string Executor::launch(const std::string &flow, const std::string &usernam
   std::shared_ptr<Run> run;
   try {
     run = std::make_shared<Run>();
-    run->fid = new_fid();
+    run->fid = continuation ? continuation->fid : new_fid();
     run->username = username;
     run->flow = &spec;
     run->inputs = inputs_json;
+    if (continuation) {
+      check_fid(run->fid);
+      run->next_seq = continuation->first_seq;
+      if (!continuation->note.empty()) emit(*run, "debug", continuation->note);
+    }
 
     emit(*run, "status", "starting");
     emit(*run, "inputs", kodosumi_serialize_json(inputs_json));
@@ -470,6 +480,22 @@ bool Executor::cancel(const std::string &fid, const std::string &reason) {
     const auto it = runs_.find(fid);
     if (it == runs_.end() || !request_cancel_locked(*it->second, reason, config_.kill_grace_s))
       return false;
+  }
+  wake();
+  return true;
+}
+
+bool Executor::pause(const std::string &fid, bool paused, const std::string &reason) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto it = runs_.find(fid);
+    if (it == runs_.end()) return false;
+    Run &run = *it->second;
+    // A queued run is held from its start.
+    if (run.phase == Run::Phase::ending || run.cancel_requested || run.pause_wanted == paused)
+      return false;
+    run.pause_wanted = paused;
+    run.pause_reason = reason;
   }
   wake();
   return true;
@@ -763,6 +789,10 @@ void Executor::terminate(Run &run, const std::string &reason, double grace_s) {
   if (!run.started || run.exited || run.term_sent) return;
   // The child is not reaped yet, so its pid (= its group's id) cannot have been reused.
   ::kill(-run.pid, SIGTERM);
+  if (run.paused) {  // a stopped process takes SIGTERM only once continued
+    ::kill(-run.pid, SIGCONT);
+    run.paused = false;
+  }
   run.term_sent = true;
   run.kill_at = after(grace_s);
 }
@@ -968,6 +998,7 @@ void Executor::supervise() {
     try {
       std::vector<std::shared_ptr<Run>> to_start, dequeued;
       std::vector<std::tuple<std::shared_ptr<Run>, std::string, double>> cancels;
+      std::vector<std::pair<std::shared_ptr<Run>, std::string>> pauses;  // and resumes
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (quit_) return;
@@ -986,6 +1017,9 @@ void Executor::supervise() {
           ++slots_used_;
           to_start.push_back(std::move(run));
         }
+        for (auto &r : live)
+          if (!r->cancel_requested && r->pause_wanted != r->paused && r->started && !r->exited)
+            pauses.emplace_back(r, r->pause_reason);
         for (auto &r : live) {
           if (!r->cancel_requested || r->cancel_seen) continue;
           r->cancel_seen = true;
@@ -1003,6 +1037,13 @@ void Executor::supervise() {
       for (auto &[run, reason, grace] : cancels) terminate(*run, reason, grace);
       for (auto &r : live)
         if (r->started && !r->outcome_emitted) take_answers(*r);
+      for (auto &[run, reason] : pauses) {
+        run->paused = !run->paused;
+        ::kill(-run->pid, run->paused ? SIGSTOP : SIGCONT);
+        emit(*run, "status", run->paused ? "paused" : "running");
+        if (!reason.empty())
+          emit(*run, "debug", (run->paused ? "paused by " : "resumed by ") + reason);
+      }
 
       // Wait for output, exits, timers or a wake-up.
       fds.assign(1, pollfd{wake_read_, POLLIN, 0});

@@ -81,6 +81,15 @@ struct ExecutorConfig {
   bool cgroups = true;  // a cgroup v2 per run where the machine allows; false: groups only
 };
 
+// A run that continues an execution another process began (a durable job's next attempt):
+// it keeps the execution's fid and its events follow the ones already made, from first_seq.
+// `note`, when not empty, is the run's first event (kind "debug"): why this run exists.
+struct Continuation {
+  std::string fid;
+  int64_t first_seq = 0;
+  std::string note;
+};
+
 struct ExecutorStats {
   uint64_t launched = 0;         // launch() calls that returned a fid
   uint64_t finished = 0;         // runs whose status "finished" was published
@@ -105,8 +114,16 @@ class Executor {
   // a bad username or inputs that are not a JSON object, KODO_ERR_UNAVAILABLE when max_queued
   // runs already wait or the executor is shutting down, or the sink's own error when it
   // refused those first events (nothing is started then; no retry here, the caller decides).
+  // With `continuation`, the run takes its fid and seqs (and refuses a fid already active).
   std::string launch(const std::string &flow, const std::string &username,
-                     const std::string &inputs_json);
+                     const std::string &inputs_json, const Continuation *continuation = nullptr);
+
+  // Stops (SIGSTOP) or continues (SIGCONT) a running run's process group, each change
+  // recorded as status "paused" / "running" with `reason` in a debug event. A cancel or
+  // timeout continues a paused run so that it can take its SIGTERM. A queued run is stopped
+  // as soon as it starts. False when the fid is not active or already in that state. Applied
+  // on the supervisor thread.
+  bool pause(const std::string &fid, bool paused, const std::string &reason);
 
   // Stops a queued or running run; it ends with error "cancelled: <reason>" (a queued run
   // never gets status running). False when the fid is not queued or running (unknown,

@@ -40,7 +40,10 @@ po::options_description host_option_descriptions() {
       "transport", po::value<std::string>()->default_value("inproc"),
       "transport plugin: short name or path (also KODO_EVENT_TRANSPORT)")(
       "execution-mode", po::value<std::string>()->default_value("direct"),
-      "direct: the host runs flows itself")(
+      "direct: the host runs flows itself; otherwise the durability plugin that runs them "
+      "(temporal: launches become Temporal workflows, run by `kodo-host worker`)")(
+      "durability-option", po::value<std::vector<std::string>>()->composing(),
+      "KEY=VALUE for the durability plugin (repeatable)")(
       "execution-database", po::value<std::string>(),
       "kodosumi's KODO_EXECUTION_DATABASE: a postgresql:// URL selects storage postgres "
       "with that url")("storage-option", po::value<std::vector<std::string>>()->composing(),
@@ -382,6 +385,8 @@ static po::variables_map parse_config_file(const std::string &path,
       config.storage_options.file.emplace_back(rest, value);
     } else if (section == "transport") {
       config.transport_options.file.emplace_back(rest, value);
+    } else if (section == "durability") {
+      config.durability_options.file.emplace_back(rest, value);
     } else if (section == "flow" && rest.find('.') != std::string::npos) {
       auto name = rest.substr(0, rest.find('.'));
       if (!flow_sections.count(name)) flow_order.push_back(name);
@@ -501,11 +506,15 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.storage_options.environment = key_values(sources.env, "storage-option");
   config.transport_options.command_line = key_values(sources.cli, "transport-option");
   config.transport_options.environment = key_values(sources.env, "transport-option");
+  config.durability_options.command_line = key_values(sources.cli, "durability-option");
+  config.durability_options.environment = key_values(sources.env, "durability-option");
   for (auto *source : {&sources.file}) {
     for (auto &kv : key_values(*source, "storage-option"))
       config.storage_options.file.push_back(kv);
     for (auto &kv : key_values(*source, "transport-option"))
       config.transport_options.file.push_back(kv);
+    for (auto &kv : key_values(*source, "durability-option"))
+      config.durability_options.file.push_back(kv);
   }
 
   for (auto *source : {&sources.cli, &sources.env, &sources.file})
@@ -537,10 +546,6 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.storage = str("storage");
   config.transport = str("transport");
   config.execution_mode = str("execution-mode");
-  if (config.execution_mode != "direct")
-    throw Error(KODO_ERR_INVALID_ARGUMENT,
-                "execution mode '" + config.execution_mode +
-                    "' is not available: this host runs flows directly (execution-mode = direct)");
   if (values.count("execution-database")) {
     const std::string url = str("execution-database");
     const bool storage_chosen = !values["storage"].defaulted();

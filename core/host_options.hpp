@@ -21,9 +21,11 @@ struct HostConfig {
   std::string plugin_dir;
   std::string storage = "sqlite";
   std::string transport = "inproc";
+  // "direct", or the durability plugin that runs flows (kodo-<durability>.so: "temporal").
   std::string execution_mode = "direct";
   PluginOptionSources storage_options;
   PluginOptionSources transport_options;
+  PluginOptionSources durability_options;
   std::string exec_dir = "./data/execution";
   std::string address = "127.0.0.1:3370";
   bool address_given = false;  // spool serves /health and /metrics only when asked to

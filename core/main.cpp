@@ -1,6 +1,7 @@
 // kodo-host: the minimal host. Loads the backends named in config and runs one of:
 //   serve                  HTTP API + executor + spooler (the default stack)
 //   spool                  a standalone spooler (for cross-process transports)
+//   worker                 runs the jobs of a durability plugin (execution-mode temporal)
 //   plugins list           what is in --plugin-dir
 //   plugins describe NAME  a plugin's options, capabilities and versions
 //   db create-tables       make the storage schema (idempotent)
@@ -10,6 +11,7 @@
 #include "core/api.hpp"
 #include "core/fd_limit.hpp"
 #include "core/host_options.hpp"
+#include "core/job_worker.hpp"
 #include "core/lost_events.hpp"
 #include "core/run_journal.hpp"
 #include "core/spooler.hpp"
@@ -30,6 +32,8 @@ const char *const kUsage =
     "commands:\n"
     "  serve                       run the HTTP API, the executor and a spooler\n"
     "  spool                       run a standalone spooler (cross-process transports)\n"
+    "  worker                      run the flows of durable jobs (execution-mode temporal;\n"
+    "                              also temporal-worker)\n"
     "  plugins list                list the plugins in --plugin-dir\n"
     "  plugins describe NAME|PATH  show a plugin's options, capabilities and versions\n"
     "  db create-tables            make the storage schema (idempotent)\n"
@@ -70,6 +74,16 @@ std::unique_ptr<Transport> open_transport(const HostConfig &config) {
   auto plugin = load_kind(config, config.transport, KODO_KIND_TRANSPORT);
   auto options = resolve_plugin_options(*plugin, config.transport_options);
   return std::make_unique<Transport>(plugin, options);
+}
+
+std::unique_ptr<Durability> open_durability(const HostConfig &config) {
+  if (config.execution_mode == "direct")
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "this command needs a durability plugin: set execution-mode "
+                "(KODO_EXECUTION_MODE), e.g. temporal");
+  auto plugin = load_kind(config, config.execution_mode, KODO_KIND_DURABILITY);
+  auto options = resolve_plugin_options(*plugin, config.durability_options);
+  return std::make_unique<Durability>(plugin, options);
 }
 
 // Deletes executions older than the retention every interval, until stopped.
@@ -179,6 +193,14 @@ int serve(const HostConfig &given) {
                      transport.get()};
   context.json_max_depth = config.json_max_depth;
   context.hub = &hub;
+  // Launches become durable jobs that `kodo-host worker` processes run.
+  std::unique_ptr<Durability> durability;
+  if (config.execution_mode != "direct") {
+    durability = open_durability(config);
+    context.durability = durability.get();
+    context.app_url = config.executor.app_url;
+    log_info("launches go through " + durability->plugin().label());
+  }
   std::unique_ptr<Api> api;
   const HttpServer::Options server_options = http_options(config, fds);
   HttpServer server(server_options, [&api](const HttpRequest &request, HttpResponder &response) {
@@ -207,6 +229,38 @@ int serve(const HostConfig &given) {
   executor.shutdown(config.shutdown_grace_s);
   if (spooler) spooler->stop_and_drain();
   log_info("stopped: " + std::to_string(metrics.events_stored.load()) + " events stored");
+  return 0;
+}
+
+// Runs durable jobs: each attempt is an executor run whose events go out through the
+// transport as in direct mode (and are stored here when the transport is in-process).
+int worker(const HostConfig &config) {
+  auto storage = open_storage(config);
+  auto transport = open_transport(config);
+  auto durability = open_durability(config);
+  Metrics metrics;
+  TransportSink transport_sink(*transport, config.publish_timeout_ms, &metrics.events_published);
+  OutcomeSink outcomes(transport_sink);
+  Executor executor(config.executor, config.flows, outcomes);
+  std::unique_ptr<Spooler> spooler;
+  if (!transport->has(KODO_TRANSPORT_CAP_CROSS_PROCESS)) {
+    spooler = std::make_unique<Spooler>(config.spooler, *transport, *storage, metrics,
+                                        std::vector<StoredObserver *>{});
+    spooler->start();
+  }
+  const JobWorkerConfig job_config;
+  durability->start_worker([&](HostJob &job) {
+    return run_job_attempt(job, executor, outcomes, storage.get(), job_config);
+  });
+  log_info("kodo-host worker: " + durability->plugin().label() + ", " +
+           std::to_string(config.flows.size()) + " flows, runs contained by " +
+           executor.containment());
+  const int signal_number = wait_for_shutdown_signal();
+  log_info(std::string("received ") + (signal_number == SIGINT ? "SIGINT" : "SIGTERM") +
+           ": handing running jobs back");
+  durability->stop_worker();
+  executor.shutdown(config.shutdown_grace_s);
+  if (spooler) spooler->stop_and_drain();
   return 0;
 }
 
@@ -292,18 +346,17 @@ int plugins_list(const HostConfig &config) {
 }
 
 int plugins_describe(const HostConfig &config, const std::string &name) {
-  std::shared_ptr<Plugin> plugin;
-  const std::string storage_file = plugin_file_for(name, config.plugin_dir, KODO_KIND_STORAGE);
-  const std::string transport_file = plugin_file_for(name, config.plugin_dir, KODO_KIND_TRANSPORT);
-  if (std::filesystem::exists(storage_file))
-    plugin = Plugin::load(storage_file, "", 0);
-  else if (std::filesystem::exists(transport_file))
-    plugin = Plugin::load(transport_file, "", 0);
-  else
-    throw Error(KODO_ERR_NOT_FOUND, "no plugin '" + name + "': neither " + storage_file + " nor " +
-                                        transport_file + " exists");
-  std::cout << describe_plugin(*plugin);
-  return 0;
+  std::vector<std::string> tried;
+  for (int32_t kind : {KODO_KIND_STORAGE, KODO_KIND_TRANSPORT, KODO_KIND_DURABILITY}) {
+    const std::string file = plugin_file_for(name, config.plugin_dir, kind);
+    if (std::filesystem::exists(file)) {
+      std::cout << describe_plugin(*Plugin::load(file, "", 0));
+      return 0;
+    }
+    tried.push_back(file);
+  }
+  throw Error(KODO_ERR_NOT_FOUND, "no plugin '" + name + "': none of " + tried[0] + ", " +
+                                      tried[1] + ", " + tried[2] + " exists");
 }
 
 int run(int argc, char **argv) {
@@ -335,6 +388,10 @@ int run(int argc, char **argv) {
   if (command == "spool") {
     expect_words(1);
     return spool(config);
+  }
+  if (command == "worker" || command == "temporal-worker") {
+    expect_words(1);
+    return worker(config);
   }
   if (command == "plugins" && words.size() >= 2 && words[1] == "list") {
     expect_words(2);

@@ -213,9 +213,13 @@ void ActivityWorker::run(Attempt &attempt) {
   attempt.primed.get_future().wait();
   JobResult result;
   std::string failure;
+  bool final = false;
   try {
     result = runner_(job);
     if (result.fid.empty()) result.fid = job.input().fid;
+  } catch (const FinalJobError &e) {
+    failure = e.what();
+    final = true;
   } catch (const std::exception &e) {
     failure = e.what();
   } catch (...) {
@@ -245,7 +249,7 @@ void ActivityWorker::run(Attempt &attempt) {
       else
         client_.respond_activity_completed(attempt.task_token, to_json(result));
     } else if (!failure.empty()) {
-      client_.respond_activity_failed(attempt.task_token, failure);
+      client_.respond_activity_failed(attempt.task_token, failure, final);
     } else {
       client_.respond_activity_completed(attempt.task_token, to_json(result));
     }

@@ -21,6 +21,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -86,8 +87,14 @@ class Job {
 };
 
 // Runs one attempt. Returns the job's result; a job that ends because it was cancelled returns
-// status "error" with the reason. An exception fails the attempt (Temporal retries it).
+// status "error" with the reason. An exception fails the attempt (Temporal retries it), except
+// FinalJobError, which fails the job for good.
 using JobRunner = std::function<JobResult(Job &)>;
+
+class FinalJobError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 struct ActivityWorkerOptions {
   std::string task_queue = "kodosumi-agents";

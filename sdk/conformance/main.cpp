@@ -101,15 +101,19 @@ uint64_t open_once(const kodo::Plugin &plugin, const kodo::OptionList &options, 
 uint64_t open_once(const kodo::Plugin &plugin, const kodo::OptionList &options) {
   if (plugin.kind() == KODO_KIND_STORAGE)
     return open_once<kodo_storage>(plugin, options, plugin.storage_api());
+  if (plugin.kind() == KODO_KIND_DURABILITY)
+    return open_once<kodo_durability>(plugin, options, plugin.durability_api());
   return open_once<kodo_transport>(plugin, options, plugin.transport_api());
 }
 
 // Runs only the cases of the plugin's kind, within whatever --gtest_filter chose.
 void restrict_cases_to_kind(int32_t kind) {
   std::string filter = GTEST_FLAG_GET(filter);
-  const char *other_kind = kind == KODO_KIND_STORAGE ? "Transport*" : "Storage*";
+  const char *other_kinds = kind == KODO_KIND_STORAGE     ? "Transport*:Durability*"
+                            : kind == KODO_KIND_TRANSPORT ? "Storage*:Durability*"
+                                                          : "Storage*:Transport*";
   filter += filter.find('-') == std::string::npos ? "-" : ":";
-  filter += other_kind;
+  filter += other_kinds;
   GTEST_FLAG_SET(filter, filter);
 }
 

@@ -89,6 +89,14 @@ const char *capability_name(int32_t kind, uint64_t capability) {
       case KODO_TRANSPORT_CAP_CROSS_PROCESS: return "CROSS_PROCESS";
       case KODO_TRANSPORT_CAP_FINISH: return "FINISH";
     }
+  } else if (kind == KODO_KIND_DURABILITY) {
+    switch (capability) {
+      case KODO_DURABILITY_CAP_RETRY: return "RETRY";
+      case KODO_DURABILITY_CAP_PAUSE: return "PAUSE";
+      case KODO_DURABILITY_CAP_CANCEL: return "CANCEL";
+      case KODO_DURABILITY_CAP_QUERY: return "QUERY";
+      case KODO_DURABILITY_CAP_CROSS_PROCESS: return "CROSS_PROCESS";
+    }
   }
   return "UNKNOWN";
 }

@@ -108,7 +108,8 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
   if (!d.name || !*d.name)
     throw Error(KODO_ERR_INVALID_ARGUMENT, "plugin " + path + ": descriptor has no name");
   plugin->name_ = d.name;
-  if (d.kind != KODO_KIND_STORAGE && d.kind != KODO_KIND_TRANSPORT)
+  if (d.kind != KODO_KIND_STORAGE && d.kind != KODO_KIND_TRANSPORT &&
+      d.kind != KODO_KIND_DURABILITY)
     throw Error(KODO_ERR_NOT_SUPPORTED, "plugin " + path + " declares kind " +
                                             std::to_string(d.kind) +
                                             ", which this host does not run");
@@ -157,6 +158,23 @@ std::shared_ptr<Plugin> Plugin::load(const std::string &name_or_path, const std:
     require_for(KODO_STORAGE_CAP_ARCHIVE, "ARCHIVE",
                 reinterpret_cast<const void *>(s.archive_execution), "archive_execution");
     require_for(KODO_STORAGE_CAP_PURGE, "PURGE", reinterpret_cast<const void *>(s.purge), "purge");
+  } else if (d.kind == KODO_KIND_DURABILITY) {
+    if (!d.durability) throw Error(plugin->label() + " has no durability function table");
+    plugin->durability_ = read_sized(d.durability);
+    const auto &u = plugin->durability_;
+    require(reinterpret_cast<const void *>(u.open), "open");
+    require(reinterpret_cast<const void *>(u.close), "close");
+    require(reinterpret_cast<const void *>(u.submit), "submit");
+    require(reinterpret_cast<const void *>(u.start_worker), "start_worker");
+    require(reinterpret_cast<const void *>(u.stop_worker), "stop_worker");
+    require(reinterpret_cast<const void *>(u.heartbeat), "heartbeat");
+    require(reinterpret_cast<const void *>(u.on_control), "on_control");
+    require_for(KODO_DURABILITY_CAP_PAUSE, "PAUSE", reinterpret_cast<const void *>(u.signal),
+                "signal");
+    require_for(KODO_DURABILITY_CAP_CANCEL, "CANCEL", reinterpret_cast<const void *>(u.signal),
+                "signal");
+    require_for(KODO_DURABILITY_CAP_QUERY, "QUERY", reinterpret_cast<const void *>(u.describe),
+                "describe");
   } else {
     if (!d.transport) throw Error(plugin->label() + " has no transport function table");
     plugin->transport_ = read_sized(d.transport);

@@ -158,6 +158,11 @@ static std::string capability_names(int32_t kind, uint64_t caps) {
                                     {KODO_TRANSPORT_CAP_REDELIVERY, "redelivery"},
                                     {KODO_TRANSPORT_CAP_CROSS_PROCESS, "cross-process"},
                                     {KODO_TRANSPORT_CAP_FINISH, "finish"}};
+  static const Named durability[] = {{KODO_DURABILITY_CAP_RETRY, "retry"},
+                                     {KODO_DURABILITY_CAP_PAUSE, "pause"},
+                                     {KODO_DURABILITY_CAP_CANCEL, "cancel"},
+                                     {KODO_DURABILITY_CAP_QUERY, "query"},
+                                     {KODO_DURABILITY_CAP_CROSS_PROCESS, "cross-process"}};
   std::string out;
   auto add = [&](const Named *begin, const Named *end) {
     for (auto *n = begin; n != end; ++n)
@@ -165,6 +170,7 @@ static std::string capability_names(int32_t kind, uint64_t caps) {
   };
   if (kind == KODO_KIND_STORAGE) add(std::begin(storage), std::end(storage));
   if (kind == KODO_KIND_TRANSPORT) add(std::begin(transport), std::end(transport));
+  if (kind == KODO_KIND_DURABILITY) add(std::begin(durability), std::end(durability));
   return out.empty() ? "none" : out;
 }
 

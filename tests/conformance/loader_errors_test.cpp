@@ -47,18 +47,18 @@ TEST(LoaderErrors, AbiTooOldNamesBothVersions) {
   const std::string path = plugin_path("abi_too_old");
   const kodo::Error e = load_error(path);
   EXPECT_EQ(e.code(), KODO_ERR_ABI_MISMATCH);
-  EXPECT_THAT(e.what(),
-              AllOf(HasSubstr(path), HasSubstr("kodo_plugin_entry"), HasSubstr("ABI version 0"),
-                    HasSubstr("older than"), HasSubstr("ABI versions 1..1")));
+  EXPECT_THAT(e.what(), AllOf(HasSubstr(path), HasSubstr("kodo_plugin_entry"),
+                              HasSubstr("ABI version 0"), HasSubstr("older than"),
+                              HasSubstr("ABI versions 1.." + std::to_string(KODO_ABI_VERSION))));
 }
 
 TEST(LoaderErrors, AbiTooNewNamesBothVersions) {
   const std::string path = plugin_path("abi_too_new");
   const kodo::Error e = load_error(path);
   EXPECT_EQ(e.code(), KODO_ERR_ABI_MISMATCH);
-  EXPECT_THAT(e.what(),
-              AllOf(HasSubstr(path), HasSubstr("kodo_plugin_entry"), HasSubstr("ABI version 99"),
-                    HasSubstr("newer than"), HasSubstr("ABI versions 1..1")));
+  EXPECT_THAT(e.what(), AllOf(HasSubstr(path), HasSubstr("kodo_plugin_entry"),
+                              HasSubstr("ABI version 99"), HasSubstr("newer than"),
+                              HasSubstr("ABI versions 1.." + std::to_string(KODO_ABI_VERSION))));
 }
 
 TEST(LoaderErrors, EntryFailureCarriesThePluginsMessage) {

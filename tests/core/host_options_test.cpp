@@ -177,8 +177,18 @@ TEST_F(HostOptionsTest, ErrorsNameWhatWasWrong) {
   setenv("KODO_MAX_RUNNING", "lots", 1);
   EXPECT_NE(error_of({}).find("KODO_MAX_RUNNING"), std::string::npos);
   unsetenv("KODO_MAX_RUNNING");
-  EXPECT_NE(error_of({"--execution-mode", "temporal"}).find("temporal"), std::string::npos);
   EXPECT_NE(error_of({"--retention", "soon"}).find("--retention"), std::string::npos);
+}
+
+TEST_F(HostOptionsTest, ExecutionModeNamesTheDurabilityPlugin) {
+  HostConfig c =
+      parse({"--execution-mode", "temporal", "--durability-option", "host=h:1", "serve"});
+  EXPECT_EQ(c.execution_mode, "temporal");
+  ASSERT_EQ(c.durability_options.command_line.size(), 1u);
+  EXPECT_EQ(c.durability_options.command_line[0].first, "host");
+  setenv("KODO_EXECUTION_MODE", "temporal", 1);
+  EXPECT_EQ(parse({"serve"}).execution_mode, "temporal");
+  unsetenv("KODO_EXECUTION_MODE");
 }
 
 TEST(ParseDuration, Units) {

@@ -75,6 +75,19 @@ int main(void) {
         "the highest version both speak is agreed");
   check(kodo_abi_agree(3, 4, 1, 2) == 0, "ranges that do not meet agree on nothing");
   check(KODO_KIND_MIN_ABI(KODO_KIND_STORAGE) == KODO_ABI_VERSION_1, "storage exists since 1");
+  check(KODO_KIND_MIN_ABI(KODO_KIND_TRANSPORT) == KODO_ABI_VERSION_1, "transport exists since 1");
+  check(KODO_KIND_MIN_ABI(KODO_KIND_DURABILITY) == KODO_ABI_VERSION_2, "durability since 2");
+  {
+    kodo_durability_api durability;
+    kodo_job_input input;
+    memset(&durability, 0, sizeof durability);
+    memset(&input, 0, sizeof input);
+    durability.struct_size = offsetof(kodo_durability_api, metrics);
+    check(KODO_HAS_FIELD(&durability, on_control) && !KODO_HAS_FIELD(&durability, interrupt),
+          "the durability table grows as the others do");
+    input.struct_size = sizeof input;
+    check(input.fid == NULL && input.execution_timeout == 0.0, "a job input starts empty");
+  }
   request.struct_size = offsetof(kodo_read_request, kinds);
   check(KODO_HAS_FIELD(&request, after_seq) && !KODO_HAS_FIELD(&request, kinds),
         "KODO_HAS_FIELD stops at struct_size");

@@ -52,7 +52,8 @@ TEST(SqlitePlugin, RefusesOtherAbiVersions) {
   const kodo_plugin *descriptor = nullptr;
   uint32_t abi = 0;
   kodo_error error = KODO_ERROR_INIT;
-  Outcome o = take(entry(2, 3, nullptr, &descriptor, &abi, &error), error);
+  Outcome o = take(
+      entry(KODO_ABI_VERSION + 1, KODO_ABI_VERSION + 2, nullptr, &descriptor, &abi, &error), error);
   EXPECT_EQ(o.status, KODO_ERR_ABI_MISMATCH);
   EXPECT_EQ(abi, KODO_ABI_VERSION);
   dlclose(handle);

@@ -63,14 +63,19 @@ extern "C" {
  *   1: storage and transport. Later additions within version 1 (all optional, see
  *      "Growth"): interrupt and capabilities in both tables; KODO_HAS_FIELD; the entry's
  *      prototype. None changes what a version-1 peer sees, so none needed a new version.
+ *   2: the durability kind (kodo_durability_api, kodo_job_host and the job structs), the
+ *      table behind kodo_plugin.durability. Storage and transport are unchanged: a plugin of
+ *      those kinds agrees on 2 as on 1, and a version-1 plugin still loads.
  * KODO_ABI_VERSION is the newest version this header describes.
  */
 #define KODO_ABI_VERSION_1 1u
-#define KODO_ABI_VERSION KODO_ABI_VERSION_1
+#define KODO_ABI_VERSION_2 2u
+#define KODO_ABI_VERSION KODO_ABI_VERSION_2
 
 /* The oldest ABI version that has `kind` (KODO_KIND_*): a plugin of that kind cannot agree
  * on anything older. A kind added later raises its own minimum here. */
-#define KODO_KIND_MIN_ABI(kind) ((void)(kind), KODO_ABI_VERSION_1)
+#define KODO_KIND_MIN_ABI(kind) \
+  ((kind) == KODO_KIND_DURABILITY ? KODO_ABI_VERSION_2 : KODO_ABI_VERSION_1)
 
 /*
  * The version a plugin that speaks [plugin_min, plugin_max] agrees on with a host offering
@@ -566,14 +571,184 @@ typedef struct kodo_transport_api {
 } kodo_transport_api;
 
 /* ------------------------------------------------------------------------------------ */
+/* Durability (ABI version 2)                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A durability backend runs executions as durable jobs (a Temporal workflow, say): the
+ * serving host submits a job per launched execution instead of spawning the flow itself, and
+ * worker hosts run the jobs through their kodo_job_host. A job that loses its worker runs
+ * again elsewhere as the next attempt; pause, resume and cancel reach the running attempt.
+ */
+#define KODO_DURABILITY_CAP_RETRY (1ull << 0)  /* a job whose worker is lost runs again */
+#define KODO_DURABILITY_CAP_PAUSE (1ull << 1)  /* KODO_JOB_SIGNAL_PAUSE / RESUME reach a job */
+#define KODO_DURABILITY_CAP_CANCEL (1ull << 2) /* KODO_JOB_SIGNAL_CANCEL reaches a job */
+#define KODO_DURABILITY_CAP_QUERY (1ull << 3)  /* describe answers without a live worker */
+#define KODO_DURABILITY_CAP_CROSS_PROCESS (1ull << 4) /* submit and workers in other processes */
+
+/* Signals to a submitted job (signal()). */
+#define KODO_JOB_SIGNAL_PAUSE 1
+#define KODO_JOB_SIGNAL_RESUME 2
+#define KODO_JOB_SIGNAL_CANCEL 3
+
+typedef struct kodo_durability kodo_durability; /* the plugin's opaque handle */
+typedef struct kodo_job kodo_job;               /* one running attempt of a job, the plugin's */
+
+/*
+ * What a job runs: kodosumi's job input. Strings as for events; NULL reads as "". Borrowed
+ * for the call that takes or passes it.
+ */
+typedef struct kodo_job_input {
+  size_t struct_size;
+  const char *fid; /* the naming rule of kodo_event */
+  const char *username;
+  const char *app_url;
+  const char *entry_point; /* the flow to run, as a direct-mode launch names it */
+  const char *panel_url;
+  const char *jwt;
+  const char *inputs_json;  /* JSON text; NULL: {} */
+  const char *extra_json;   /* JSON text; NULL: {} */
+  double execution_timeout; /* seconds; <= 0: the backend's default */
+} kodo_job_input;
+
+/* What the signals say about a running attempt, as of now. Borrowed for the call. */
+typedef struct kodo_job_control {
+  size_t struct_size;
+  int32_t paused;
+  int32_t cancelled;
+  const char *cancel_reason; /* who or what cancelled; "" unless cancelled */
+} kodo_job_control;
+
+/*
+ * How an attempt ended: status "finished" or "error" (error then says why; a cancelled job
+ * is "error" with the cancel's reason). Made by the plugin (zeroed, struct_size set), filled
+ * by the host's run_job; the plugin calls release exactly once.
+ */
+typedef struct kodo_job_result {
+  size_t struct_size;
+  const char *status;
+  const char *error; /* NULL or "" unless status is "error" */
+  void (*release)(struct kodo_job_result *result);
+  void *private_data;
+} kodo_job_result;
+
+/* Text returned by the plugin (describe's JSON). Same ownership as kodo_event_page. */
+typedef struct kodo_text {
+  size_t struct_size;
+  const char *text;
+  size_t length;
+  void (*release)(struct kodo_text *text);
+  void *private_data;
+} kodo_text;
+
+/* Called on every change of a job's control (see on_control). `control` is borrowed. */
+typedef void (*kodo_job_listener)(void *data, const kodo_job_control *control);
+
+/*
+ * What a worker host offers the plugin: how to run one attempt. Owned by the host, valid
+ * from start_worker until stop_worker has returned.
+ * run_job runs `job` (attempt 1, 2, ...; last_heartbeat_json is the previous attempt's last
+ * progress, or NULL) and returns when it has ended, with its result filled. KODO_OK: the
+ * attempt ended (finished, or error: the flow failed or was cancelled). A failure fails the
+ * attempt: retryable, it runs again (a worker stopping hands its jobs back so); not
+ * retryable, the job fails for good. Threading: called on a thread of the plugin's, for
+ * several jobs at once (up to the plugin's concurrency); `job` is valid until it returns.
+ */
+typedef struct kodo_job_host {
+  size_t struct_size;
+  void *host_data; /* pass back unchanged */
+  kodo_status (*run_job)(void *host_data, kodo_job *job, const kodo_job_input *input,
+                         int32_t attempt, const char *last_heartbeat_json, kodo_job_result *result,
+                         kodo_error *error);
+} kodo_job_host;
+
+/*
+ * Durability function table. Threading: every function but open, close, start_worker and
+ * stop_worker may be called from several threads at once; heartbeat and on_control only
+ * while run_job runs for their job. close is called once, after stop_worker (if the worker
+ * ran) and after every other call has returned.
+ * Capabilities: a function of a claimed capability is required (PAUSE, CANCEL: signal;
+ * QUERY: describe).
+ */
+typedef struct kodo_durability_api {
+  size_t struct_size;
+
+  kodo_status (*open)(const kodo_option *const *options, size_t option_count,
+                      const kodo_host_api *host, kodo_durability **out, kodo_error *error);
+  void (*close)(kodo_durability *durability);
+
+  /*
+   * Submits the job for input->fid. Idempotent: a fid runs once, however often it is
+   * submitted (another submit of a running or ended fid returns KODO_OK, *started_out 0),
+   * and `request_id` (borrowed; may be NULL) names this submit, so that one retried after an
+   * unknown outcome is recognised: it answers as the first did. *started_out (may be NULL):
+   * non-zero when this submit started the job. Returns once the backend has the job
+   * durably.
+   */
+  kodo_status (*submit)(kodo_durability *durability, const kodo_job_input *input,
+                        const char *request_id, int32_t *started_out, kodo_error *error);
+
+  /*
+   * Sends KODO_JOB_SIGNAL_* to fid's job; `reason` (borrowed, may be NULL) says who or why
+   * (a cancel's reason ends up in the job's error). Signals to a job that has not started
+   * yet hold it from its first step; to an ended job, or twice, change nothing.
+   * KODO_ERR_NOT_FOUND for an unknown fid.
+   */
+  kodo_status (*signal)(kodo_durability *durability, const char *fid, int32_t signal,
+                        const char *reason, kodo_error *error);
+
+  /*
+   * fid's job as the backend knows it, with no worker needed: a JSON object with at least
+   * "fid", "state" (pending, running, paused, cancelling, completed, failed, cancelled),
+   * "attempt" and "last_heartbeat" (JSON or null). KODO_ERR_NOT_FOUND for an unknown fid.
+   */
+  kodo_status (*describe)(kodo_durability *durability, const char *fid, kodo_text *out,
+                          kodo_error *error);
+
+  /*
+   * Makes this handle a worker: it takes jobs and runs each through job_host->run_job, on
+   * threads of its own, until stop_worker. Returns once it is taking jobs.
+   */
+  kodo_status (*start_worker)(kodo_durability *durability, const kodo_job_host *job_host,
+                              kodo_error *error);
+
+  /*
+   * Stops taking jobs and hands the running ones back: each sees a cancel (reason: the
+   * worker is stopping) and its attempt runs again elsewhere. Returns once every run_job
+   * has returned.
+   */
+  void (*stop_worker)(kodo_durability *durability);
+
+  /* The job's progress (JSON text, borrowed), carried by its next heartbeat and handed to
+   * the next attempt as last_heartbeat_json. */
+  kodo_status (*heartbeat)(kodo_job *job, const char *progress_json, kodo_error *error);
+
+  /*
+   * Calls listener(data, control) at once with the job's control and then on every change,
+   * from a thread of the plugin's. Set once per job. listener NULL detaches: on_control
+   * returns once no call is in flight, and none follows. The host detaches before its
+   * run_job returns (so `data` may die with it); the plugin calls nothing after that.
+   */
+  kodo_status (*on_control)(kodo_job *job, kodo_job_listener listener, void *data,
+                            kodo_error *error);
+
+  /* Optional (NULL: none): figures, as for storage (jobs running, done, server up). */
+  kodo_status (*metrics)(kodo_durability *durability, kodo_metric_page *out, kodo_error *error);
+
+  /* Optional (NULL: none). As kodo_storage_api.interrupt, for submit, signal, describe. */
+  void (*interrupt)(kodo_durability *durability);
+
+  /* Optional (NULL: the descriptor's). As kodo_storage_api.capabilities. */
+  uint64_t (*capabilities)(kodo_durability *durability);
+} kodo_durability_api;
+
+/* ------------------------------------------------------------------------------------ */
 /* The plugin descriptor and the entry point                                            */
 /* ------------------------------------------------------------------------------------ */
 
 #define KODO_KIND_STORAGE 1
 #define KODO_KIND_TRANSPORT 2
-#define KODO_KIND_DURABILITY 3 /* reserved: its table comes with a new ABI version */
-
-struct kodo_durability_api; /* declared by a later ABI version */
+#define KODO_KIND_DURABILITY 3 /* since ABI version 2 */
 
 /*
  * What a plugin is. Static data owned by the plugin, valid until unload.
@@ -588,12 +763,12 @@ typedef struct kodo_plugin {
   const char *name;     /* short name, as in `storage = sqlite` */
   const char *version;  /* the plugin's own version */
   const char *description;
-  uint64_t capabilities; /* KODO_STORAGE_CAP_* or KODO_TRANSPORT_CAP_* */
+  uint64_t capabilities; /* KODO_STORAGE_CAP_*, KODO_TRANSPORT_CAP_* or KODO_DURABILITY_CAP_* */
   const kodo_option_spec *const *options;
   size_t option_count;
   const kodo_storage_api *storage;
   const kodo_transport_api *transport;
-  const struct kodo_durability_api *durability; /* NULL in ABI version 1 */
+  const kodo_durability_api *durability; /* since version 2; NULL in version 1 */
 } kodo_plugin;
 
 /*

@@ -56,6 +56,7 @@ class Plugin {
   // function past the plugin's struct_size reads as NULL ("not supported").
   const kodo_storage_api &storage_api() const { return storage_; }
   const kodo_transport_api &transport_api() const { return transport_; }
+  const kodo_durability_api &durability_api() const { return durability_; }
   const kodo_host_api *host_api() const { return &host_; }
   // "storage plugin 'sqlite' (/path/kodo-storage-sqlite.so)", for messages.
   std::string label() const;
@@ -71,6 +72,7 @@ class Plugin {
   std::vector<kodo_option_spec> options_;
   kodo_storage_api storage_{};
   kodo_transport_api transport_{};
+  kodo_durability_api durability_{};
   kodo_host_api host_{};
 };
 

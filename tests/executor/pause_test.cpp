@@ -1,0 +1,68 @@
+// pause_test.cpp: what a durable job's worker asks of the executor: a run that continues an
+// execution (its fid, its seqs after the earlier ones), and pause / resume that stop and
+// continue the run's processes, each recorded in the timeline; cancel while paused still ends
+// the run.
+#include "executor_fixture.hpp"
+
+#include <fstream>
+#include <iterator>
+
+namespace kodo::executor_test {
+namespace {
+
+// The state letter of /proc/PID/stat (T: stopped); 0 when the process is gone.
+char process_state(const std::string &pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  return close == std::string::npos || close + 2 >= text.size() ? 0 : text[close + 2];
+}
+
+const char *const kLoop = "echo pid $$\nwhile true; do echo tick; sleep 0.05; done";
+
+TEST_F(ExecutorTest, AContinuationKeepsTheFidAndFollowsTheEarlierSeqs) {
+  auto &ex = start({flow("ok", std::string("echo hi\n") + kFinal)});
+  Continuation next;
+  next.fid = "0123456789abcdef01234567";
+  next.first_seq = 40;
+  next.note = "attempt 2 of this execution";
+  EXPECT_EQ(ex.launch("ok", "alice", "{}", &next), next.fid);
+  ASSERT_TRUE(ex.wait_inactive(next.fid, kWait));
+  const auto events = sink_.of(next.fid);
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_EQ(events[0].kind, "debug");
+  EXPECT_EQ(events[0].payload, next.note);
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq, 40 + int64_t(i));
+  EXPECT_EQ(events.back().payload, "finished");
+  next.fid = "../escape";
+  EXPECT_THROW(ex.launch("ok", "alice", "{}", &next), Error) << "the naming rule holds";
+}
+
+TEST_F(ExecutorTest, PauseStopsTheRunAndResumeContinuesIt) {
+  auto &ex = start({flow("loop", kLoop)});
+  const std::string fid = ex.launch("loop", "alice", "{}");
+  std::string pid;
+  ASSERT_TRUE(eventually([&] {
+    for (const auto &line : payloads(sink_.of(fid), "stdout"))
+      if (line.rfind("pid ", 0) == 0) pid = line.substr(4);
+    return !pid.empty();
+  }));
+  EXPECT_TRUE(ex.pause(fid, true, "a test"));
+  EXPECT_FALSE(ex.pause(fid, true, "a test, twice")) << "already paused";
+  ASSERT_TRUE(eventually([&] { return process_state(pid) == 'T'; }));
+  ASSERT_TRUE(sink_.wait_for(fid, "status", "paused"));
+  EXPECT_TRUE(has_payload_containing(sink_.of(fid), "debug", "paused by a test"));
+  EXPECT_TRUE(ex.pause(fid, false, "a test"));
+  ASSERT_TRUE(eventually([&] { return process_state(pid) != 'T'; }));
+  ASSERT_TRUE(sink_.wait_for(fid, "status", "running"));
+  EXPECT_TRUE(ex.pause(fid, true, "a test"));
+  ASSERT_TRUE(eventually([&] { return process_state(pid) == 'T'; }));
+  // A paused run still takes its cancel: it is continued so that SIGTERM reaches it.
+  EXPECT_TRUE(ex.cancel(fid, "cancelled while paused"));
+  ASSERT_TRUE(ex.wait_inactive(fid, kWait));
+  expect_failed_with(sink_.of(fid), "cancelled while paused");
+  EXPECT_FALSE(ex.pause(fid, false, "a test")) << "an ended run takes no pause";
+}
+
+}  // namespace
+}  // namespace kodo::executor_test
