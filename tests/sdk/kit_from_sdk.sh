@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# kit_from_sdk.sh MAIN_BUILD_DIR KIT_SOURCE_DIR [CMAKE_GENERATOR] [CXX_COMPILER]
+# kit_from_sdk.sh MAIN_BUILD_DIR KIT_SOURCE_DIR [CMAKE_GENERATOR] [CXX_COMPILER] [SANITIZE]
 #
 # The conformance kit depends on nothing that only exists in the host's source tree: installs
 # the SDK from kodo's build, builds the kit's sources (sdk/conformance) against that install
@@ -9,13 +9,15 @@
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-  echo "usage: $0 MAIN_BUILD_DIR KIT_SOURCE_DIR [CMAKE_GENERATOR] [CXX_COMPILER]" >&2
+  echo "usage: $0 MAIN_BUILD_DIR KIT_SOURCE_DIR [CMAKE_GENERATOR] [CXX_COMPILER] [SANITIZE]" >&2
   exit 2
 fi
 main_build=$(cd "$1" && pwd)
 kit_source=$(cd "$2" && pwd)
 generator=${3:-}
 cxx=${4:-}
+# The gates' builds install an instrumented kodo::loader: the kit must be built the same way.
+sanitize=${5:-}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kodo-kit-from-sdk.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -37,8 +39,11 @@ for header in plugin_loader plugin_options records error log; do
 done
 
 step "building the kit from $kit_source against the installed SDK only"
+cxx_flags=-Werror
+[[ -n $sanitize ]] && cxx_flags+=" -fsanitize=$sanitize"
 args=(-S "$kit_source" -B "$build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=RelWithDebInfo
-      -DCMAKE_CXX_FLAGS=-Werror)
+      "-DCMAKE_CXX_FLAGS=$cxx_flags")
+[[ -n $sanitize ]] && args+=("-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=$sanitize")
 [[ -n $generator ]] && args+=(-G "$generator")
 [[ -n $cxx ]] && args+=(-DCMAKE_CXX_COMPILER="$cxx")
 cmake "${args[@]}" || fail "configuring the kit against the installed SDK failed"
