@@ -1,17 +1,20 @@
 // locks.cpp: lock requests, the lock and lease payloads, and locks read back from events.
 #include "core/locks.hpp"
 
+#include <kodo/host/error.hpp>
 #include "core/json_bounded.hpp"
+
+#include <sys/random.h>
 
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
-#include <mutex>
-#include <random>
+#include <cstring>
 
 namespace kodo {
 
@@ -65,15 +68,16 @@ std::string parse_lock_request(const std::string &payload, LockRequest *out) {
 }
 
 std::string new_lock_id() {
-  static std::mutex mu;
-  static std::mt19937_64 generator{std::random_device{}()};
+  // From the kernel's CSPRNG: a lid is what a POST must name to answer a lock, so it must not
+  // be predictable from the lids seen before (as a seeded mt19937's are).
   std::array<uint8_t, 16> b{};
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    for (size_t i = 0; i < b.size(); i += 8) {
-      const uint64_t r = generator();
-      for (size_t j = 0; j < 8; ++j) b[i + j] = static_cast<uint8_t>(r >> (8 * j));
-    }
+  size_t got = 0;
+  while (got < b.size()) {
+    const ssize_t n = ::getrandom(b.data() + got, b.size() - got, 0);
+    if (n > 0)
+      got += static_cast<size_t>(n);
+    else if (errno != EINTR)
+      throw Error(KODO_ERR_IO, std::string("getrandom: ") + std::strerror(errno));
   }
   b[6] = static_cast<uint8_t>((b[6] & 0x0F) | 0x40);  // version 4
   b[8] = static_cast<uint8_t>((b[8] & 0x3F) | 0x80);  // RFC 4122 variant
