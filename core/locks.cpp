@@ -14,7 +14,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
+#include <system_error>
 
 namespace kodo {
 
@@ -77,7 +77,7 @@ std::string new_lock_id() {
     if (n > 0)
       got += static_cast<size_t>(n);
     else if (errno != EINTR)
-      throw Error(KODO_ERR_IO, std::string("getrandom: ") + std::strerror(errno));
+      throw Error(KODO_ERR_IO, "getrandom: " + std::generic_category().message(errno));
   }
   b[6] = static_cast<uint8_t>((b[6] & 0x0F) | 0x40);  // version 4
   b[8] = static_cast<uint8_t>((b[8] & 0x3F) | 0x80);  // RFC 4122 variant
