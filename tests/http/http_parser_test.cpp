@@ -1,6 +1,6 @@
 // Tests of the HTTP request parser, from bytes: framing, limits, decoding, and mutated input.
-#include <kodo/host/error.hpp>
 #include "core/http_parser.hpp"
+#include <kodo/host/error.hpp>
 #include "core/http_server.hpp"
 
 #include <gtest/gtest.h>
