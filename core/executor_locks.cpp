@@ -94,11 +94,13 @@ Executor::LockAnswer Executor::answer_lock(const std::string &fid, const std::st
   {
     std::lock_guard<std::mutex> lock(mu_);
     const auto run = runs_.find(fid);
-    if (run == runs_.end() || run->second->phase == Run::Phase::ending)
-      return LockAnswer::run_not_here;
+    if (run == runs_.end()) return LockAnswer::run_not_here;
     const auto open = run->second->locks.find(lid);
+    // Said so even once the flow exited (its lease may not be stored yet): the answer was taken.
+    if (open != run->second->locks.end() && open->second.answered)
+      return LockAnswer::already_answered;
+    if (run->second->phase == Run::Phase::ending) return LockAnswer::run_not_here;
     if (open == run->second->locks.end()) return early_answer(*run->second, lid, result_json);
-    if (open->second.answered) return LockAnswer::already_answered;
     open->second.answered = true;
     run->second->answers_in.push_back(Run::Answer{lid, open->second.name, result_json});
   }
