@@ -240,12 +240,15 @@ std::string Executor::launch(const std::string &flow, const std::string &usernam
     if (continuation) {
       check_fid(run->fid);
       run->next_seq = continuation->first_seq;
+      run->replay = continuation->replay;
       if (!continuation->note.empty()) emit(*run, "debug", continuation->note);
     }
 
-    emit(*run, "status", "starting");
-    emit(*run, "inputs", kodosumi_serialize_json(inputs_json));
-    emit(*run, "meta", meta_json(run->fid, username, config_.app_url, spec));
+    if (run->replay.empty()) {  // a resumed run stored these already
+      emit(*run, "status", "starting");
+      emit(*run, "inputs", kodosumi_serialize_json(inputs_json));
+      emit(*run, "meta", meta_json(run->fid, username, config_.app_url, spec));
+    }
 
     sink_.publish(run->pending);
   } catch (...) {

@@ -46,6 +46,7 @@
 #pragma once
 
 #include "core/event.hpp"
+#include "core/locks.hpp"
 #include "core/run_cgroup.hpp"
 
 #include <chrono>
@@ -84,10 +85,19 @@ struct ExecutorConfig {
 // A run that continues an execution another process began (a durable job's next attempt):
 // it keeps the execution's fid and its events follow the ones already made, from first_seq.
 // `note`, when not empty, is the run's first event (kind "debug"): why this run exists.
+//
+// With `replay` (a run resumed after its host died while it awaited a lock, lock_resume.hpp):
+// the flow runs again from its start and the events it stored before are not made again:
+// launch publishes only the note (no status starting, inputs or meta), and what the flow
+// writes is read and dropped until it has asked again for every lock in `replay`. The n-th
+// lock it asks gets the n-th stored lock's lid (its name must match, or the run ends with an
+// error: the flow is not deterministic); an answered one gets its stored answer at once, an
+// open one waits for POST /lock as before, under its stored expiry.
 struct Continuation {
   std::string fid;
   int64_t first_seq = 0;
   std::string note;
+  std::vector<StoredLock> replay;
 };
 
 struct ExecutorStats {
@@ -172,6 +182,9 @@ class Executor {
   void check_timers(Run &run);
   void emit_outcome(Run &run);
   void open_lock(Run &run, const std::string &payload);
+  void replay_lock(Run &run, const std::string &payload);
+  LockAnswer early_answer(Run &run, const std::string &lid, const std::string &result_json);
+  void replayed_line(Run &run, Pipe &pipe, const std::string &line);
   void take_answers(Run &run);
   void flush_answers(Run &run);
   void publish_round(std::vector<std::shared_ptr<Run>> &live);

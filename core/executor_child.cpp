@@ -189,6 +189,7 @@ void Executor::end_line(Run &run, Pipe &pipe) {
   pipe.discarding = false;
   pipe.discarded = 0;
   if (run.transport_failed) return;  // the run is being stopped; its output has nowhere to go
+  if (run.replaying()) return replayed_line(run, pipe, line);
   const std::string where = std::string(pipe.name) + " line " + std::to_string(pipe.line_no);
   if (too_long) {
     emit(run, "error",
@@ -309,6 +310,10 @@ void Executor::emit_outcome(Run &run) {
     } else if (WIFSIGNALED(run.wait_status)) {
       const int sig = WTERMSIG(run.wait_status);
       reason = "killed by signal " + std::to_string(sig) + " (" + signal_name(sig) + ")";
+    } else if (run.replaying()) {
+      const StoredLock &next = run.replay[run.replayed];
+      reason = "resumed after its host stopped, the flow exited before asking again for lock " +
+               next.lid + " (" + quote_excerpt(next.name) + ")";
     } else if (!run.final_seen) {
       reason = "exited without a final event";
     }

@@ -138,6 +138,10 @@ struct Executor::Run {
   };
   std::map<std::string, OpenLock> locks;
   std::vector<Answer> answers_in;
+  // A resumed run (Continuation::replay): the stored locks (set before the run is shared, then
+  // only read), and answers posted for open ones the flow has not asked for again yet (by lid).
+  std::vector<StoredLock> replay;
+  std::map<std::string, std::string> early_answers;
   bool pause_wanted = false;
   std::string pause_reason;
 
@@ -145,6 +149,9 @@ struct Executor::Run {
   bool cancel_seen = false;
   bool paused = false;  // its process group was sent SIGSTOP (and no SIGCONT since)
   int64_t next_seq = 0;
+  size_t replayed = 0;          // the locks of `replay` the flow has asked for again
+  bool replay_refused = false;  // it asked otherwise: stopped, its output still dropped
+  bool replaying() const { return replay_refused || replayed < replay.size(); }
   pid_t pid = -1;
   Fd pidfd;
   bool exit_ready = false;  // the pidfd said the child exited

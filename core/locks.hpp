@@ -12,7 +12,8 @@
 // unanswered at its expiry ends the run with an error, as kodosumi's TimeoutError does.
 //
 // Both events are stored like any other, so the locks of a run can be read from storage by
-// any host, after any restart (stored_locks below); only the flow's wait lives in memory.
+// any host, after any restart (stored_locks below). Only the flow's wait lives in memory: a
+// host that starts after one died resumes its runs that awaited a lock (lock_resume.hpp).
 #pragma once
 
 #include "core/event.hpp"

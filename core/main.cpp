@@ -12,6 +12,7 @@
 #include "core/fd_limit.hpp"
 #include "core/host_options.hpp"
 #include "core/job_worker.hpp"
+#include "core/lock_resume.hpp"
 #include "core/lost_events.hpp"
 #include "core/run_journal.hpp"
 #include "core/spooler.hpp"
@@ -182,7 +183,10 @@ int serve(const HostConfig &given) {
                                   std::vector<StoredObserver *>{&notifier, &lost_events, &hub});
     spooler->start();
   }
-  reconcile_dead_hosts(journal, *storage, sink);
+  reconcile_dead_hosts(journal, *storage, sink,
+                       [&](const RunJournal::Orphan &orphan, const ExecutionInfo &info) {
+                         return resume_awaiting_run(executor, *storage, orphan, info);
+                       });
   ApiContext context{*storage,
                      executor,
                      metrics,

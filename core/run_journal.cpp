@@ -166,12 +166,24 @@ std::vector<RunJournal::Orphan> RunJournal::take_dead_hosts_runs() {
   return out;
 }
 
-size_t reconcile_dead_hosts(RunJournal &journal, Storage &storage, EventSink &sink) {
-  size_t ended = 0;
+size_t reconcile_dead_hosts(RunJournal &journal, Storage &storage, EventSink &sink,
+                            const Resumer &resume) {
+  size_t ended = 0, resumed = 0;
   for (const RunJournal::Orphan &orphan : journal.take_dead_hosts_runs()) {
     try {
       const auto info = storage.get_execution(orphan.fid);
       if (!info || is_final_status(info->status)) continue;
+      Resumption next;
+      if (resume) {
+        // Journaled first: the resumed run may end before resume returns.
+        journal.begun(orphan.fid, info->username);
+        next = resume(orphan, *info);
+        if (next.resumed) {
+          ++resumed;
+          continue;
+        }
+        journal.ended(orphan.fid);
+      }
       std::vector<Event> events(2);
       for (size_t i = 0; i < events.size(); ++i) {
         events[i].fid = orphan.fid;
@@ -182,8 +194,10 @@ size_t reconcile_dead_hosts(RunJournal &journal, Storage &storage, EventSink &si
         events[i].timestamp = now_seconds();
       }
       events[0].kind = "error";
-      events[0].payload =
-          "the host stopped while this run was running (host " + orphan.instance + " is gone)";
+      events[0].payload = !next.end_reason.empty()
+                              ? next.end_reason
+                              : "the host stopped while this run was running (host " +
+                                    orphan.instance + " is gone)";
       events[1].kind = "status";
       events[1].payload = "error";
       sink.publish(events);
@@ -196,6 +210,8 @@ size_t reconcile_dead_hosts(RunJournal &journal, Storage &storage, EventSink &si
     }
   }
   if (ended > 0) log_info("ended " + std::to_string(ended) + " runs that dead hosts left running");
+  if (resumed > 0)
+    log_info("resumed " + std::to_string(resumed) + " runs that dead hosts left awaiting a lock");
   return ended;
 }
 

@@ -24,6 +24,7 @@
 #include "core/event.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -65,9 +66,20 @@ class RunJournal {
   uint64_t lines_ = 0;                         // in the file, to know when to compact it
 };
 
+// What a Resumer made of a dead host's unfinished run: it goes on here (`resumed`, and is
+// this host's run now), or it is ended, with `end_reason` as its error when one is given.
+struct Resumption {
+  bool resumed = false;
+  std::string end_reason;
+};
+using Resumer =
+    std::function<Resumption(const RunJournal::Orphan &orphan, const ExecutionInfo &info)>;
+
 // Ends, with an error event and status "error" published to `sink`, every run that dead
-// hosts left unfinished (see above). Returns how many were ended; problems are logged.
-size_t reconcile_dead_hosts(RunJournal &journal, Storage &storage, EventSink &sink);
+// hosts left unfinished (see above), unless `resume` (when given) resumes it. Returns how many
+// were ended; problems are logged.
+size_t reconcile_dead_hosts(RunJournal &journal, Storage &storage, EventSink &sink,
+                            const Resumer &resume = nullptr);
 
 // Writes to `journal` the runs whose events pass through it: begun before a status
 // "starting" goes out, ended once a final status did.

@@ -190,4 +190,42 @@ TEST_F(ReconcileTest, ARunEndedForADeadHostLeavesTheSeqsOfItsUnstoredEventsFree)
   EXPECT_EQ(storage_->get_execution(fid)->status, "error");
 }
 
+// A Resumer takes a run over (it stays in this host's journal, nothing is published for it) or
+// names why it ends; without a reason the usual one is stored.
+TEST_F(ReconcileTest, AResumerTakesARunOverOrSaysWhyItEnds) {
+  using kodo::test::run_event;
+  const std::string resumed = kodo::new_fid(), expired = kodo::new_fid(), plain = kodo::new_fid();
+  for (const std::string &fid : {resumed, expired, plain})
+    storage_->append({run_event(fid, 0, "status", "starting"), run_event(fid, 1)});
+  const std::string hosts = dir_ + "/hosts";
+  fs::create_directories(hosts);
+  std::ofstream(hosts + "/host-2-dead.lock") << "";
+  std::ofstream(hosts + "/host-2-dead.runs")
+      << "+" << resumed << " alice\n+" << expired << " alice\n+" << plain << " alice\n";
+  RunJournal journal(hosts);
+  StoringSink sink(*storage_);
+  std::vector<std::string> asked;
+  const kodo::Resumer resume = [&](const RunJournal::Orphan &orphan,
+                                   const kodo::ExecutionInfo &info) {
+    asked.push_back(orphan.fid + " " + info.status);
+    kodo::Resumption r;
+    r.resumed = orphan.fid == resumed;
+    if (orphan.fid == expired) r.end_reason = "lock x expired";
+    return r;
+  };
+  EXPECT_EQ(kodo::reconcile_dead_hosts(journal, *storage_, sink, resume), 2u);
+  EXPECT_EQ(asked, (std::vector<std::string>{resumed + " starting", expired + " starting",
+                                             plain + " starting"}));
+  EXPECT_EQ(stored(resumed).size(), 2u) << "the resumer's run: nothing published for it";
+  EXPECT_EQ(stored(expired)[2].payload, "lock x expired");
+  EXPECT_NE(stored(plain)[2].payload.find("the host stopped while this run was running"),
+            std::string::npos);
+  // Only the resumed run stays this host's: a crash now leaves it to the next host.
+  std::ifstream in(hosts + "/" + journal.instance() + ".runs");
+  std::stringstream runs;
+  runs << in.rdbuf();
+  EXPECT_EQ(runs.str(), "+" + resumed + " alice\n+" + expired + " alice\n-" + expired + "\n+" +
+                            plain + " alice\n-" + plain + "\n");
+}
+
 }  // namespace
