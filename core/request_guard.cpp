@@ -161,10 +161,13 @@ std::optional<Refusal> RequestGuard::check_host(const HttpRequest &request,
       return Refusal{400, "malformed host in the request target '" + shown(request.target) + "'"};
     names.emplace_back("request target host", target->name);
   }
-  for (const auto &[what, name] : names)
-    if (!allowed(name))
-      return Refusal{421, what + " '" + name + "' is not a name this host answers to (it answers " +
-                              describe() + "; add names with --allowed-hosts)"};
+  for (const auto &[what, name] : names) {
+    if (allowed(name)) continue;
+    std::string message = what;
+    message.append(" '").append(name).append("' is not a name this host answers to (it answers ");
+    message.append(describe()).append("; add names with --allowed-hosts)");
+    return Refusal{421, message};
+  }
   *host_name = parsed->name;
   return std::nullopt;
 }

@@ -43,7 +43,7 @@ void check_readable(const std::string &what, const std::string &path) {
   if (f == nullptr)
     throw Error(KODO_ERR_INVALID_ARGUMENT,
                 "TLS " + what + " file '" + path + "': " + std::generic_category().message(errno));
-  std::fclose(f);
+  (void)std::fclose(f);
 }
 
 // An encrypted key would make OpenSSL prompt on the terminal; refuse it instead.
