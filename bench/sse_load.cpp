@@ -127,7 +127,7 @@ int main(int argc, char **argv) {
     }
     const std::string request = "GET /outputs/stream/" +
                                 fids[static_cast<size_t>(i) % fids.size()] +
-                                " HTTP/1.1\r\nHost: bench\r\n\r\n";
+                                " HTTP/1.1\r\nHost: localhost\r\n\r\n";
     if (send(v.fd, request.data(), request.size(), MSG_NOSIGNAL) < 0) ++refused;
     v.connected = now_s();
     epoll_event e{};

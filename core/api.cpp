@@ -132,6 +132,12 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
       kodo::send_error(r, status, message);
   };
   try {
+    if (ctx_.guard != nullptr) {
+      if (auto refusal = ctx_.guard->check(request)) {
+        kodo::send_error(response, refusal->status, refusal->message);
+        return;
+      }
+    }
     const auto parts = split_path(request);
     kodosumi_route = !parts.empty() && (parts[0] == "outputs" || parts[0] == "lock");
     const std::string &method = request.method;

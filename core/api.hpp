@@ -7,6 +7,7 @@
 #include "core/http_server.hpp"
 #include "core/locks.hpp"
 #include "core/metrics.hpp"
+#include "core/request_guard.hpp"
 #include "core/spooler.hpp"
 #include "core/sse_hub.hpp"
 #include "core/storage.hpp"
@@ -36,6 +37,9 @@ struct ApiContext {
   // submits a job, pause/resume/cancel are its signals, the summary carries its state.
   Durability *durability = nullptr;
   std::string app_url = "";  // into each job's input
+  // Refuses foreign Host names and cross-site state changes before any route runs; null
+  // accepts every request (tests of the routes alone).
+  const RequestGuard *guard = nullptr;
 };
 
 // The /metrics page: the host's figures, then the storage's and the transport's own.

@@ -80,7 +80,13 @@ po::options_description host_option_descriptions() {
       "bytes waiting for one stream viewer at most; a viewer this far behind is cut off")(
       "sse-buffer-total", po::value<size_t>()->default_value(size_t{256} << 20),
       "bytes waiting for all connections together; past this, viewers more than 64 KiB behind "
-      "are cut off first");
+      "are cut off first")("tls-cert", po::value<std::string>()->default_value(""),
+                           "PEM certificate chain: serve HTTPS (with --tls-key)")(
+      "tls-key", po::value<std::string>()->default_value(""),
+      "PEM private key of --tls-cert (unencrypted; keep it readable by this user only)")(
+      "allowed-hosts", po::value<std::string>()->default_value(""),
+      "comma-separated host names the API answers to (the Host header; others get 421); "
+      "default: localhost, 127.0.0.1, ::1 and the --address host; * for any");
 
   po::options_description flows("Flows", kHelpWidth);
   flows.add_options()("flow", po::value<std::vector<std::string>>()->composing(),
@@ -162,6 +168,19 @@ static std::string env_name_for(const std::string &option) {
   std::string out = "KODO_";
   for (char c : option)
     out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// "a, b,,c" -> {"a", "b", "c"}
+static std::vector<std::string> split_list(const std::string &text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    const size_t first = item.find_first_not_of(" \t");
+    if (first == std::string::npos) continue;
+    out.push_back(item.substr(first, item.find_last_not_of(" \t") - first + 1));
+  }
   return out;
 }
 
@@ -575,6 +594,13 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.http_handler_threads = std::max<size_t>(1, values["http-handler-threads"].as<size_t>());
   config.sse_viewer_buffer = std::max<size_t>(4096, values["sse-viewer-buffer"].as<size_t>());
   config.sse_buffer_total = std::max<size_t>(4096, values["sse-buffer-total"].as<size_t>());
+  config.tls_cert = str("tls-cert");
+  config.tls_key = str("tls-key");
+  if (config.tls_cert.empty() != config.tls_key.empty())
+    throw Error(
+        KODO_ERR_INVALID_ARGUMENT,
+        "--tls-cert and --tls-key go together: HTTPS needs both the certificate and its key");
+  config.allowed_hosts = split_list(str("allowed-hosts"));
 
   config.executor.max_running = std::max<size_t>(1, values["max-running"].as<size_t>());
   config.executor.max_event_bytes = values["max-event-bytes"].as<size_t>();

@@ -50,6 +50,9 @@ struct HostConfig {
   size_t sse_viewer_buffer = size_t{256} << 10;
   size_t sse_buffer_total = size_t{256} << 20;
   double shutdown_grace_s = 10;
+  std::string tls_cert;  // both or neither: HTTPS
+  std::string tls_key;
+  std::vector<std::string> allowed_hosts;  // empty: the defaults (see request_guard.hpp)
 };
 
 // The options every command understands, grouped for --help.

@@ -5,6 +5,7 @@
 #include <kodo/host/error.hpp>
 #include "core/http_response.hpp"
 #include "core/http_session.hpp"
+#include "core/tls_context.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -95,7 +96,8 @@ ListenAddress parse_listen_address(std::string_view address) {
                      " (expected host:port, http://host:port or [ipv6]:port)");
   };
   std::string_view s = address;
-  if (istarts_with(s, "https://")) throw bad("TLS is not supported");
+  if (istarts_with(s, "https://"))
+    throw bad("HTTPS is turned on by --tls-cert and --tls-key, not by the address");
   if (istarts_with(s, "http://")) s.remove_prefix(7);
   if (s.find("://") != std::string_view::npos) throw bad("unsupported scheme");
   if (!s.empty() && s.back() == '/') s.remove_suffix(1);
@@ -158,6 +160,8 @@ void HttpServer::start() {
   if (!s.handler)
     throw Error(KODO_ERR_INVALID_ARGUMENT, "HTTP server on '" + address + "' has no handler");
   ListenAddress where = parse_listen_address(address);
+  if (!s.options.tls_cert.empty() || !s.options.tls_key.empty())
+    s.tls = make_tls_server_context(s.options.tls_cert, s.options.tls_key);
 
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

@@ -132,6 +132,10 @@ class HttpServer {
     // is cut (counted per connection; bytes shared by many streams are held only once).
     size_t stream_buffer_total_bytes = size_t{256} << 20;
     HttpLimits limits;
+    // HTTPS when both are set: PEM files, the certificate chain and its unencrypted key
+    // (see tls_context.hpp). start() throws naming the file when one cannot be used.
+    std::string tls_cert;
+    std::string tls_key;
   };
   // Called on a handler thread, possibly many at once: it must be thread-safe.
   using Handler = std::function<void(const HttpRequest &, HttpResponder &)>;
@@ -141,8 +145,8 @@ class HttpServer {
   HttpServer(const HttpServer &) = delete;
   HttpServer &operator=(const HttpServer &) = delete;
 
-  // Binds (SO_REUSEADDR), listens and starts the threads. Throws kodo::Error naming the
-  // address when it cannot; throws if called twice.
+  // Loads the TLS files if given, binds (SO_REUSEADDR), listens and starts the threads.
+  // Throws kodo::Error naming the file or the address when it cannot; throws if called twice.
   void start();
   // The bound port (useful after binding port 0); 0 before start().
   uint16_t port() const;

@@ -34,7 +34,9 @@ const char kCrlf[] = "\r\n";
 }  // namespace
 
 Session::Session(asio::ip::tcp::socket socket, std::shared_ptr<HttpServer::Impl> server)
-    : socket_(std::move(socket)), timer_(socket_.get_executor()), server_(std::move(server)) {}
+    : socket_(std::move(socket), server->tls.get()),
+      timer_(socket_.get_executor()),
+      server_(std::move(server)) {}
 
 Session::~Session() {
   server_->queued_bytes.fetch_sub(counted_);
@@ -44,7 +46,12 @@ Session::~Session() {
 }
 
 void Session::start() {
-  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->read_head(); });
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    if (self->socket_.tls())
+      self->handshake();
+    else
+      self->read_head();
+  });
 }
 
 void Session::reject(const std::string &why) {
@@ -192,6 +199,7 @@ void Session::dispatch() {
   HttpRequest request;
   ParseResult r = request_from_message(parser_->release(), server_->options.limits, request);
   parser_.reset();
+  request.tls = socket_.tls();
   if (r.status != ParseStatus::Complete) {
     fail(r.http_status, r.error);
     return;

@@ -12,10 +12,12 @@
 #pragma once
 
 #include "core/http_server.hpp"
+#include "core/server_stream.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -40,6 +42,7 @@ namespace beast = boost::beast;
 struct HttpServer::Impl {
   Options options;
   Handler handler;
+  std::shared_ptr<asio::ssl::context> tls;  // set when serving HTTPS
   asio::io_context ioc;
   std::optional<asio::thread_pool> handler_pool;
   std::optional<asio::ip::tcp::acceptor> acceptor;
@@ -82,7 +85,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(const Session &) = delete;
   Session &operator=(const Session &) = delete;
 
-  void start();                         // reads the first request
+  void start();                         // reads the first request (after the TLS handshake)
   void reject(const std::string &why);  // answers 503 and closes
   void shutdown();                      // the server is stopping (from any thread)
   bool rejected() const { return rejected_; }
@@ -106,6 +109,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool stream_open();
 
  private:
+  // TLS: a plain-HTTP client is answered 400 in plain text; the handshake has the head's
+  // time budget (http_handshake.cpp).
+  void handshake();
   void read_head();
   void on_head(beast::error_code ec);
   void on_body(beast::error_code ec);
@@ -127,7 +133,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void recount_locked();  // brings server_->queued_bytes up to date with this connection's
 
   enum class Phase { Reading, Handling, Lingering };
-  asio::ip::tcp::socket socket_;
+  ServerStream socket_;
   asio::steady_timer timer_;
   std::shared_ptr<HttpServer::Impl> server_;
   beast::flat_buffer buffer_;

@@ -11,6 +11,7 @@
 #include "core/api.hpp"
 #include "core/fd_limit.hpp"
 #include "core/host_options.hpp"
+#include "core/http_response.hpp"
 #include "core/job_worker.hpp"
 #include "core/lock_resume.hpp"
 #include "core/lost_events.hpp"
@@ -144,7 +145,17 @@ HttpServer::Options http_options(const HostConfig &config, const FdBudget &fds) 
   o.stream_buffer_total_bytes = config.sse_buffer_total;
   o.limits.max_header_bytes = config.http_max_header_bytes;
   o.limits.max_body_bytes = config.http_max_body_bytes;
+  o.tls_cert = config.tls_cert;
+  o.tls_key = config.tls_key;
   return o;
+}
+
+// "https://host:port" as the log shows where the API is.
+std::string served_at(const HostConfig &config, uint16_t port) {
+  const ListenAddress bound = parse_listen_address(config.address);
+  std::string host = bound.host.empty() ? std::string("0.0.0.0") : bound.host;
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return (config.tls_cert.empty() ? "http://" : "https://") + host + ":" + std::to_string(port);
 }
 
 int serve(const HostConfig &given) {
@@ -205,6 +216,8 @@ int serve(const HostConfig &given) {
     context.app_url = config.executor.app_url;
     log_info("launches go through " + durability->plugin().label());
   }
+  const RequestGuard guard(config.allowed_hosts, config.address);
+  context.guard = &guard;
   std::unique_ptr<Api> api;
   const HttpServer::Options server_options = http_options(config, fds);
   HttpServer server(server_options, [&api](const HttpRequest &request, HttpResponder &response) {
@@ -218,10 +231,8 @@ int serve(const HostConfig &given) {
            "; up to " + std::to_string(server_options.max_connections) + " connections, " +
            std::to_string(fds.open_databases) + " databases kept open");
   RetentionTask retention(*storage, config.retention_s, config.purge_interval_s);
-  const ListenAddress bound = parse_listen_address(config.address);
-  log_info("kodo-host " KODO_VERSION " serving on http://" +
-           (bound.host.empty() ? std::string("0.0.0.0") : bound.host) + ":" +
-           std::to_string(server.port()) + " (storage " + storage->plugin().name() +
+  log_info("kodo-host " KODO_VERSION " serving on " + served_at(config, server.port()) +
+           " for host names " + guard.describe() + " (storage " + storage->plugin().name() +
            ", transport " + transport->plugin().name() + ", " +
            std::to_string(config.flows.size()) + " flows, data in " + config.exec_dir + ")");
 
@@ -286,12 +297,17 @@ int spool(const HostConfig &config) {
            storage->plugin().name() + ", transport " + transport->plugin().name());
   // Only /health and /metrics, so each spooler of a fleet can be watched on its own.
   std::unique_ptr<HttpServer> server;
+  const RequestGuard guard(config.allowed_hosts, config.address);
   if (config.address_given) {
     HttpServer::Options options;
     options.address = config.address;
+    options.tls_cert = config.tls_cert;
+    options.tls_key = config.tls_key;
     server = std::make_unique<HttpServer>(
         options, [&](const HttpRequest &request, HttpResponder &response) {
-          if (request.method != "GET") {
+          if (auto refusal = guard.check(request)) {
+            response.send(refusal->status, "application/json", json_error(refusal->message));
+          } else if (request.method != "GET") {
             response.send(405, "text/plain", "only GET\n");
           } else if (request.path == "/metrics") {
             response.send(200, "text/plain; version=0.0.4",
@@ -309,10 +325,7 @@ int spool(const HostConfig &config) {
           }
         });
     server->start();
-    const ListenAddress bound = parse_listen_address(config.address);
-    log_info("kodo-host spool: metrics on http://" +
-             (bound.host.empty() ? std::string("0.0.0.0") : bound.host) + ":" +
-             std::to_string(server->port()) + "/metrics");
+    log_info("kodo-host spool: metrics on " + served_at(config, server->port()) + "/metrics");
   }
   wait_for_shutdown_signal();
   log_info("stopping: draining what was read");

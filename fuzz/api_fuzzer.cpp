@@ -1,12 +1,12 @@
 // Fuzzes HTTP request handling end to end: the input is sent as it is over a loopback socket
 // to the real HttpServer serving the real Api (every endpoint: /health, /metrics,
 // /api/v1/flows, /api/v1/executions[/{fid}[/events]], /outputs/status|stream|main|stdio/{fid},
-// DELETE /outputs/{fid}), backed by an in-memory storage holding a few finished executions
-// and an executor whose one flow, "hello", is /bin/true. Each input gets a fresh server,
-// executor, storage and Api (see Service), so what one input deletes or launches does not
-// change what the next one sees, and none of its threads outlives it.
-// Properties: every request gets an answer (a status line, then the connection closes once
-// the client has sent everything), and nothing a sanitizer notices happens on the way.
+// DELETE /outputs/{fid}), behind the Host and Origin checks, backed by an in-memory storage holding
+// a few finished executions and an executor whose one flow, "hello", is /bin/true. Each input gets
+// a fresh server, executor, storage and Api (see Service), so what one input deletes or launches
+// does not change what the next one sees, and none of its threads outlives it. Properties: every
+// request gets an answer (a status line, then the connection closes once the client has sent
+// everything), and nothing a sanitizer notices happens on the way.
 #include "core/api.hpp"
 #include "core/executor.hpp"
 #include "core/http_server.hpp"
@@ -110,6 +110,8 @@ struct Service {
                     {FlowSpec{"hello", {"/bin/true"}, {}, "", 0, "the fuzz flow"}},
                     sink};
   SseHub hub{storage, executor, SseHubConfig{/*keepalive_s=*/0.05, /*poll_s=*/0.005, 1}};
+  // The corpus names the host "x"; other names, and foreign origins, are refused.
+  RequestGuard guard{{"x", "localhost"}, "127.0.0.1:0"};
   Api api{[this] {
     ApiContext context{storage,
                        executor,
@@ -119,6 +121,7 @@ struct Service {
                        /*delete_wait_s=*/5,
                        "fuzz"};
     context.hub = &hub;
+    context.guard = &guard;
     return context;
   }()};
   HttpServer server{[] {

@@ -78,6 +78,30 @@ TEST_F(HostOptionsTest, ConfigFileNamedByEnvironment) {
   EXPECT_EQ(parse({}).address, "http://127.0.0.1:4000");
 }
 
+TEST_F(HostOptionsTest, TlsAndAllowedHostsFromEveryPlace) {
+  HostConfig c = parse({"--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--allowed-hosts",
+                        " kodo.example.com, ,10.0.0.5 "});
+  EXPECT_EQ(c.tls_cert, "/c.pem");
+  EXPECT_EQ(c.tls_key, "/k.pem");
+  EXPECT_EQ(c.allowed_hosts, (std::vector<std::string>{"kodo.example.com", "10.0.0.5"}));
+  EXPECT_TRUE(parse({}).allowed_hosts.empty());  // the defaults (see request_guard.hpp)
+  setenv("KODO_TLS_CERT", "/env/c.pem", 1);
+  setenv("KODO_TLS_KEY", "/env/k.pem", 1);
+  setenv("KODO_ALLOWED_HOSTS", "*", 1);
+  c = parse({"--config", write_file("tls-cert = /file/c.pem\ntls-key = /file/k.pem\n")});
+  EXPECT_EQ(c.tls_cert, "/env/c.pem");
+  EXPECT_EQ(c.tls_key, "/env/k.pem");
+  EXPECT_EQ(c.allowed_hosts, std::vector<std::string>{"*"});
+  for (const char *name : {"KODO_TLS_CERT", "KODO_TLS_KEY", "KODO_ALLOWED_HOSTS"}) unsetenv(name);
+  EXPECT_EQ(
+      parse({"--config", write_file("tls-cert = /file/c.pem\ntls-key = /file/k.pem\n")}).tls_key,
+      "/file/k.pem");
+  EXPECT_NE(error_of({"--tls-cert", "/c.pem"}).find("--tls-cert and --tls-key go together"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--tls-key", "/k.pem"}).find("--tls-cert and --tls-key go together"),
+            std::string::npos);
+}
+
 TEST_F(HostOptionsTest, KodosumiTransportName) {
   setenv("KODO_EVENT_TRANSPORT", "redis", 1);
   EXPECT_EQ(parse({}).transport, "redis");

@@ -74,7 +74,7 @@ class HostLimits : public ::testing::Test {
   int open_stream(const std::string &path, const std::string &headers = "") const {
     const int fd = connect_raw();
     const std::string request =
-        "GET " + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + headers + "\r\n";
+        "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + headers + "\r\n";
     if (fd >= 0 && send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
                        static_cast<ssize_t>(request.size())) {
       close(fd);

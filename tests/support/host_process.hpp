@@ -82,9 +82,10 @@ class HostProcess {
   bool start(const std::vector<std::string> &args, const std::vector<std::string> &env = {},
              const std::string &command = "serve") {
     // A worker serves nothing: it is ready once it takes jobs.
-    const std::string ready = command == "spool"    ? "metrics on http://127.0.0.1:"
+    // http:// or https:// (--tls-cert), then 127.0.0.1:PORT.
+    const std::string ready = command == "spool"    ? "metrics on http"
                               : command == "worker" ? "kodo-host worker: "
-                                                    : "serving on http://127.0.0.1:";
+                                                    : "serving on http";
     if (!log_path_.empty()) unlink(log_path_.c_str());  // a restart: the old log goes
     char log_path[] = "/tmp/kodo-host-log-XXXXXX";
     int fd = mkstemp(log_path);
@@ -110,9 +111,15 @@ class HostProcess {
     close(fd);
     for (int i = 0; i < start_timeout_s * 50; ++i) {
       std::string log = read_file(log_path_);
-      auto at = log.find(ready);
-      if (at != std::string::npos) {
-        port_ = command == "worker" ? 0 : std::stoi(log.substr(at + ready.size()));
+      const auto at = log.find(ready);
+      const std::string bound = "127.0.0.1:";
+      const size_t port_at = at == std::string::npos ? at : log.find(bound, at);
+      if (command == "worker" && at != std::string::npos) {
+        port_ = 0;
+        return true;
+      }
+      if (port_at != std::string::npos) {
+        port_ = std::stoi(log.substr(port_at + bound.size()));
         return true;
       }
       int status = 0;
@@ -173,6 +180,18 @@ class HostProcess {
   HttpResult request(const std::string &method, const std::string &target,
                      const std::string &body = "", int timeout_s = 30,
                      const std::string &stop_at = "") const {
+    std::string text = method + " " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n";
+    if (!body.empty())
+      text += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+              "\r\n";
+    text += "\r\n" + body;
+    return exchange(text, timeout_s, stop_at);
+  }
+
+  // Sends `text` as it is on a fresh connection and reads the answer until the host closes
+  // (or stop_at appears).
+  HttpResult exchange(const std::string &text, int timeout_s = 30,
+                      const std::string &stop_at = "") const {
     HttpResult result;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in address{};
@@ -185,11 +204,6 @@ class HostProcess {
     }
     timeval tv{timeout_s, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    std::string text = method + " " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n";
-    if (!body.empty())
-      text += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-              "\r\n";
-    text += "\r\n" + body;
     send(fd, text.data(), text.size(), MSG_NOSIGNAL);
     std::string response;
     char buffer[65536];
