@@ -708,7 +708,7 @@ def parse():
     p.add_argument("--namespace", default="kodosumi")
     p.add_argument("--stream", default="kodo-events")
     p.add_argument("--spill-dir", required=True)
-    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=4000)
     p.add_argument("--drainers", type=int, default=2)
     p.add_argument("--capacity", type=int, default=1000000)
     p.add_argument("--max-unacked", type=int, default=100000)

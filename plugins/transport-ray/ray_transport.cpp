@@ -67,8 +67,9 @@ constexpr kodo_option_spec kStream = kodo::sdk::option(
     "stream", KODO_OPTION_STRING, 0, "kodo-events", "KODO_RAY_STREAM",
     "name of the detached actor (namespace kodo) that carries kodo's own producers' events");
 constexpr kodo_option_spec kBatch =
-    kodo::sdk::option("drain_batch", KODO_OPTION_INT, 0, "1000", "KODO_RAY_DRAIN_BATCH",
-                      "most events one get_nowait_batch takes from a runner's queue");
+    kodo::sdk::option("drain_batch", KODO_OPTION_INT, 0, "4000", "KODO_RAY_DRAIN_BATCH",
+                      "most events one get_nowait_batch takes from a runner's queue (a "
+                      "shallower queue gives what it holds)");
 constexpr kodo_option_spec kDrainers = kodo::sdk::option(
     "drainers", KODO_OPTION_INT, 0, "2", "KODO_RAY_DRAINERS",
     "drainer actors that read runners' queues (each runner always by the same one); keep it "
