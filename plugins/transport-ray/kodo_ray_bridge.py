@@ -13,6 +13,10 @@ Two sources feed the consumer:
     it is acked, so a restarted bridge delivers again whatever was not acked.
 """
 
+import time
+
+STARTED = time.time()  # before Ray's import, which is a good part of a bridge's start
+
 import argparse
 import asyncio
 import bisect
@@ -24,7 +28,7 @@ import socket
 import struct
 import sys
 import threading
-import time
+import zlib
 
 import ray
 from ray.exceptions import RayError
@@ -36,6 +40,14 @@ COMPACT_UNACKED = 100000  # ... when it holds fewer unacked events than this
 FID = re.compile(r"^[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,63}$")  # kodo_event's naming rule
 
 
+def mark(what):
+    """A milestone of the bridge's start on stderr (the host's log): where a run's first
+    seconds go (import, ray.init, drainers up, discovery, first batch)."""
+    sys.stderr.write("kodo_ray_bridge[%d]: +%.2f s %s\n" % (os.getpid(), time.time() - STARTED,
+                                                         what))
+    sys.stderr.flush()
+
+
 # ---- Frames --------------------------------------------------------------------------------
 
 
@@ -43,7 +55,12 @@ class Wire:
     """Frames to the plugin on stdout; one writer at a time."""
 
     def __init__(self):
-        self.out = sys.stdout.buffer
+        # Frames go to a copy of fd 1, and fd 1 then points at stderr: what Ray prints to
+        # stdout (its raylet's warnings reach a driver there) lands in the host's log, not
+        # inside the frame stream, which it would break.
+        self.out = os.fdopen(os.dup(1), "wb")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
         self.lock = threading.Lock()
 
     def send(self, message):
@@ -191,6 +208,9 @@ class Drainer:
 
     async def holding(self, fid):
         return self.held.get(fid, [])
+
+    async def ready(self):
+        return True
 
 
 # ---- Spill file: kodosumi events drained and not yet acked ------------------------------------
@@ -380,6 +400,7 @@ class Bridge:
         self.drained = 0
         self.largest_batch = 0
         self.publishes = asyncio.Queue()
+        self.first_batch = True
 
     def connect(self):
         host, _, port = self.args.address.rpartition(":")
@@ -387,16 +408,33 @@ class Bridge:
             socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
         except (OSError, ValueError) as e:
             raise ConnectionError("cannot reach the Ray head at %s: %s" % (self.args.address, e))
+        mark("importing Ray done")
         ray.init(address=self.args.address, namespace="kodo", logging_level="error",
                  log_to_driver=False)
-        self.drainer = self.make_drainer()
+        mark("ray.init done")
+        # Created now, while the host opens its storage and before any runner is found: an
+        # actor's worker process takes a second or more to start.
+        self.drainers = [self.make_drainer(i) for i in range(self.args.drainers)]
         self.stream = KodoStream.options(
             name=self.args.stream, namespace="kodo", lifetime="detached", get_if_exists=True
         ).remote(self.args.capacity)
 
-    def make_drainer(self):
-        return Drainer.options(name=self.args.stream + "-drainer", namespace="kodo",
-                               lifetime="detached", get_if_exists=True).remote()
+    def make_drainer(self, index):
+        return Drainer.options(name="%s-drainer-%d" % (self.args.stream, index),
+                               namespace="kodo", lifetime="detached",
+                               get_if_exists=True).remote()
+
+    def drainer_index(self, fid):
+        """A runner's drainer, the same one for every bridge (the drainer keeps the runner's
+        seq and what it read), so long as the number of drainers stays the same."""
+        return zlib.crc32(fid.encode()) % len(self.drainers)
+
+    async def warm(self):
+        try:
+            await asyncio.gather(*(d.ready.remote() for d in self.drainers))
+            mark("%d drainer actors ready" % len(self.drainers))
+        except RayError as e:  # drain() makes a failed drainer again when it needs it
+            mark("a drainer actor did not start: %s" % str(e).strip().splitlines()[-1])
 
     # -- messages from the plugin
 
@@ -408,6 +446,7 @@ class Bridge:
             if not self.consuming:
                 self.consuming = True
                 self.spill = Spill(self.args.spill_dir)
+                mark("consuming: spill file read, %d events not acked" % self.spill.unacked)
                 asyncio.ensure_future(self.replay_spill())
                 asyncio.ensure_future(self.consume_stream())
                 asyncio.ensure_future(self.discover())
@@ -436,6 +475,9 @@ class Bridge:
 
     def send_batch(self, fid, username, first, count, blob, times):
         """A runner's events first..first+count-1 in one frame, the drainer's bytes as they are."""
+        if self.first_batch:
+            self.first_batch = False
+            mark("first batch sent")
         self.deliver(count, b'{"op":"batch","fid":%s,"username":%s,"seq":%d,"delivered":%d,'
                      b'"events":%s}' % (json.dumps(fid).encode(), json.dumps(username).encode(),
                                         first, times, blob))
@@ -477,6 +519,7 @@ class Bridge:
                 self.runners[fid] = asyncio.ensure_future(self.drain(fid))
 
     async def discover(self):
+        first = True
         while True:
             try:
                 # In a thread: with the head away this call waits for it, and the loop must
@@ -492,6 +535,9 @@ class Bridge:
                 if fid in self.spill.done or not FID.match(fid):
                     continue
                 self.runners[fid] = asyncio.ensure_future(self.drain(fid))
+            if first:
+                first = False
+                mark("first discovery: %d runners" % len(self.runners))
             await asyncio.sleep(self.args.discover_interval)
 
     def died(self, fid, e):
@@ -503,6 +549,7 @@ class Bridge:
         username = self.spill.usernames.get(fid)
         held = [] if username else list(self.spill.pending(fid))
         state = {"username": username, "finished": False, "held": held}
+        index = self.drainer_index(fid)
         try:
             handle = ray.get_actor(fid, namespace=self.args.namespace)
             queue = await handle.get_queue.remote()
@@ -513,24 +560,24 @@ class Bridge:
                 state["username"] = await handle.get_username.remote()
             except (RayError, AttributeError):
                 pass  # not every runner has it: the meta event names the user
-        await self.recover(fid, state)
+        await self.recover(fid, state, index)
         idle = 0.001
         while True:
             await self.credit.wait()
             expected = self.spill.next_seq.get(fid, 0)
             try:
-                size, seq, count, blob, username, finished = await self.drainer.drain.remote(
-                    fid, queue, self.args.batch, expected)
+                size, seq, count, blob, username, finished = await self.drainers[
+                    index].drain.remote(fid, queue, self.args.batch, expected)
             except RayError as e:
                 try:
                     ray.get_actor(fid, namespace=self.args.namespace)
                 except ValueError:
                     return self.end_runner(fid, state, self.died(fid, e))
                 await asyncio.sleep(0.1)  # the runner lives: the drainer failed; again
-                self.drainer = self.make_drainer()
+                self.drainers[index] = self.make_drainer(index)
                 continue
             if seq > expected:  # a killed bridge's read reached the drainer after this one's
-                await self.recover(fid, state, seq)
+                await self.recover(fid, state, index, seq)
             self.depths[fid] = size - count
             if not count:
                 if state["finished"]:
@@ -547,14 +594,15 @@ class Bridge:
             self.drained += count
             self.largest_batch = max(self.largest_batch, count)
             self.take(fid, state, seq, count, blob, username, finished)
-            self.drainer.release.remote(fid, seq + count)
+            self.drainers[index].release.remote(fid, seq + count)
 
-    async def recover(self, fid, state, upto=float("inf")):
+    async def recover(self, fid, state, index, upto=float("inf")):
         """Takes what the drainer read for an earlier bridge and that bridge did not spill."""
-        for seq, count, blob in await self.drainer.holding.remote(fid):
+        drainer = self.drainers[index]
+        for seq, count, blob in await drainer.holding.remote(fid):
             if self.spill.next_seq.get(fid, 0) <= seq < upto:
                 self.take(fid, state, seq, count, blob, *scan(json.loads(blob)))
-        self.drainer.release.remote(fid, self.spill.next_seq.get(fid, 0))
+        drainer.release.remote(fid, self.spill.next_seq.get(fid, 0))
 
     def take(self, fid, state, seq, count, blob, username, finished):
         """Spills a drained batch, then sends it once the runner's user is known."""
@@ -592,7 +640,7 @@ class Bridge:
             self.take(fid, state, self.spill.next_seq.get(fid, 0), 2, encode(items), None, True)
         self.release(fid, state, force=True)
         self.spill.record(["d", fid])
-        self.drainer.forget.remote(fid)
+        self.drainers[self.drainer_index(fid)].forget.remote(fid)
         self.depths.pop(fid, None)
         self.runners.pop(fid, None)
 
@@ -643,6 +691,7 @@ async def main(args):
     inbox = asyncio.Queue()
     threading.Thread(target=read_frames, args=(asyncio.get_running_loop(), inbox),
                      daemon=True).start()
+    asyncio.ensure_future(bridge.warm())
     asyncio.ensure_future(bridge.report())
     asyncio.ensure_future(bridge.watch_head())
     asyncio.ensure_future(bridge.publish())
@@ -659,7 +708,8 @@ def parse():
     p.add_argument("--namespace", default="kodosumi")
     p.add_argument("--stream", default="kodo-events")
     p.add_argument("--spill-dir", required=True)
-    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=4000)
+    p.add_argument("--drainers", type=int, default=2)
     p.add_argument("--capacity", type=int, default=1000000)
     p.add_argument("--max-unacked", type=int, default=100000)
     p.add_argument("--discover-interval", type=float, default=0.5)

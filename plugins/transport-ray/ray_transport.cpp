@@ -67,8 +67,13 @@ constexpr kodo_option_spec kStream = kodo::sdk::option(
     "stream", KODO_OPTION_STRING, 0, "kodo-events", "KODO_RAY_STREAM",
     "name of the detached actor (namespace kodo) that carries kodo's own producers' events");
 constexpr kodo_option_spec kBatch =
-    kodo::sdk::option("drain_batch", KODO_OPTION_INT, 0, "1000", "KODO_RAY_DRAIN_BATCH",
-                      "most events one get_nowait_batch takes from a runner's queue");
+    kodo::sdk::option("drain_batch", KODO_OPTION_INT, 0, "4000", "KODO_RAY_DRAIN_BATCH",
+                      "most events one get_nowait_batch takes from a runner's queue (a "
+                      "shallower queue gives what it holds)");
+constexpr kodo_option_spec kDrainers = kodo::sdk::option(
+    "drainers", KODO_OPTION_INT, 0, "2", "KODO_RAY_DRAINERS",
+    "drainer actors that read runners' queues (each runner always by the same one); keep it "
+    "the same across restarts: a drainer holds what it read until the bridge spilled it");
 constexpr kodo_option_spec kCapacity = kodo::sdk::option(
     "capacity", KODO_OPTION_INT, 0, "1000000", "KODO_RAY_CAPACITY",
     "most unacked events kodo's stream actor holds; past it, publish waits and then fails");
@@ -90,10 +95,10 @@ constexpr kodo_option_spec kConnectMs = kodo::sdk::option(
 constexpr kodo_option_spec kRestartMaxMs = kodo::sdk::option(
     "restart_max_ms", KODO_OPTION_INT, 0, "5000", "KODO_RAY_RESTART_MAX_MS",
     "longest pause before a dead bridge is started again (the pause doubles from 100 ms)");
-const kodo_option_spec *const kOptions[] = {&kServer,       &kPython,      &kBridge,     &kSpillDir,
-                                            &kNamespace,    &kStream,      &kBatch,      &kCapacity,
-                                            &kBufferEvents, &kMaxUnacked,  &kDiscoverMs, &kUsername,
-                                            &kConnectMs,    &kRestartMaxMs};
+const kodo_option_spec *const kOptions[] = {
+    &kServer,     &kPython,     &kBridge,   &kSpillDir,  &kNamespace,
+    &kStream,     &kBatch,      &kDrainers, &kCapacity,  &kBufferEvents,
+    &kMaxUnacked, &kDiscoverMs, &kUsername, &kConnectMs, &kRestartMaxMs};
 
 // The folder of this shared object, where the build puts the bridge script beside it.
 std::string plugin_folder() {
@@ -135,6 +140,8 @@ struct Settings {
             o.get(kSpillDir.name, kSpillDir.default_value),
             "--batch",
             std::to_string(int_option(o, kBatch, 1, 1000000)),
+            "--drainers",
+            std::to_string(int_option(o, kDrainers, 1, 64)),
             "--capacity",
             std::to_string(int_option(o, kCapacity, 1, 1LL << 40)),
             "--max-unacked",

@@ -10,9 +10,12 @@ status running, `lines` stdout lines ("line 1", ...), final, status finished.
         returns (a backlog to drain), else each runner emits while it runs (S seconds apart);
         --odd adds, after status running, an item whose payload is an object, not text, and
         one without a kind
-  kill FID | kill --fids F1,..   ends runners at once (ray.kill), as a crashed actor
-  drain --fids F1,.. --batch N   drains the runners' queues as kodosumi's spooler does
-        (get_nowait_batch(min(qsize, N)), one runner after another); prints events/s
+  kill FID | kill --fids F1,.. [--namespace N]   ends runners at once (ray.kill), as a crashed
+        actor; with --namespace kodo, kodo's own actors (a drainer: kodo-events-drainer-0)
+  drain --fids F1,.. --batch N [--since T]   drains the runners' queues as kodosumi's spooler
+        does (get_nowait_batch(min(qsize, N)), one runner after another); prints events/s over
+        the drain itself and, with --since (the epoch time the caller started this command),
+        over the whole run: interpreter start, ray.init and finding the queues included
 """
 
 import argparse
@@ -98,6 +101,8 @@ def main():
     p.add_argument("--no-username-method", action="store_true")
     p.add_argument("--preload", action="store_true")
     p.add_argument("--odd", action="store_true")
+    p.add_argument("--since", type=float, default=0.0)
+    p.add_argument("--namespace", default="kodosumi")
     args = p.parse_args()
     ray.init(address=os.environ.get("KODO_RAY_SERVER", "127.0.0.1:6379"), namespace="kodosumi",
              logging_level="error", log_to_driver=False)
@@ -110,7 +115,7 @@ def main():
         ray.get([r.start.remote(args.preload) for r in runners])
     elif args.command == "kill":
         for fid in fids or [args.fid]:
-            ray.kill(ray.get_actor(fid, namespace="kodosumi"))
+            ray.kill(ray.get_actor(fid, namespace=args.namespace))
     else:
         queues = [ray.get(ray.get_actor(f, namespace="kodosumi").get_queue.remote()) for f in fids]
         started, total = time.time(), 0
@@ -120,9 +125,12 @@ def main():
                 if n == 0:
                     break
                 total += len(q.get_nowait_batch(n))
-        elapsed = time.time() - started
-        print("drained %d events in %.2f s: %.0f events/s (batch %d)"
-              % (total, elapsed, total / elapsed if elapsed else 0, args.batch))
+        now = time.time()
+        elapsed, whole = now - started, now - (args.since or started)
+        print("drained %d events (batch %d): %.0f events/s over the whole run (%.2f s from the"
+              " command's start), %.0f events/s over the drain itself (%.2f s)"
+              % (total, args.batch, total / whole, whole, total / elapsed if elapsed else 0,
+                 elapsed))
     return 0
 
 
