@@ -200,6 +200,24 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
   }
 }
 
+bool Api::handle_quick(const HttpRequest &request, HttpResponder &response) {
+  if (request.method != "GET" && request.method != "HEAD") return false;
+  if (request.raw_path == "/health") {
+    health(response);
+    return true;
+  }
+  constexpr std::string_view kStatus = "/outputs/status/";
+  const std::string_view path = request.raw_path;
+  if (!ctx_.status_cache || path.substr(0, kStatus.size()) != kStatus) return false;
+  // Encoded or further segments take the full route (and its checks and errors).
+  const std::string fid(path.substr(kStatus.size()));
+  if (fid.find_first_of("/%") != std::string::npos) return false;
+  const auto body = ctx_.status_cache->get(fid);
+  if (!body) return false;
+  response.send(200, kJson, *body);
+  return true;
+}
+
 void Api::health(HttpResponder &response) {
   const bool stored = ctx_.metrics.storage_up.load() != 0;
   // The transport's own `up` (a Ray head or Redis server away): events then wait in producers.
@@ -698,6 +716,8 @@ void Api::status(const std::string &fid, HttpResponder &response) {
   for (const std::string &lid : open_lock_ids(locks)) write_string(w, lid);
   w.EndArray();
   w.EndObject();
+  if (ctx_.status_cache && is_final_status(status))
+    ctx_.status_cache->put(fid, std::string(buffer.GetString(), buffer.GetSize()));
   send_json(response, 200, buffer);
 }
 
@@ -743,6 +763,7 @@ void Api::remove(const std::string &fid, bool kodosumi_route, HttpResponder &res
     throw Error(KODO_ERR_NOT_FOUND,
                 kodosumi_route ? "Execution " + fid + " not found." : "no execution " + fid);
   forget_launch(fid);
+  if (ctx_.status_cache) ctx_.status_cache->forget(fid);
   if (kodosumi_route) {
     response.send(204, kJson, "");  // kodosumi's DELETE answers 204, no body
     return;

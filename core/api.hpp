@@ -9,6 +9,7 @@
 #include "core/metrics.hpp"
 #include "core/spooler.hpp"
 #include "core/sse_hub.hpp"
+#include "core/status_cache.hpp"
 #include "core/storage.hpp"
 #include "core/transport.hpp"
 
@@ -31,7 +32,8 @@ struct ApiContext {
   const Transport *transport = nullptr;  // for the plugin's own figures on /metrics
   size_t json_max_depth = 64;  // request bodies deeper are refused; stored ones not rendered
   SseHub *hub = nullptr;       // event streams are served from it
-  const HttpServer *server = nullptr;  // for /health: descriptors running out
+  const HttpServer *server = nullptr;   // for /health: descriptors running out
+  StatusCache *status_cache = nullptr;  // finished executions' /outputs/status; null: none
   // Set when launches go through a durability plugin (execution-mode temporal): launch
   // submits a job, pause/resume/cancel are its signals, the summary carries its state.
   Durability *durability = nullptr;
@@ -50,6 +52,9 @@ class Api {
  public:
   explicit Api(ApiContext context) : ctx_(std::move(context)) {}
   void handle(const HttpRequest &request, HttpResponder &response);
+  // HttpServer's quick handler: /health, and /outputs/status of a finished execution whose
+  // answer is cached, answered without blocking. False: handle() must answer.
+  bool handle_quick(const HttpRequest &request, HttpResponder &response);
 
  private:
   void health(HttpResponder &response);
