@@ -14,6 +14,7 @@
 #include "core/transport.hpp"
 
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -58,6 +59,7 @@ class Api {
 
  private:
   void health(HttpResponder &response);
+  std::string health_text(int *http_status);  // the answer now, and 200 or 503
   void metrics(HttpResponder &response);
   void list_flows(HttpResponder &response);
   void launch(const HttpRequest &request, HttpResponder &response);
@@ -89,6 +91,11 @@ class Api {
   std::mutex launched_mutex_;
   std::set<std::string> launched_;
   std::deque<std::string> launched_order_;
+  // The last /health answer, served again for a moment (health()).
+  std::mutex health_mutex_;
+  std::shared_ptr<const std::string> health_body_;
+  int health_status_ = 200;
+  double health_at_ = 0;
 };
 
 }  // namespace kodo
