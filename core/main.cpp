@@ -173,6 +173,7 @@ int serve(const HostConfig &given) {
   SseHubConfig hub_config;
   hub_config.json_max_depth = config.json_max_depth;
   hub_config.keepalive_s = config.sse_keepalive_s;
+  hub_config.batch_s = config.sse_batch_s;
   SseHub hub(*storage, executor, hub_config);
   hub.start();
   StatusCache status_cache;
