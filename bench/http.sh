@@ -15,6 +15,8 @@
 #   bench/http.sh [VIEWERS=10000] [EXECUTIONS=100] [RATE=10000] [SECONDS=15]
 #   KODO_BENCH_HOSTS=new bench/http.sh 200 10 1000 5     a quick look at this tree only
 #   KODO_BENCH_LIMIT=0 ...                               without the trivial server
+#   KODO_BENCH_OLD_DIR=DIR ...      the "old" host from DIR/bin, DIR/plugins (default build-old)
+#   KODO_BENCH_NEW_ARGS='--sse-batch 0' ...              more options for this tree's host
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,12 +29,13 @@ command -v wrk >/dev/null && command -v nginx >/dev/null ||
   { echo "bench/http.sh needs wrk and nginx-light (.ci/setup installs them)" >&2; exit 2; }
 cmake --build build -j2 --target kodo-host kodo-sse-load kodo-sse-push kodo-tick-flow kodo_storage_sqlite \
   kodo_transport_inproc >/dev/null
-if [[ ${KODO_BENCH_HOSTS:-new old} == *old* && ! -x build-old/bin/kodo-host ]]; then
-  echo "building main's host in build-old/ (once)"
+old_dir=${KODO_BENCH_OLD_DIR:-build-old}
+if [[ ${KODO_BENCH_HOSTS:-new old} == *old* && ! -x $old_dir/bin/kodo-host ]]; then
+  echo "building main's host in $old_dir/ (once)"
   old_src=$(mktemp -d)
   git archive main | tar -x -C "$old_src"
-  cmake -S "$old_src" -B build-old -G Ninja -DKODO_BUILD_TESTS=OFF >/dev/null
-  cmake --build build-old -j2 --target kodo-host kodo_storage_sqlite kodo_transport_inproc >/dev/null
+  cmake -S "$old_src" -B "$old_dir" -G Ninja -DKODO_BUILD_TESTS=OFF >/dev/null
+  cmake --build "$old_dir" -j2 --target kodo-host kodo_storage_sqlite kodo_transport_inproc >/dev/null
   rm -rf "$old_src"
 fi
 ulimit -n "$(ulimit -Hn)"  # the viewers' client needs a descriptor each
@@ -66,12 +69,13 @@ run_host() {  # label binary-dir
   port=$(free_port)
   data=$tmp/$label
   mkdir -p "$data"
-  local per_flow=$((rate / executions)) go=$data/go
+  local per_flow=$((rate / executions)) go=$data/go extra=()
+  [[ $label == new ]] && read -ra extra <<<"${KODO_BENCH_NEW_ARGS:-}"
   [[ ${KODO_BENCH_JOIN_LATE:-0} == 1 ]] && go=/
   "$dir/bin/kodo-host" --address "127.0.0.1:$port" --plugin-dir "$dir/plugins" \
     --exec-dir "$data/execution" --max-running $((executions + 8)) \
     --flow "tick=$PWD/build/bin/kodo-tick-flow $per_flow $((seconds + 10)) $go" \
-    --flow "once=$PWD/build/bin/kodo-tick-flow 10 0.1" serve >"$data/log" 2>&1 &
+    --flow "once=$PWD/build/bin/kodo-tick-flow 10 0.1" "${extra[@]}" serve >"$data/log" 2>&1 &
   pid=$!
   pids+=("$pid")
   wait_http "http://127.0.0.1:$port/health"
@@ -141,7 +145,7 @@ run_limit() {  # the same load against the trivial server
 for host in ${KODO_BENCH_HOSTS:-new old}; do
   case $host in
     new) run_host new build ;;
-    old) run_host old build-old ;;
+    old) run_host old "$old_dir" ;;
   esac
 done
 

@@ -10,10 +10,12 @@
 #include "core/request_guard.hpp"
 #include "core/spooler.hpp"
 #include "core/sse_hub.hpp"
+#include "core/status_cache.hpp"
 #include "core/storage.hpp"
 #include "core/transport.hpp"
 
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -32,7 +34,8 @@ struct ApiContext {
   const Transport *transport = nullptr;  // for the plugin's own figures on /metrics
   size_t json_max_depth = 64;  // request bodies deeper are refused; stored ones not rendered
   SseHub *hub = nullptr;       // event streams are served from it
-  const HttpServer *server = nullptr;  // for /health: descriptors running out
+  const HttpServer *server = nullptr;   // for /health: descriptors running out
+  StatusCache *status_cache = nullptr;  // finished executions' /outputs/status; null: none
   // Set when launches go through a durability plugin (execution-mode temporal): launch
   // submits a job, pause/resume/cancel are its signals, the summary carries its state.
   Durability *durability = nullptr;
@@ -54,9 +57,13 @@ class Api {
  public:
   explicit Api(ApiContext context) : ctx_(std::move(context)) {}
   void handle(const HttpRequest &request, HttpResponder &response);
+  // HttpServer's quick handler: /health, and /outputs/status of a finished execution whose
+  // answer is cached, answered without blocking. False: handle() must answer.
+  bool handle_quick(const HttpRequest &request, HttpResponder &response);
 
  private:
   void health(HttpResponder &response);
+  std::string health_text(int *http_status);  // the answer now, and 200 or 503
   void metrics(HttpResponder &response);
   void list_flows(HttpResponder &response);
   void launch(const HttpRequest &request, HttpResponder &response);
@@ -88,6 +95,11 @@ class Api {
   std::mutex launched_mutex_;
   std::set<std::string> launched_;
   std::deque<std::string> launched_order_;
+  // The last /health answer, served again for a moment (health()).
+  std::mutex health_mutex_;
+  std::shared_ptr<const std::string> health_body_;
+  int health_status_ = 200;
+  double health_at_ = 0;
 };
 
 }  // namespace kodo

@@ -10,6 +10,7 @@
 #include <kodo/host/log.hpp>
 
 #include <kodo/host/error.hpp>
+#include "core/epoll_set.hpp"
 #include "core/event_line.hpp"
 #include "core/flow_env.hpp"
 #include "core/flow_spawn.hpp"
@@ -37,7 +38,6 @@
 #include <utility>
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -156,6 +156,7 @@ Executor::Executor(ExecutorConfig config, std::vector<FlowSpec> flows, EventSink
   wake_read_ = wake[0];
   wake_write_ = wake[1];
   try {
+    watch_ = std::make_unique<EpollSet>();
     supervisor_ = std::thread([this] { supervise(); });
   } catch (...) {
     ::close(wake_read_);
@@ -353,8 +354,8 @@ void Executor::emit(Run &run, const std::string &kind, std::string payload) {
 }
 void Executor::supervise() {
   std::vector<std::shared_ptr<Run>> live;  // runs the supervisor owns: started or cancelled
-  std::vector<pollfd> fds;
-  std::vector<std::pair<Run *, Pipe *>> targets;  // per fds entry after the wake pipe
+  EpollSet &watch = *watch_;
+  std::vector<std::pair<Run *, Pipe *>> targets;  // by descriptor, this round's
   for (;;) {
     try {
       std::vector<std::shared_ptr<Run>> to_start, dequeued;
@@ -407,8 +408,15 @@ void Executor::supervise() {
       }
 
       // Wait for output, exits, timers or a wake-up.
-      fds.assign(1, pollfd{wake_read_, POLLIN, 0});
-      targets.clear();
+      watch.begin_round();
+      watch.want(wake_read_, EPOLLIN);
+      if (targets.size() <= static_cast<size_t>(wake_read_)) targets.resize(wake_read_ + 1);
+      std::fill(targets.begin(), targets.end(), std::pair<Run *, Pipe *>{nullptr, nullptr});
+      auto want = [&](int fd, uint32_t events, Run *run, Pipe *pipe) {
+        watch.want(fd, events);
+        if (targets.size() <= static_cast<size_t>(fd)) targets.resize(fd + 1);
+        targets[fd] = {run, pipe};
+      };
       TimePoint next = TimePoint::max();
       bool tick = false;
       for (auto &r : live) {
@@ -416,22 +424,15 @@ void Executor::supervise() {
         if (!r->started) continue;
         if (r->reading_allowed())
           for (Pipe *p : r->pipes)
-            if (p->fd >= 0) {
-              fds.push_back(pollfd{p->fd, POLLIN, 0});
-              targets.emplace_back(r.get(), p);
-            }
-        if (r->answers.fd >= 0 && !r->answers_out.empty()) {
-          fds.push_back(pollfd{r->answers.fd, POLLOUT, 0});
-          targets.emplace_back(r.get(), &r->answers);
-        }
+            if (p->fd >= 0) want(p->fd, EPOLLIN, r.get(), p);
+        if (r->answers.fd >= 0 && !r->answers_out.empty())
+          want(r->answers.fd, EPOLLOUT, r.get(), &r->answers);
         if (!r->exited) {
           next = std::min(next, r->next_lock_expiry);
-          if (r->pidfd.get() >= 0) {
-            fds.push_back(pollfd{r->pidfd.get(), POLLIN, 0});
-            targets.emplace_back(r.get(), nullptr);
-          } else {
+          if (r->pidfd.get() >= 0)
+            want(r->pidfd.get(), EPOLLIN, r.get(), nullptr);
+          else
             tick = true;
-          }
           if (r->has_timeout && !r->term_sent) next = std::min(next, r->timeout_at);
           if (r->term_sent && !r->kill_sent) next = std::min(next, r->kill_at);
         } else if (r->pipes_open()) {
@@ -440,28 +441,32 @@ void Executor::supervise() {
           tick = true;  // waiting for its leftovers to leave the cgroup
         }
       }
+      watch.end_round();
       int timeout_ms = -1;
       if (next != TimePoint::max()) {
         const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now());
         timeout_ms = static_cast<int>(std::clamp<int64_t>(wait.count(), 0, 60000));
       }
       if (tick && (timeout_ms < 0 || timeout_ms > kTickMs)) timeout_ms = kTickMs;
-      // Events made before the poll (running, cancels of queued runs) go out first.
+      // Events made before the wait (running, cancels of queued runs) go out first.
       bool pending = false;
       for (auto &r : live) pending = pending || (!r->pending.empty() && !r->failing);
       if (pending) timeout_ms = 0;
 
-      if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR)
-        log_executor(KODO_LOG_ERROR, "poll failed: " + errno_text(errno));
+      if (!watch.wait(timeout_ms))
+        log_executor(KODO_LOG_ERROR, "epoll_wait failed: " + errno_text(errno));
 
-      if (fds[0].revents) {
-        char drain[256];
-        while (::read(wake_read_, drain, sizeof drain) > 0) {
+      for (const epoll_event &ev : watch.ready()) {
+        const int fd = ev.data.fd;
+        if (fd == wake_read_) {
+          char drain[256];
+          while (::read(wake_read_, drain, sizeof drain) > 0) {
+          }
+          continue;
         }
-      }
-      for (size_t i = 1; i < fds.size(); ++i) {
-        const auto &[run, pipe] = targets[i - 1];
-        if (!fds[i].revents) continue;
+        if (fd < 0 || static_cast<size_t>(fd) >= targets.size()) continue;
+        const auto [run, pipe] = targets[static_cast<size_t>(fd)];
+        if (run == nullptr) continue;  // not wanted this round
         if (pipe == &run->answers)
           flush_answers(*run);
         else if (pipe)
@@ -484,6 +489,7 @@ void Executor::supervise() {
       std::vector<std::shared_ptr<Run>> retired;
       for (auto it = live.begin(); it != live.end();) {
         if ((*it)->outcome_emitted && (*it)->pending.empty()) {
+          forget_fds(**it);  // its descriptors close with it
           retired.push_back(std::move(*it));
           it = live.erase(it);
         } else {

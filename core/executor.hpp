@@ -63,6 +63,8 @@
 
 namespace kodo {
 
+class EpollSet;
+
 struct FlowSpec {
   std::string name;
   std::vector<std::string> argv;  // argv[0]: the executable (PATH lookup)
@@ -175,6 +177,7 @@ class Executor {
   void read_pipe(Run &run, Pipe &pipe);
   void end_line(Run &run, Pipe &pipe);
   void close_pipe(Run &run, Pipe &pipe);
+  void forget_fds(Run &run);
   void reap(Run &run);
   void terminate(Run &run, const std::string &reason, double grace_s);
   void kill_all(Run &run);
@@ -222,6 +225,7 @@ class Executor {
   std::mutex shutdown_mu_;
   bool joined_ = false;
   int wake_read_ = -1, wake_write_ = -1;
+  std::unique_ptr<EpollSet> watch_;  // the supervisor's; every descriptor it waits on
   std::thread supervisor_;
 };
 

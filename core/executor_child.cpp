@@ -1,5 +1,6 @@
 // executor_child.cpp: a flow's process from spawn to outcome: its descriptors, its output
 // lines made into events, its timers, how it is stopped and reaped (see executor_run.hpp).
+#include "core/epoll_set.hpp"
 #include "core/executor_run.hpp"
 
 #include "core/event_line.hpp"
@@ -213,9 +214,16 @@ void Executor::end_line(Run &run, Pipe &pipe) {
 }
 void Executor::close_pipe(Run &run, Pipe &pipe) {
   if (pipe.fd < 0) return;
+  watch_->forget(pipe.fd);
   ::close(pipe.fd);
   pipe.fd = -1;
   if (pipe.discarding || !pipe.line.empty()) end_line(run, pipe);  // a last unterminated line
+}
+
+void Executor::forget_fds(Run &run) {
+  for (Pipe *p : run.pipes) watch_->forget(p->fd);
+  watch_->forget(run.answers.fd);
+  watch_->forget(run.pidfd.get());
 }
 
 void Executor::reap(Run &run) {
@@ -229,6 +237,7 @@ void Executor::reap(Run &run) {
     return;
   }
   run.exited = true;
+  watch_->forget(run.pidfd.get());
   run.pidfd.reset();
   run.drain_until = after(kDrainGraceS);
   std::lock_guard<std::mutex> lock(mu_);

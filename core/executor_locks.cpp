@@ -1,5 +1,6 @@
 // executor_locks.cpp: a flow's locks (locks.hpp): the request stored as kodosumi's lock
 // event, answers taken from the API, their leases stored and the answers written to the flow.
+#include "core/epoll_set.hpp"
 #include "core/executor_run.hpp"
 
 #include "core/event_line.hpp"
@@ -150,6 +151,7 @@ void Executor::flush_answers(Run &run) {
       return;
     } else if (n < 0 && errno != EINTR) {
       // The flow closed its end (EPIPE): it reads no answers, and the leases are stored.
+      watch_->forget(run.answers.fd);
       ::close(run.answers.fd);
       run.answers.fd = -1;
       run.answers_out.clear();

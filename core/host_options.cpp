@@ -80,8 +80,12 @@ po::options_description host_option_descriptions() {
       "bytes waiting for one stream viewer at most; a viewer this far behind is cut off")(
       "sse-buffer-total", po::value<size_t>()->default_value(size_t{256} << 20),
       "bytes waiting for all connections together; past this, viewers more than 64 KiB behind "
-      "are cut off first")("tls-cert", po::value<std::string>()->default_value(""),
-                           "PEM certificate chain: serve HTTPS (with --tls-key)")(
+      "are cut off first")(
+      "sse-batch", po::value<double>()->default_value(0.02),
+      "seconds at least between two sends to one execution's viewers: events committed "
+      "meanwhile go out in one write per viewer (0: every commit at once)")(
+      "tls-cert", po::value<std::string>()->default_value(""),
+      "PEM certificate chain: serve HTTPS (with --tls-key)")(
       "tls-key", po::value<std::string>()->default_value(""),
       "PEM private key of --tls-cert (unencrypted; keep it readable by this user only)")(
       "allowed-hosts", po::value<std::string>()->default_value(""),
@@ -583,6 +587,7 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.default_user = str("default-user");
   config.log_level = str("log-level");
   config.sse_keepalive_s = seconds("sse-keepalive");
+  config.sse_batch_s = seconds("sse-batch");
   config.http_max_connections = values["http-max-connections"].as<size_t>();
   config.http_max_header_bytes =
       std::max<size_t>(256, values["http-max-header-bytes"].as<size_t>());

@@ -39,6 +39,7 @@ struct HostConfig {
   double retention_s = 0;         // purge executions older than this; 0 keeps everything
   double purge_interval_s = 3600;
   double sse_keepalive_s = 3;       // kodosumi's `alive` every 3 s
+  double sse_batch_s = 0.02;        // least time between two sends to one execution's viewers
   size_t http_max_connections = 0;  // 0: from the open-files limit
   size_t http_max_header_bytes = 16384;
   size_t http_max_body_bytes = size_t{8} << 20;

@@ -34,6 +34,29 @@ void Session::run_handler(const HttpRequest &request) {
     failure = "the request handler threw a non-standard exception";
   }
   serving_server = nullptr;
+  finish_handler(res, threw, std::move(failure));
+}
+
+bool Session::run_quick_handler(const HttpRequest &request) {
+  HttpResponder res(shared_from_this(), request);
+  bool answered = false;
+  std::string failure;
+  bool threw = false;
+  try {
+    answered = server_->options.quick_handler(request, res);
+  } catch (const std::exception &e) {
+    threw = true;
+    failure = e.what();
+  } catch (...) {
+    threw = true;
+  }
+  if (!res.responded() && !answered) return false;  // also when it threw: the handler answers
+  if (failure.empty()) failure = "the quick request handler failed";
+  finish_handler(res, threw, std::move(failure));
+  return true;
+}
+
+void Session::finish_handler(HttpResponder &res, bool threw, std::string failure) {
   const bool cut = threw && res.responded();
   if (!res.responded()) {
     if (!threw) failure = "the request handler returned without responding";

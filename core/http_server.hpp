@@ -117,6 +117,10 @@ class HttpResponder {
 
 class HttpServer {
  public:
+  // Answers cheap requests on an I/O thread, without the hop to a handler thread; it must
+  // not block (no storage read, no waiting). False: not answered (and nothing sent), the
+  // request goes to the handler.
+  using QuickHandler = std::function<bool(const HttpRequest &, HttpResponder &)>;
   struct Options {
     std::string address = "127.0.0.1:3370";  // see parse_listen_address; port 0 = any
     size_t max_connections = 512;            // beyond this, 503 and close
@@ -136,6 +140,7 @@ class HttpServer {
     // (see tls_context.hpp). start() throws naming the file when one cannot be used.
     std::string tls_cert;
     std::string tls_key;
+    QuickHandler quick_handler;  // none: every request goes to the handler
   };
   // Called on a handler thread, possibly many at once: it must be thread-safe.
   using Handler = std::function<void(const HttpRequest &, HttpResponder &)>;

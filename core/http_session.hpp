@@ -117,6 +117,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_body(beast::error_code ec);
   void dispatch();
   void run_handler(const HttpRequest &request);
+  bool run_quick_handler(const HttpRequest &request);  // true: answered
+  // After a handler's call: answers 500 if it did not, cuts a response it broke off.
+  void finish_handler(HttpResponder &res, bool threw, std::string failure);
   void kick();  // on the strand: write what is queued, or move to the next request
   void on_write(beast::error_code ec);
   void watch();  // on the strand: a pending read while a stream is open

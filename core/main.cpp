@@ -185,13 +185,15 @@ int serve(const HostConfig &given) {
   SseHubConfig hub_config;
   hub_config.json_max_depth = config.json_max_depth;
   hub_config.keepalive_s = config.sse_keepalive_s;
+  hub_config.batch_s = config.sse_batch_s;
   SseHub hub(*storage, executor, hub_config);
   hub.start();
+  StatusCache status_cache;
   std::unique_ptr<Spooler> spooler;
   if (config.run_spooler) {
-    spooler =
-        std::make_unique<Spooler>(config.spooler, *transport, *storage, metrics,
-                                  std::vector<StoredObserver *>{&notifier, &lost_events, &hub});
+    spooler = std::make_unique<Spooler>(
+        config.spooler, *transport, *storage, metrics,
+        std::vector<StoredObserver *>{&notifier, &lost_events, &hub, &status_cache});
     spooler->start();
   }
   reconcile_dead_hosts(journal, *storage, sink,
@@ -208,6 +210,8 @@ int serve(const HostConfig &given) {
                      transport.get()};
   context.json_max_depth = config.json_max_depth;
   context.hub = &hub;
+  // Without a spooler here, nothing would drop an answer when more is stored.
+  if (spooler) context.status_cache = &status_cache;
   // Launches become durable jobs that `kodo-host worker` processes run.
   std::unique_ptr<Durability> durability;
   if (config.execution_mode != "direct") {
@@ -219,7 +223,10 @@ int serve(const HostConfig &given) {
   const RequestGuard guard(config.allowed_hosts, config.address);
   context.guard = &guard;
   std::unique_ptr<Api> api;
-  const HttpServer::Options server_options = http_options(config, fds);
+  HttpServer::Options server_options = http_options(config, fds);
+  server_options.quick_handler = [&api](const HttpRequest &request, HttpResponder &response) {
+    return api->handle_quick(request, response);
+  };
   HttpServer server(server_options, [&api](const HttpRequest &request, HttpResponder &response) {
     api->handle(request, response);
   });

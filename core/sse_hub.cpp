@@ -102,6 +102,7 @@ void SseHub::stop() {
   std::lock_guard<std::mutex> lock(mu_);
   watched_.clear();
   ready_.clear();
+  deferred_.clear();
   viewers_ = 0;
 }
 
@@ -170,21 +171,42 @@ void SseHub::tick_locked(double now) {
   }
 }
 
+void SseHub::undefer_locked(double now) {
+  for (auto it = deferred_.begin(); it != deferred_.end();) {
+    if (it->first > now) {
+      ++it;
+      continue;
+    }
+    ready_.push_back(std::move(it->second));
+    it = deferred_.erase(it);
+  }
+}
+
 void SseHub::run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    const double due = std::min(next_poll_, next_alive_);
+    double due = std::min(next_poll_, next_alive_);
+    for (const auto &d : deferred_) due = std::min(due, d.first);
     wake_.wait_for(lock, std::chrono::duration<double>(std::max(0.0, due - now_seconds())),
                    [&] { return stopping_ || !ready_.empty(); });
     if (stopping_) break;
-    tick_locked(now_seconds());
+    const double now = now_seconds();
+    tick_locked(now);
+    undefer_locked(now);
     if (ready_.empty()) continue;
-    const std::string fid = ready_.front();
+    std::string fid = std::move(ready_.front());
     ready_.pop_front();
     auto it = watched_.find(fid);
     if (it == watched_.end()) continue;
+    if (it->second.busy) {
+      it->second.queued = false;
+      continue;
+    }
+    if (now < it->second.not_before) {  // stays queued: nothing adds it twice
+      deferred_.emplace_back(it->second.not_before, std::move(fid));
+      continue;
+    }
     it->second.queued = false;
-    if (it->second.busy) continue;
     it->second.busy = true;
     lock.unlock();
     try {
@@ -195,6 +217,7 @@ void SseHub::run() {
     lock.lock();
     it = watched_.find(fid);  // busy kept it in the map
     it->second.busy = false;
+    it->second.not_before = now_seconds() + config_.batch_s;
     if (it->second.viewers.empty())
       watched_.erase(it);
     else if (it->second.dirty)

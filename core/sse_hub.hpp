@@ -35,6 +35,10 @@ struct SseHubConfig {
   double poll_s = 0.25;        // how often a watched execution is read again without a notice
   size_t threads = 2;          // readers; each execution is read by one at a time
   size_t json_max_depth = 64;  // formatted payloads nested deeper are sent as stored
+  // Least time between two live reads of one execution: events committed meanwhile go out
+  // together, in one write per viewer. The spooler commits every few ms; a read and a write
+  // to every viewer per commit was most of the cost per frame with 10,000 viewers.
+  double batch_s = 0.02;
 };
 
 // Thread-safe. on_stored runs on spooler threads and only marks work.
@@ -76,7 +80,8 @@ class SseHub : public StoredObserver {
     bool cursor_known = false;
     bool queued = false;
     bool busy = false;
-    bool dirty = false;  // new events may be stored
+    bool dirty = false;     // new events may be stored
+    double not_before = 0;  // the next live read waits until then (batch_s)
   };
 
   void run();
@@ -88,6 +93,7 @@ class SseHub : public StoredObserver {
                 Sink &&sink);
   void queue_locked(const std::string &fid, Watched &w);
   void tick_locked(double now);
+  void undefer_locked(double now);  // due deferred_ entries go back to ready_
   void append_event(std::string &out, const Event &e, bool formatted) const;
 
   Storage &storage_;
@@ -97,6 +103,8 @@ class SseHub : public StoredObserver {
   std::condition_variable wake_;
   std::map<std::string, Watched> watched_;
   std::deque<std::string> ready_;
+  // Queued executions read too recently (not_before): back into ready_ when due.
+  std::vector<std::pair<double, std::string>> deferred_;
   size_t viewers_ = 0;
   double next_poll_ = 0;
   double next_alive_ = 0;

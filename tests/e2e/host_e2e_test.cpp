@@ -275,6 +275,26 @@ TEST_P(HostE2E, FailingFlowEndsInErrorThatSaysWhy) {
   EXPECT_STREQ(get_json("/outputs/status/" + fid)["status"].GetString(), "error");
 }
 
+// A finished run's status is answered from a cache on the I/O thread from the second read
+// on; deleting the run must drop it there too, or the deleted run would still be served.
+TEST_P(HostE2E, FinishedStatusIsServedAgainUntilDeleted) {
+  start();
+  const std::string fid = launch("failing");
+  stream(fid);  // until its end
+  const auto first = host_.request("GET", "/outputs/status/" + fid);
+  ASSERT_EQ(first.status, 200) << first.body;
+  for (int i = 0; i < 3; ++i) {
+    const auto again = host_.request("GET", "/outputs/status/" + fid);
+    EXPECT_EQ(again.status, 200);
+    EXPECT_EQ(again.body, first.body);
+  }
+  EXPECT_EQ(host_.request("DELETE", "/outputs/" + fid).status, 204);
+  get_json("/outputs/status/" + fid, 404);
+  // Routes the quick path does not take keep their errors.
+  EXPECT_EQ(host_.request("POST", "/outputs/status/" + fid).status, 405);
+  EXPECT_EQ(host_.request("GET", "/outputs/status/" + fid + "%2F..").status, 400);
+}
+
 TEST_P(HostE2E, DeleteCancelsARunningFlowThenArchives) {
   start();
   const std::string fid = launch("sleepy");

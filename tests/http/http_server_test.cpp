@@ -189,6 +189,53 @@ TEST(HttpServer, HandlerStatusesAndFailures) {
   EXPECT_EQ(r.body, "hello nobody");
 }
 
+// The quick handler answers on an I/O thread; what it declines (or throws on before
+// answering) goes to the handler as before, on the same connection.
+TEST(HttpServer, QuickHandlerAnswersOrPassesTheRequestOn) {
+  std::mutex mu;
+  std::vector<std::thread::id> handler_threads;
+  std::thread::id quick_thread;
+  HttpServer::Options options = local_options();
+  options.quick_handler = [&](const HttpRequest &req, HttpResponder &res) {
+    if (req.path == "/throw") throw std::runtime_error("not here");
+    if (req.path == "/silent") return true;
+    if (req.path != "/quick") return false;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      quick_thread = std::this_thread::get_id();
+    }
+    res.send(200, "text/plain", "quick");
+    return true;
+  };
+  HttpServer server(options, [&](const HttpRequest &req, HttpResponder &res) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      handler_threads.push_back(std::this_thread::get_id());
+    }
+    res.send(200, "text/plain", "handler " + req.path);
+  });
+  server.start();
+  Client c(server.port());
+  Response r;
+  for (const char *path : {"/quick", "/other", "/throw", "/quick"}) {
+    ASSERT_TRUE(c.send(get(path)));
+    ASSERT_TRUE(c.read_response(r));
+    EXPECT_EQ(r.status, 200) << path;
+    EXPECT_EQ(r.body, std::string(path) == "/quick" ? "quick" : "handler " + std::string(path));
+  }
+  ASSERT_TRUE(c.send(get("/silent")));
+  ASSERT_TRUE(c.read_response(r));
+  EXPECT_EQ(r.status, 500);
+  EXPECT_NE(r.body.find("without responding"), std::string::npos) << r.body;
+  ASSERT_TRUE(c.send("HEAD /quick HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(c.read_response(r, /*head_request=*/true));
+  EXPECT_EQ(r.header("content-length"), "5");
+  server.stop();
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(handler_threads.size(), 2u);
+  for (const auto &id : handler_threads) EXPECT_NE(id, quick_thread);
+}
+
 TEST(HttpServer, MisuseOfResponderBecomes500) {
   HttpServer server(local_options(), [](const HttpRequest &req, HttpResponder &res) {
     if (req.path == "/inject") res.send(200, "text/plain", "x", {{"X-A", "1\r\nSet-Cookie: evil"}});
