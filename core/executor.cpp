@@ -258,6 +258,7 @@ struct Executor::Run {
   // The supervisor's alone from here on.
   bool cancel_seen = false;
   bool paused = false;  // its process group was sent SIGSTOP (and no SIGCONT since)
+  TimePoint paused_at;  // when, so that the time limit can skip the paused time
   int64_t next_seq = 0;
   pid_t pid = -1;
   Fd pidfd;
@@ -800,7 +801,7 @@ void Executor::terminate(Run &run, const std::string &reason, double grace_s) {
 void Executor::check_timers(Run &run) {
   const TimePoint now = Clock::now();
   if (run.started && !run.exited) {
-    if (run.has_timeout && !run.term_sent && now >= run.timeout_at)
+    if (run.has_timeout && !run.term_sent && !run.paused && now >= run.timeout_at)
       terminate(run, "timed out after " + format_seconds(run.flow->timeout_s) + " s",
                 config_.kill_grace_s);
     if (run.term_sent && !run.kill_sent && now >= run.kill_at) {
@@ -1040,6 +1041,11 @@ void Executor::supervise() {
       for (auto &[run, reason] : pauses) {
         run->paused = !run->paused;
         ::kill(-run->pid, run->paused ? SIGSTOP : SIGCONT);
+        // The time limit bounds the flow's work: a pause (a user's decision) does not use it.
+        if (run->paused)
+          run->paused_at = Clock::now();
+        else
+          run->timeout_at += Clock::now() - run->paused_at;
         emit(*run, "status", run->paused ? "paused" : "running");
         if (!reason.empty())
           emit(*run, "debug", (run->paused ? "paused by " : "resumed by ") + reason);
@@ -1071,7 +1077,7 @@ void Executor::supervise() {
           } else {
             tick = true;
           }
-          if (r->has_timeout && !r->term_sent) next = std::min(next, r->timeout_at);
+          if (r->has_timeout && !r->term_sent && !r->paused) next = std::min(next, r->timeout_at);
           if (r->term_sent && !r->kill_sent) next = std::min(next, r->kill_at);
         } else if (r->pipes_open()) {
           next = std::min(next, r->drain_until);
