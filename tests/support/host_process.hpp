@@ -81,10 +81,11 @@ class HostProcess {
   // (`spool` serves only /health and /metrics).
   bool start(const std::vector<std::string> &args, const std::vector<std::string> &env = {},
              const std::string &command = "serve") {
-    // A worker serves nothing: it is ready once it takes jobs.
-    const std::string ready = command == "spool"    ? "metrics on http://127.0.0.1:"
-                              : command == "worker" ? "kodo-host worker: "
-                                                    : "serving on http://127.0.0.1:";
+    // A spooler and a worker serve only /health and /metrics (a worker once it takes jobs).
+    const std::string ready =
+        command == "spool" || command == "worker" || command == "temporal-worker"
+            ? "metrics on http://127.0.0.1:"
+            : "serving on http://127.0.0.1:";
     if (!log_path_.empty()) unlink(log_path_.c_str());  // a restart: the old log goes
     char log_path[] = "/tmp/kodo-host-log-XXXXXX";
     int fd = mkstemp(log_path);
@@ -112,7 +113,7 @@ class HostProcess {
       std::string log = read_file(log_path_);
       auto at = log.find(ready);
       if (at != std::string::npos) {
-        port_ = command == "worker" ? 0 : std::stoi(log.substr(at + ready.size()));
+        port_ = std::stoi(log.substr(at + ready.size()));
         return true;
       }
       int status = 0;
