@@ -19,6 +19,17 @@ char process_state(const std::string &pid) {
   return close == std::string::npos || close + 2 >= text.size() ? 0 : text[close + 2];
 }
 
+// The pid the flow wrote first ("pid N"), once its line is in; empty if it never came.
+std::string flow_pid(TestSink &sink, const std::string &fid) {
+  std::string pid;
+  eventually([&] {
+    for (const auto &line : payloads(sink.of(fid), "stdout"))
+      if (line.rfind("pid ", 0) == 0) pid = line.substr(4);
+    return !pid.empty();
+  });
+  return pid;
+}
+
 const char *const kLoop = "echo pid $$\nwhile true; do echo tick; sleep 0.05; done";
 
 TEST_F(ExecutorTest, AContinuationKeepsTheFidAndFollowsTheEarlierSeqs) {
@@ -42,12 +53,8 @@ TEST_F(ExecutorTest, AContinuationKeepsTheFidAndFollowsTheEarlierSeqs) {
 TEST_F(ExecutorTest, PauseStopsTheRunAndResumeContinuesIt) {
   auto &ex = start({flow("loop", kLoop)});
   const std::string fid = ex.launch("loop", "alice", "{}");
-  std::string pid;
-  ASSERT_TRUE(eventually([&] {
-    for (const auto &line : payloads(sink_.of(fid), "stdout"))
-      if (line.rfind("pid ", 0) == 0) pid = line.substr(4);
-    return !pid.empty();
-  }));
+  const std::string pid = flow_pid(sink_, fid);
+  ASSERT_FALSE(pid.empty());
   EXPECT_TRUE(ex.pause(fid, true, "a test"));
   EXPECT_FALSE(ex.pause(fid, true, "a test, twice")) << "already paused";
   ASSERT_TRUE(eventually([&] { return process_state(pid) == 'T'; }));
@@ -73,12 +80,8 @@ TEST_F(ExecutorTest, PausedTimeDoesNotCountAgainstTheTimeLimit) {
       start({flow("wait", "echo pid $$\nwhile [ ! -e " + go + " ]; do sleep 0.05; done\n" + kFinal,
                   /*timeout_s=*/2)});
   const std::string fid = ex.launch("wait", "alice", "{}");
-  std::string pid;
-  ASSERT_TRUE(eventually([&] {
-    for (const auto &line : payloads(sink_.of(fid), "stdout"))
-      if (line.rfind("pid ", 0) == 0) pid = line.substr(4);
-    return !pid.empty();
-  }));
+  const std::string pid = flow_pid(sink_, fid);
+  ASSERT_FALSE(pid.empty());
   EXPECT_TRUE(ex.pause(fid, true, "a test"));
   ASSERT_TRUE(eventually([&] { return process_state(pid) == 'T'; }));
   std::this_thread::sleep_for(std::chrono::seconds(3));
