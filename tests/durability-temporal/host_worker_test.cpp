@@ -52,7 +52,7 @@ class HostWorkerTest : public ::testing::Test {
             "--durability-option",
             "host=" + server_.address(),
             "--durability-option",
-            "heartbeat_timeout_s=3",
+            "heartbeat_timeout_s=" + heartbeat_timeout_s_,
             "--durability-option",
             "heartbeat_interval_s=0.3",
             "--durability-option",
@@ -151,6 +151,8 @@ class HostWorkerTest : public ::testing::Test {
   }
 
   TemporalServer server_;
+  // Short, so that a killed worker's attempt is retried soon.
+  std::string heartbeat_timeout_s_ = "3";
   fs::path dir_;
   HostProcess serve_;
   std::vector<std::unique_ptr<HostProcess>> workers_;
@@ -257,6 +259,9 @@ class HostWorkerServerAwayTest : public HostWorkerTest {
  protected:
   void SetUp() override {
     server_.keep_state();
+    // Longer than the server is away here (a restart takes seconds on a loaded machine): an
+    // outage longer than the heartbeat timeout has the attempt retried instead.
+    heartbeat_timeout_s_ = "60";
     HostWorkerTest::SetUp();
   }
   static std::string health(HostProcess &host) {
