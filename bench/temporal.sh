@@ -8,12 +8,14 @@
 #   3. 100 executions at once on one worker (each job 5 s): all finish; the worker's peak RSS,
 #   4. launch to first stored event through kodo-host: direct mode beside execution-mode
 #      temporal with one `kodo-host worker` (LAUNCHES=100 one at a time), p50/p99.
+#   5. 100 executions at once on one `kodo-host worker` (launched through kodo-host serve, each
+#      flow 5 s): all finish; the worker's peak RSS, its flows excluded.
 #   bench/temporal.sh [build-dir [N]]   (after .ci/setup; SECTIONS=4 runs only section 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 count=${2:-1000}
-sections=${SECTIONS:-1234}
+sections=${SECTIONS:-12345}
 venv=.venv-temporal
 work=$(mktemp -d /tmp/kodo-temporal-bench-XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -106,6 +108,33 @@ start_host "${temporal_args[@]}"
 worker=$!
 until grep -qs "kodo-host worker:" "$work/worker.out"; do sleep 0.1; done
 python3 bench/launch_latency.py "$url" quick "$launches" "temporal"
+kill -TERM "$worker"; wait "$worker" || true
+worker=""
+kill -TERM "$host"; wait "$host" || true
+host=""
+fi
+
+if [[ $sections == *5* ]]; then
+echo "== 5. 100 executions at once on one kodo-host worker, each flow 5 s"
+printf '#!/bin/sh
+echo start
+sleep 5
+echo '"'"'{"kind":"final","payload":1}'"'"' >&3
+' \
+  >"$work/five.sh"
+chmod +x "$work/five.sh"
+hundred_args=(--plugin-dir "$build/plugins" --exec-dir "$work/hundred" --flow "five=$work/five.sh"
+              --address 127.0.0.1:0 --shutdown-grace 2 --max-running 100
+              --execution-mode temporal --durability-option "host=$address"
+              --durability-option task_queue=hundred-bench)
+"$build/bin/kodo-host" "${hundred_args[@]}" serve >"$work/host.out" 2>&1 &
+host=$!
+until grep -qs "serving on" "$work/host.out"; do sleep 0.1; done
+url=$(grep -o -m1 'http://127.0.0.1:[0-9]*' "$work/host.out")
+"$build/bin/kodo-host" "${hundred_args[@]}" worker >"$work/worker.out" 2>&1 &
+worker=$!
+until grep -qs "kodo-host worker:" "$work/worker.out"; do sleep 0.1; done
+python3 bench/temporal_hundred.py "$url" five 100 "$worker"
 kill -TERM "$worker"; wait "$worker" || true
 worker=""
 kill -TERM "$host"; wait "$host" || true

@@ -256,7 +256,9 @@ std::string Api::health_text(int *http_status) {
   const bool carried = !ctx_.transport || ctx_.transport->up();
   // Running out of file descriptors: new connections and runs fail until some free up.
   const bool descriptors_short = ctx_.server && ctx_.server->out_of_descriptors();
-  const bool ok = stored && carried && !descriptors_short;
+  // The durability backend away (a Temporal server down): launches are refused meanwhile.
+  const bool durable = !ctx_.durability || reports_up(durability_metrics(*ctx_.durability));
+  const bool ok = stored && carried && durable && !descriptors_short;
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
@@ -270,6 +272,12 @@ std::string Api::health_text(int *http_status) {
   write_string(w, ctx_.storage.plugin().name());
   w.Key("transport_plugin");
   write_string(w, ctx_.transport_name);
+  if (ctx_.durability) {
+    w.Key("durability");
+    w.String(durable ? "up" : "down");
+    w.Key("durability_plugin");
+    write_string(w, ctx_.durability->plugin().name());
+  }
   w.Key("running_executions");
   w.Uint64(ctx_.executor.stats().running);
   w.Key("events_lost");
@@ -295,7 +303,8 @@ void Api::metrics(HttpResponder &response) {
   gauges.executions_launched = stats.launched;
   gauges.events_emitted = stats.events_emitted;
   gauges.events_rejected = stats.events_rejected;
-  std::string text = metrics_text(ctx_.metrics, gauges, ctx_.storage, ctx_.transport);
+  std::string text =
+      metrics_text(ctx_.metrics, gauges, ctx_.storage, ctx_.transport, ctx_.durability);
   if (ctx_.server) {
     text +=
         "# HELP kodo_http_connections Open client connections.\n# TYPE kodo_http_connections "
@@ -315,11 +324,17 @@ void Api::metrics(HttpResponder &response) {
 }
 
 std::string metrics_text(const Metrics &metrics, const Metrics::Gauges &gauges,
-                         const Storage &storage, const Transport *transport) {
+                         const Storage &storage, const Transport *transport,
+                         const Durability *durability) {
   std::string text = metrics.render(gauges);
   render_plugin_metrics(text, "storage", storage.metrics());
   if (transport) render_plugin_metrics(text, "transport", transport->metrics());
+  if (durability) render_plugin_metrics(text, "durability", durability_metrics(*durability));
   return text;
+}
+
+std::vector<PluginMetric> durability_metrics(const Durability &durability) {
+  return collect_plugin_metrics(durability.api().metrics, durability.handle());
 }
 
 void Api::list_flows(HttpResponder &response) {

@@ -45,9 +45,14 @@ struct ApiContext {
   const RequestGuard *guard = nullptr;
 };
 
-// The /metrics page: the host's figures, then the storage's and the transport's own.
+// The /metrics page: the host's figures, then the storage's, the transport's and the
+// durability plugin's own.
 std::string metrics_text(const Metrics &metrics, const Metrics::Gauges &gauges,
-                         const Storage &storage, const Transport *transport);
+                         const Storage &storage, const Transport *transport,
+                         const Durability *durability = nullptr);
+
+// The durability plugin's own figures (none when it reports none).
+std::vector<PluginMetric> durability_metrics(const Durability &durability);
 
 // Throws kodo::Error(KODO_ERR_INVALID_ARGUMENT) unless `lid` looks like a lock id.
 void check_lid(const std::string &lid);

@@ -402,6 +402,11 @@ void Executor::supervise() {
       for (auto &[run, reason] : pauses) {
         run->paused = !run->paused;
         ::kill(-run->pid, run->paused ? SIGSTOP : SIGCONT);
+        // The time limit bounds the flow's work: a pause (a user's decision) does not use it.
+        if (run->paused)
+          run->paused_at = Clock::now();
+        else
+          run->timeout_at += Clock::now() - run->paused_at;
         emit(*run, "status", run->paused ? "paused" : "running");
         if (!reason.empty())
           emit(*run, "debug", (run->paused ? "paused by " : "resumed by ") + reason);
@@ -433,7 +438,7 @@ void Executor::supervise() {
             want(r->pidfd.get(), EPOLLIN, r.get(), nullptr);
           else
             tick = true;
-          if (r->has_timeout && !r->term_sent) next = std::min(next, r->timeout_at);
+          if (r->has_timeout && !r->term_sent && !r->paused) next = std::min(next, r->timeout_at);
           if (r->term_sent && !r->kill_sent) next = std::min(next, r->kill_at);
         } else if (r->pipes_open()) {
           next = std::min(next, r->drain_until);

@@ -261,7 +261,7 @@ void Executor::terminate(Run &run, const std::string &reason, double grace_s) {
 void Executor::check_timers(Run &run) {
   const TimePoint now = Clock::now();
   if (run.started && !run.exited) {
-    if (run.has_timeout && !run.term_sent && now >= run.timeout_at)
+    if (run.has_timeout && !run.term_sent && !run.paused && now >= run.timeout_at)
       terminate(run, "timed out after " + format_seconds(run.flow->timeout_s) + " s",
                 config_.kill_grace_s);
     if (run.term_sent && !run.kill_sent && now >= run.kill_at) {

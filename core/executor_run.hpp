@@ -148,6 +148,7 @@ struct Executor::Run {
   // The supervisor's alone from here on.
   bool cancel_seen = false;
   bool paused = false;  // its process group was sent SIGSTOP (and no SIGCONT since)
+  TimePoint paused_at;  // when, so that the time limit can skip the paused time
   int64_t next_seq = 0;
   size_t replayed = 0;          // the locks of `replay` the flow has asked for again
   bool replay_refused = false;  // it asked otherwise: stopped, its output still dropped

@@ -42,6 +42,8 @@ po::options_description host_option_descriptions() {
       "execution-mode", po::value<std::string>()->default_value("direct"),
       "direct: the host runs flows itself; otherwise the durability plugin that runs them "
       "(temporal: launches become Temporal workflows, run by `kodo-host worker`)")(
+      "durability", po::value<std::string>(),
+      "the same as execution-mode (the fork's `durability = temporal`)")(
       "durability-option", po::value<std::vector<std::string>>()->composing(),
       "KEY=VALUE for the durability plugin (repeatable)")(
       "execution-database", po::value<std::string>(),
@@ -569,6 +571,15 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.storage = str("storage");
   config.transport = str("transport");
   config.execution_mode = str("execution-mode");
+  if (values.count("durability")) {
+    // Two names for one setting: they must not disagree.
+    const std::string durability = str("durability");
+    if (!values["execution-mode"].defaulted() && durability != config.execution_mode)
+      throw Error(KODO_ERR_INVALID_ARGUMENT, "durability '" + durability +
+                                                 "' and execution-mode '" + config.execution_mode +
+                                                 "' disagree; set one of them");
+    config.execution_mode = durability;
+  }
   if (values.count("execution-database")) {
     const std::string url = str("execution-database");
     const bool storage_chosen = !values["storage"].defaulted();

@@ -19,9 +19,11 @@
 #include "core/spooler.hpp"
 
 #include <pthread.h>
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -254,6 +256,49 @@ int serve(const HostConfig &given) {
   return 0;
 }
 
+// What a process without the API (spool, worker) says on /health: each part up or down.
+struct HealthPart {
+  const char *name;
+  bool up;
+};
+
+// /health and /metrics only, on --address when it was given (null otherwise), so that each
+// spooler or worker of a fleet can be watched on its own; `who` names it in the log.
+std::unique_ptr<HttpServer> start_watch_server(const HostConfig &config, const std::string &who,
+                                               std::function<std::vector<HealthPart>()> health,
+                                               std::function<std::string()> metrics) {
+  if (!config.address_given) return nullptr;
+  HttpServer::Options options;
+  options.address = config.address;
+  options.tls_cert = config.tls_cert;
+  options.tls_key = config.tls_key;
+  auto server = std::make_unique<HttpServer>(
+      options,
+      [who, guard = RequestGuard(config.allowed_hosts, config.address), health = std::move(health),
+       metrics = std::move(metrics)](const HttpRequest &request, HttpResponder &response) {
+        if (auto refusal = guard.check(request)) {
+          response.send(refusal->status, "application/json", json_error(refusal->message));
+        } else if (request.method != "GET") {
+          response.send(405, "text/plain", "only GET\n");
+        } else if (request.path == "/metrics") {
+          response.send(200, "text/plain; version=0.0.4", metrics());
+        } else if (request.path == "/health") {
+          const auto parts = health();
+          const bool up = std::all_of(parts.begin(), parts.end(),
+                                      [](const HealthPart &part) { return part.up; });
+          std::string body = std::string("{\"status\":\"") + (up ? "ok" : "degraded") + "\"";
+          for (const auto &part : parts)
+            body += std::string(",\"") + part.name + "\":\"" + (part.up ? "up" : "down") + "\"";
+          response.send(up ? 200 : 503, "application/json", body + "}");
+        } else {
+          response.send(404, "text/plain", who + " serves only /health and /metrics\n");
+        }
+      });
+  server->start();
+  log_info("kodo-host " + who + ": metrics on " + served_at(config, server->port()) + "/metrics");
+  return server;
+}
+
 // Runs durable jobs: each attempt is an executor run whose events go out through the
 // transport as in direct mode (and are stored here when the transport is in-process).
 int worker(const HostConfig &config) {
@@ -277,9 +322,20 @@ int worker(const HostConfig &config) {
   log_info("kodo-host worker: " + durability->plugin().label() + ", " +
            std::to_string(config.flows.size()) + " flows, runs contained by " +
            executor.containment());
+  auto server = start_watch_server(
+      config, "worker",
+      [&] {
+        std::vector<HealthPart> parts;
+        if (spooler) parts.push_back({"storage", metrics.storage_up.load() != 0});
+        parts.push_back({"transport", transport->up()});
+        parts.push_back({"durability", reports_up(durability_metrics(*durability))});
+        return parts;
+      },
+      [&] { return metrics_text(metrics, {}, *storage, transport.get(), durability.get()); });
   const int signal_number = wait_for_shutdown_signal();
   log_info(std::string("received ") + (signal_number == SIGINT ? "SIGINT" : "SIGTERM") +
            ": handing running jobs back");
+  if (server) server->stop();
   durability->stop_worker();
   executor.shutdown(config.shutdown_grace_s);
   if (spooler) spooler->stop_and_drain();
@@ -302,38 +358,13 @@ int spool(const HostConfig &config) {
   spooler.start();
   log_info("kodo-host spool: group " + config.spooler.group + ", storage " +
            storage->plugin().name() + ", transport " + transport->plugin().name());
-  // Only /health and /metrics, so each spooler of a fleet can be watched on its own.
-  std::unique_ptr<HttpServer> server;
-  const RequestGuard guard(config.allowed_hosts, config.address);
-  if (config.address_given) {
-    HttpServer::Options options;
-    options.address = config.address;
-    options.tls_cert = config.tls_cert;
-    options.tls_key = config.tls_key;
-    server = std::make_unique<HttpServer>(
-        options, [&](const HttpRequest &request, HttpResponder &response) {
-          if (auto refusal = guard.check(request)) {
-            response.send(refusal->status, "application/json", json_error(refusal->message));
-          } else if (request.method != "GET") {
-            response.send(405, "text/plain", "only GET\n");
-          } else if (request.path == "/metrics") {
-            response.send(200, "text/plain; version=0.0.4",
-                          metrics_text(metrics, {}, *storage, transport.get()));
-          } else if (request.path == "/health") {
-            const bool storage_up = metrics.storage_up.load() != 0;
-            const bool carried = transport->up();
-            const bool up = storage_up && carried;
-            response.send(up ? 200 : 503, "application/json",
-                          std::string("{\"status\":\"") + (up ? "ok" : "degraded") +
-                              "\",\"storage\":\"" + (storage_up ? "up" : "down") +
-                              "\",\"transport\":\"" + (carried ? "up" : "down") + "\"}");
-          } else {
-            response.send(404, "text/plain", "spool serves only /health and /metrics\n");
-          }
-        });
-    server->start();
-    log_info("kodo-host spool: metrics on " + served_at(config, server->port()) + "/metrics");
-  }
+  auto server = start_watch_server(
+      config, "spool",
+      [&] {
+        return std::vector<HealthPart>{{"storage", metrics.storage_up.load() != 0},
+                                       {"transport", transport->up()}};
+      },
+      [&] { return metrics_text(metrics, {}, *storage, transport.get()); });
   wait_for_shutdown_signal();
   log_info("stopping: draining what was read");
   if (server) server->stop();

@@ -113,6 +113,11 @@ static bool metric_labels_ok(const std::string &labels) {
   return labels.find_first_of("\n\r{}") == std::string::npos;
 }
 
+bool reports_up(const std::vector<PluginMetric> &metrics) {
+  return std::none_of(metrics.begin(), metrics.end(),
+                      [](const PluginMetric &m) { return m.name == "up" && m.value == 0; });
+}
+
 void render_plugin_metrics(std::string &out, const std::string &kind,
                            const std::vector<PluginMetric> &unsorted) {
   // A metric family's samples must be adjacent, whatever order the plugin gave them in.

@@ -57,6 +57,9 @@ std::vector<PluginMetric> collect_plugin_metrics(kodo_status (*fn)(Handle *, kod
   return out;
 }
 
+// False when a figure named "up" is 0 (a plugin whose server is away): all samples must be up.
+bool reports_up(const std::vector<PluginMetric> &metrics);
+
 // Appends plugin figures as kodo_<kind>_<name>, one HELP/TYPE per name. Names or labels that
 // would break the exposition format are left out.
 void render_plugin_metrics(std::string &out, const std::string &kind,

@@ -86,9 +86,7 @@ std::vector<PluginMetric> Transport::metrics() const {
 }
 
 bool Transport::up() const {
-  for (const auto &m : metrics())  // one sample per consumer, in some plugins: all must be up
-    if (m.name == "up" && m.value == 0) return false;
-  return true;
+  return reports_up(metrics());  // one sample per consumer, in some plugins: all must be up
 }
 
 }  // namespace kodo

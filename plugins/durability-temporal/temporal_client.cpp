@@ -92,13 +92,13 @@ TemporalClient::TemporalClient(ClientOptions options) : options_(std::move(optio
   identity_ = options_.identity.empty() ? default_identity() : options_.identity;
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(options_.max_receive_bytes);
-  // gRPC reconnects by itself; these bound how long a reconnect waits between tries.
+  // gRPC reconnects by itself; these bound how long a reconnect waits between tries. Not
+  // GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC takes it as the time a connection attempt may take,
+  // and at 100 ms a loaded machine's handshakes were cut off ("tcp handshaker shutdown").
   arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
                    static_cast<int>(options_.retry_initial * 1000));
   arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                    static_cast<int>(options_.retry_maximum * 1000));
-  arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-                   static_cast<int>(options_.retry_initial * 1000));
   channel_ =
       grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), arguments);
   stub_ = wf::WorkflowService::NewStub(channel_);
@@ -106,9 +106,10 @@ TemporalClient::TemporalClient(ClientOptions options) : options_(std::move(optio
 
 template <class Request, class Response, class Method>
 bool TemporalClient::call(const char *name, Method method, const Request &request,
-                          Response &response, Kind kind, Canceller *canceller) {
+                          Response &response, Kind kind, Canceller *canceller, double retry_for) {
   double backoff = options_.retry_initial;
-  const auto give_up = Clock::now() + std::chrono::duration<double>(options_.retry_for);
+  const auto give_up =
+      Clock::now() + std::chrono::duration<double>(retry_for < 0 ? options_.retry_for : retry_for);
   for (;;) {
     grpc::ClientContext context;
     context.set_deadline(deadline_after(kind == Kind::long_poll ? options_.long_poll_timeout
@@ -116,9 +117,12 @@ bool TemporalClient::call(const char *name, Method method, const Request &reques
     if (canceller) canceller->attach(&context);
     grpc::Status status = method(*stub_, &context, request, &response);
     if (canceller) canceller->detach(&context);
+    const auto code = status.error_code();
+    // Any answer of the server's, an error included, says it is there.
+    if (code != grpc::StatusCode::DEADLINE_EXCEEDED && code != grpc::StatusCode::CANCELLED)
+      up_ = code != grpc::StatusCode::UNAVAILABLE;
     if (status.ok()) return true;
     if (canceller && canceller->cancelled()) return false;
-    const auto code = status.error_code();
     if (kind == Kind::long_poll && code == grpc::StatusCode::DEADLINE_EXCEEDED) return false;
     const bool retry = code == grpc::StatusCode::UNAVAILABLE;
     if (!retry || Clock::now() + std::chrono::duration<double>(backoff) > give_up)
@@ -148,7 +152,18 @@ void TemporalClient::check_namespace() {
        nullptr);
 }
 
-StartResult TemporalClient::start_workflow(const StartRequest &start) {
+bool TemporalClient::probe(double timeout) {
+  wf::DescribeNamespaceRequest request;
+  request.set_namespace_(options_.namespace_name);
+  wf::DescribeNamespaceResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(deadline_after(timeout));
+  const grpc::Status status = stub_->DescribeNamespace(&context, request, &response);
+  up_ = status.ok();
+  return status.ok();
+}
+
+StartResult TemporalClient::start_workflow(const StartRequest &start, double retry_for) {
   wf::StartWorkflowExecutionRequest request;
   request.set_namespace_(options_.namespace_name);
   request.set_workflow_id(start.workflow_id);
@@ -164,7 +179,7 @@ StartResult TemporalClient::start_workflow(const StartRequest &start) {
   wf::StartWorkflowExecutionResponse response;
   try {
     call("StartWorkflowExecution", KODO_TEMPORAL_RPC(StartWorkflowExecution), request, response,
-         Kind::ordinary, nullptr);
+         Kind::ordinary, nullptr, retry_for);
   } catch (const TemporalError &e) {
     if (e.code() != grpc::StatusCode::ALREADY_EXISTS) throw;
     return {describe(start.workflow_id).workflow_execution_info().execution().run_id(), false};

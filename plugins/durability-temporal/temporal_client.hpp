@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -87,11 +88,16 @@ class TemporalClient {
 
   // Reachability and namespace: throws TemporalError when the server or namespace is not there.
   void check_namespace();
+  // One try of the same within `timeout` seconds, no retry: whether the server answered.
+  bool probe(double timeout);
+  // Whether the server answered the last call that reached for it (true until one fails).
+  bool up() const { return up_.load(); }
 
   // Starts a workflow, or returns the one of the same id: a running one (conflict policy
   // USE_EXISTING) or one that ended (reuse policy REJECT_DUPLICATE): a fid runs once. The same
-  // request_id sent again gets the first answer again.
-  StartResult start_workflow(const StartRequest &request);
+  // request_id sent again gets the first answer again. `retry_for` (seconds; < 0: the
+  // client's) bounds the wait for an unreachable server.
+  StartResult start_workflow(const StartRequest &request, double retry_for = -1);
   void signal(const std::string &workflow_id, const std::string &signal_name,
               const std::optional<std::string> &argument_json = std::nullopt,
               const std::string &request_id = "");
@@ -127,12 +133,13 @@ class TemporalClient {
   enum class Kind { ordinary, long_poll };
   template <class Request, class Response, class Method>
   bool call(const char *name, Method method, const Request &request, Response &response, Kind kind,
-            Canceller *canceller);
+            Canceller *canceller, double retry_for = -1);
 
   ClientOptions options_;
   std::string identity_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<wf::WorkflowService::Stub> stub_;
+  std::atomic<bool> up_{true};
 };
 
 }  // namespace kodo::temporal

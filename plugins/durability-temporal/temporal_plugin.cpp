@@ -4,9 +4,11 @@
 // both workers, handing each activity attempt to the host's run_job.
 #include <kodo/durability.hpp>
 
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include "activity_worker.hpp"
 #include "agent_workflow.hpp"
@@ -64,6 +66,14 @@ constexpr kodo_option_spec kConnectTimeout =
     OptionSpec("connect_timeout_s", KODO_OPTION_DOUBLE)
         .default_value("10")
         .description("how long open waits for an unreachable server before it fails");
+constexpr kodo_option_spec kSubmitWait =
+    OptionSpec("submit_wait_s", KODO_OPTION_DOUBLE)
+        .default_value("5")
+        .description("how long a launch waits for an unreachable server before it is refused");
+constexpr kodo_option_spec kHealthInterval =
+    OptionSpec("health_interval_s", KODO_OPTION_DOUBLE)
+        .default_value("2")
+        .description("how often the server is checked while nothing else calls it (metric up)");
 constexpr kodo_option_spec kMaxConcurrent = OptionSpec("max_concurrent_jobs", KODO_OPTION_INT)
                                                 .default_value("100")
                                                 .description("jobs one worker runs at once");
@@ -80,7 +90,9 @@ const kodo_option_spec *const kOptions[] = {&kHost,
                                             &kRetryBackoff,
                                             &kRetryMaximum,
                                             &kMaxConcurrent,
-                                            &kConnectTimeout};
+                                            &kConnectTimeout,
+                                            &kSubmitWait,
+                                            &kHealthInterval};
 
 double double_option(const sdk::Options &options, const kodo_option_spec &spec, double min) {
   const double value = options.get_double(spec.name, std::stod(spec.default_value));
@@ -175,6 +187,8 @@ class TemporalDurability : public sdk::DurabilityBase {
         execution_timeout_(
             static_cast<double>(sdk::int_option(options, kExecutionTimeout, 1, 365LL * 86400))),
         heartbeat_interval_(double_option(options, kHeartbeatInterval, 0.05)),
+        submit_wait_(double_option(options, kSubmitWait, 0)),
+        health_interval_(double_option(options, kHealthInterval, 0.05)),
         max_concurrent_(static_cast<int>(sdk::int_option(options, kMaxConcurrent, 1, 100000))) {
     activity_.heartbeat_timeout = double_option(options, kHeartbeatTimeout, 0.1);
     activity_.maximum_attempts = static_cast<int>(sdk::int_option(options, kMaxAttempts, 1, 1000));
@@ -199,9 +213,18 @@ class TemporalDurability : public sdk::DurabilityBase {
     } catch (const std::invalid_argument &e) {
       throw sdk::Error(KODO_ERR_INVALID_ARGUMENT, e.what());
     }
+    health_ = std::thread([this] { watch_server(); });
   }
 
-  ~TemporalDurability() override { stop_worker(); }
+  ~TemporalDurability() override {
+    stop_worker();
+    {
+      std::lock_guard<std::mutex> lock(health_mutex_);
+      stopping_ = true;
+    }
+    health_wake_.notify_all();
+    health_.join();
+  }
   TemporalDurability(const TemporalDurability &) = delete;
   TemporalDurability &operator=(const TemporalDurability &) = delete;
 
@@ -214,8 +237,13 @@ class TemporalDurability : public sdk::DurabilityBase {
     start.input_json = tp::to_json(to_temporal(input, execution_timeout_));
     start.request_id = request_id;
     try {
-      return client_->start_workflow(start).started;
+      // A server away refuses the launch after submit_wait_s, before the HTTP client gives up:
+      // nothing was accepted, so nothing is lost; the caller may launch again.
+      return client_->start_workflow(start, submit_wait_).started;
     } catch (const tp::TemporalError &e) {
+      if (e.unavailable())
+        throw sdk::Error(KODO_ERR_UNAVAILABLE,
+                         std::string("launch refused, nothing was started: ") + e.what(), true);
       rethrow(e);
     }
   }
@@ -342,6 +370,8 @@ class TemporalDurability : public sdk::DurabilityBase {
 
   std::vector<sdk::Metric> metrics() override {
     std::vector<sdk::Metric> out;
+    out.push_back({"up", "1 while the Temporal server answers", "", KODO_METRIC_GAUGE,
+                   client_->up() ? 1.0 : 0.0});
     if (activity_worker_) {
       out.push_back({"jobs_running", "attempts this worker runs now", "", KODO_METRIC_GAUGE,
                      static_cast<double>(activity_worker_->running())});
@@ -356,17 +386,42 @@ class TemporalDurability : public sdk::DurabilityBase {
   }
 
  private:
+  // Keeps up() current while no call reaches for the server (an idle `serve`); says when the
+  // server goes away and when it is back.
+  void watch_server() {
+    std::unique_lock<std::mutex> lock(health_mutex_);
+    bool was_up = true;
+    while (!health_wake_.wait_for(lock, std::chrono::duration<double>(health_interval_),
+                                  [this] { return stopping_; })) {
+      lock.unlock();
+      // As long as an ordinary call may take: a slow answer is not an absent server.
+      const bool up = client_->probe(client_->options().call_timeout);
+      if (up != was_up)
+        log_(up ? KODO_LOG_INFO : KODO_LOG_WARN,
+             "temporal at " + client_->options().address +
+                 (up ? " answers again" : " does not answer; retrying with backoff"));
+      was_up = up;
+      lock.lock();
+    }
+  }
+
   sdk::HostLog log_;
   std::string prefix_;
   std::string task_queue_;
   double execution_timeout_;
   double heartbeat_interval_;
+  double submit_wait_;
+  double health_interval_;
   int max_concurrent_;
   tp::ActivityOptions activity_;
   std::unique_ptr<tp::TemporalClient> client_;
   sdk::JobHost host_;
   std::unique_ptr<tp::WorkflowWorker> workflow_worker_;
   std::unique_ptr<tp::ActivityWorker> activity_worker_;
+  std::mutex health_mutex_;
+  std::condition_variable health_wake_;
+  bool stopping_ = false;
+  std::thread health_;
 };
 
 }  // namespace

@@ -215,6 +215,18 @@ TEST_F(HostOptionsTest, ExecutionModeNamesTheDurabilityPlugin) {
   unsetenv("KODO_EXECUTION_MODE");
 }
 
+TEST_F(HostOptionsTest, DurabilityIsTheForksNameOfExecutionMode) {
+  const std::string file = write_file("durability = temporal\n[durability]\nhost = h:2\n");
+  HostConfig c = parse({"--config", file, "serve"});
+  EXPECT_EQ(c.execution_mode, "temporal");
+  ASSERT_EQ(c.durability_options.file.size(), 1u);
+  EXPECT_EQ(c.durability_options.file[0].second, "h:2");
+  EXPECT_EQ(parse({"--durability", "temporal", "--execution-mode", "temporal"}).execution_mode,
+            "temporal");
+  const std::string error = error_of({"--durability", "temporal", "--execution-mode", "direct"});
+  EXPECT_NE(error.find("disagree"), std::string::npos) << error;
+}
+
 TEST(ParseDuration, Units) {
   EXPECT_DOUBLE_EQ(parse_duration("90", "x"), 90);
   EXPECT_DOUBLE_EQ(parse_duration("1.5m", "x"), 90);

@@ -52,11 +52,15 @@ class HostWorkerTest : public ::testing::Test {
             "--durability-option",
             "host=" + server_.address(),
             "--durability-option",
-            "heartbeat_timeout_s=3",
+            "heartbeat_timeout_s=" + heartbeat_timeout_s_,
             "--durability-option",
             "heartbeat_interval_s=0.3",
             "--durability-option",
             "retry_initial_s=0.2",
+            "--durability-option",
+            "submit_wait_s=1",
+            "--durability-option",
+            "health_interval_s=0.5",
             "--flow",
             kStepsFlow,
             "--flow-env",
@@ -147,6 +151,8 @@ class HostWorkerTest : public ::testing::Test {
   }
 
   TemporalServer server_;
+  // Short, so that a killed worker's attempt is retried soon.
+  std::string heartbeat_timeout_s_ = "3";
   fs::path dir_;
   HostProcess serve_;
   std::vector<std::unique_ptr<HostProcess>> workers_;
@@ -218,6 +224,100 @@ TEST_F(HostWorkerTest, PauseResumeAndCancelActOnTheFlow) {
   EXPECT_TRUE(paused) << "the timeline shows the pause";
   EXPECT_EQ(serve_.request("POST", "/api/v1/executions/0123456789abcdef01234567/pause").status,
             404);
+}
+
+// Temporal's own Python SDK as the client of `kodo-host worker` (the kodo-host verb the fork
+// calls temporal-worker): it starts AgentWorkflow on kodo's task queue with the fork's job
+// input, pauses and resumes it with signals, queries it and reads its result.
+TEST_F(HostWorkerTest, TemporalsPythonSdkDrivesKodoHostWorker) {
+  ASSERT_TRUE(serve_.start(args(10))) << serve_.log();
+  workers_.push_back(std::make_unique<HostProcess>());
+  ASSERT_TRUE(workers_.back()->start(args(10), {}, "temporal-worker")) << workers_.back()->log();
+  const std::string fid = "0123456789abcdef0123beef";
+  const std::string out = (dir_ / "peer.out").string();
+  const int rc = run_as({TemporalServer::venv() + "/bin/python", PYTHON_PEER, server_.address(),
+                         "kodosumi-agents", "kodo-" + fid, "steps"},
+                        "", out);
+  const std::string seen = slurp(out);
+  ASSERT_EQ(rc, 0) << seen;
+  EXPECT_NE(seen.find(R"("is_paused_after_pause": true)"), std::string::npos) << seen;
+  EXPECT_NE(seen.find(R"("is_paused_after_resume": false)"), std::string::npos) << seen;
+  EXPECT_NE(seen.find(R"("error": null)"), std::string::npos) << seen;
+  EXPECT_NE(
+      seen.find(R"("result": {"fid": ")" + fid + R"(", "status": "finished", "error": null})"),
+      std::string::npos)
+      << seen;
+  EXPECT_NE(seen.find(R"("status_at_end": "completed")"), std::string::npos) << seen;
+  // The run's events reached storage as a launch through the API would have.
+  ASSERT_TRUE(wait_status(fid, "finished")) << status(fid);
+  const auto stored = events(fid);
+  EXPECT_NE(std::find(stored.kinds.begin(), stored.kinds.end(), "final"), stored.kinds.end());
+}
+
+// The server's state survives its restart (--db-filename), as a real cluster's would.
+class HostWorkerServerAwayTest : public HostWorkerTest {
+ protected:
+  void SetUp() override {
+    server_.keep_state();
+    // Longer than the server is away here (a restart takes seconds on a loaded machine): an
+    // outage longer than the heartbeat timeout has the attempt retried instead.
+    heartbeat_timeout_s_ = "60";
+    HostWorkerTest::SetUp();
+  }
+  static std::string health(HostProcess &host) {
+    auto r = host.request("GET", "/health");
+    return std::to_string(r.status) + " " + r.body;
+  }
+  static bool wait_health(HostProcess &host, const std::string &part) {
+    for (int i = 0; i < 1800; ++i) {  // up to 90 s: gRPC's reconnect backoff is up to 5 s
+      if (health(host).find(part) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+};
+
+TEST_F(HostWorkerServerAwayTest, ARunGoesOnAndLaunchesAreRefusedClearlyUntilItIsBack) {
+  start(40);
+  HostProcess &worker = *workers_.front();
+  EXPECT_NE(health(serve_).find(R"("durability":"up")"), std::string::npos) << health(serve_);
+  const std::string running = launch();
+  ASSERT_GT(flow_pid(running), 0);
+
+  server_.stop();
+  ASSERT_TRUE(wait_health(serve_, R"("durability":"down")")) << health(serve_);
+  EXPECT_EQ(health(serve_).rfind("503 ", 0), 0u) << health(serve_);
+  ASSERT_TRUE(wait_health(worker, R"("durability":"down")")) << health(worker);
+  EXPECT_EQ(health(worker).rfind("503 ", 0), 0u) << health(worker);
+  // A launch while the server is away is refused, naming the server; nothing was started.
+  auto refused = serve_.request("POST", "/api/v1/executions", R"({"flow": "steps", "inputs": {}})");
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_NE(refused.body.find("temporal at " + server_.address()), std::string::npos)
+      << refused.body;
+  EXPECT_NE(refused.body.find("nothing was started"), std::string::npos) << refused.body;
+
+  server_.start();
+  ASSERT_TRUE(wait_health(serve_, R"(200 {"status":"ok")")) << health(serve_);
+  ASSERT_TRUE(wait_health(worker, R"(200 {"status":"ok")")) << health(worker);
+  // The run that was going on when the server left ends as it would have: nothing is lost.
+  ASSERT_TRUE(wait_status(running, "finished")) << status(running);
+  const auto stored = events(running);
+  std::set<int64_t> unique(stored.seqs.begin(), stored.seqs.end());
+  EXPECT_EQ(unique.size(), stored.seqs.size()) << "no (fid, seq) collides";
+  // And launches are taken again.
+  const std::string after = launch();
+  ASSERT_TRUE(wait_status(after, "finished")) << status(after);
+}
+
+TEST(HostWorkerNoServer, StartingWithoutTheServerNamesItsAddress) {
+  const std::string address = "127.0.0.1:" + std::to_string(free_loopback_port());
+  HostProcess serve;
+  EXPECT_FALSE(serve.start({"--plugin-dir", KODO_PLUGIN_DIR, "--exec-dir",
+                            "/tmp/kodo-no-temporal-" + std::to_string(getpid()), "--durability",
+                            "temporal", "--durability-option", "host=" + address,
+                            "--durability-option", "connect_timeout_s=0.5", "--flow", kStepsFlow}));
+  EXPECT_NE(serve.log().find("temporal at " + address), std::string::npos) << serve.log();
+  fs::remove_all("/tmp/kodo-no-temporal-" + std::to_string(getpid()));
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 """The peer check: Temporal's own Python SDK, as a client of kodo's worker. It starts
 AgentWorkflow on kodo's task queue with the fork's job input, queries it, pauses and resumes it
 with signals, and reads the result, printing one JSON object of what it saw.
-    python_peer.py ADDRESS TASK_QUEUE WORKFLOW_ID
+    python_peer.py ADDRESS TASK_QUEUE WORKFLOW_ID [ENTRY_POINT]
+(ENTRY_POINT: the flow the job names; kodo-host worker runs the configured flow of that name.)
 """
 import asyncio
 import json
@@ -11,13 +12,13 @@ import sys
 from temporalio.client import Client
 
 
-async def main(address, task_queue, workflow_id):
+async def main(address, task_queue, workflow_id, entry_point="peer.flow:run"):
     client = await Client.connect(address, namespace="default")
     job = {
         "fid": workflow_id.removeprefix("kodo-"),
         "username": "peer",
         "app_url": "/peer/app",
-        "entry_point": "peer.flow:run",
+        "entry_point": entry_point,
         "panel_url": "/panel",
         "jwt": "peer-token",
         "inputs": {"steps": 40, "step_ms": 50},
@@ -39,7 +40,7 @@ async def main(address, task_queue, workflow_id):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:5]))
     # Leave without interpreter finalization: temporalio's Rust runtime threads can race it
     # ("PyGILState_Release ... finalizing", abort) after everything above has been printed.
     sys.stdout.flush()

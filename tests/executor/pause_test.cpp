@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 namespace kodo::executor_test {
 namespace {
@@ -16,6 +17,17 @@ char process_state(const std::string &pid) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const auto close = text.rfind(')');
   return close == std::string::npos || close + 2 >= text.size() ? 0 : text[close + 2];
+}
+
+// The pid the flow wrote first ("pid N"), once its line is in; empty if it never came.
+std::string flow_pid(TestSink &sink, const std::string &fid) {
+  std::string pid;
+  eventually([&] {
+    for (const auto &line : payloads(sink.of(fid), "stdout"))
+      if (line.rfind("pid ", 0) == 0) pid = line.substr(4);
+    return !pid.empty();
+  });
+  return pid;
 }
 
 const char *const kLoop = "echo pid $$\nwhile true; do echo tick; sleep 0.05; done";
@@ -41,12 +53,8 @@ TEST_F(ExecutorTest, AContinuationKeepsTheFidAndFollowsTheEarlierSeqs) {
 TEST_F(ExecutorTest, PauseStopsTheRunAndResumeContinuesIt) {
   auto &ex = start({flow("loop", kLoop)});
   const std::string fid = ex.launch("loop", "alice", "{}");
-  std::string pid;
-  ASSERT_TRUE(eventually([&] {
-    for (const auto &line : payloads(sink_.of(fid), "stdout"))
-      if (line.rfind("pid ", 0) == 0) pid = line.substr(4);
-    return !pid.empty();
-  }));
+  const std::string pid = flow_pid(sink_, fid);
+  ASSERT_FALSE(pid.empty());
   EXPECT_TRUE(ex.pause(fid, true, "a test"));
   EXPECT_FALSE(ex.pause(fid, true, "a test, twice")) << "already paused";
   ASSERT_TRUE(eventually([&] { return process_state(pid) == 'T'; }));
@@ -62,6 +70,28 @@ TEST_F(ExecutorTest, PauseStopsTheRunAndResumeContinuesIt) {
   ASSERT_TRUE(ex.wait_inactive(fid, kWait));
   expect_failed_with(sink_.of(fid), "cancelled while paused");
   EXPECT_FALSE(ex.pause(fid, false, "a test")) << "an ended run takes no pause";
+}
+
+TEST_F(ExecutorTest, PausedTimeDoesNotCountAgainstTheTimeLimit) {
+  // The flow waits for a file that the test makes after a pause longer than the flow's time
+  // limit: only a limit that stops counting while paused lets it finish.
+  const std::string go = file("go");
+  auto &ex =
+      start({flow("wait", "echo pid $$\nwhile [ ! -e " + go + " ]; do sleep 0.05; done\n" + kFinal,
+                  /*timeout_s=*/2)});
+  const std::string fid = ex.launch("wait", "alice", "{}");
+  const std::string pid = flow_pid(sink_, fid);
+  ASSERT_FALSE(pid.empty());
+  EXPECT_TRUE(ex.pause(fid, true, "a test"));
+  ASSERT_TRUE(eventually([&] { return process_state(pid) == 'T'; }));
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  std::ofstream(go) << "go";
+  EXPECT_TRUE(ex.pause(fid, false, "a test"));
+  ASSERT_TRUE(ex.wait_inactive(fid, kWait));
+  const auto statuses = payloads(sink_.of(fid), "status");
+  ASSERT_FALSE(statuses.empty());
+  EXPECT_EQ(statuses.back(), "finished");
+  EXPECT_FALSE(has_payload_containing(sink_.of(fid), "error", "timed out"));
 }
 
 }  // namespace

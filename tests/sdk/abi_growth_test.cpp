@@ -3,6 +3,7 @@
 // supported"; today's plugins agree on version 1 with a host that offers only that; the
 // SDK negotiates the highest common version and reads and writes structs only up to the
 // size their maker declared.
+#include <kodo/host/durability.hpp>
 #include <kodo/host/error.hpp>
 #include <kodo/host/plugin_loader.hpp>
 #include "core/storage.hpp"
@@ -65,6 +66,51 @@ TEST(AbiV1Plugins, LoadAndWorkInTodaysHost) {
   EXPECT_EQ(transport->abi_version(), 1u);
   EXPECT_EQ(transport->transport_api().interrupt, nullptr);
 }
+
+// ---- Plugins from the frozen version-2 headers ----------------------------------------
+
+std::string v2_plugin(const std::string &name) {
+  return std::string(KODO_ABI_V2_PLUGIN_DIR) + "/" + name + ".so";
+}
+
+TEST(AbiV2Plugins, StorageAndTransportLoadAndWorkInTodaysHost) {
+  const auto plugin = kodo::Plugin::load(v2_plugin("good_memory_storage"), "", KODO_KIND_STORAGE);
+  EXPECT_EQ(plugin->abi_version(), 2u);
+  kodo::Storage storage(plugin, {});
+  storage.create_schema();
+  const std::string fid = "0123456789abcdef01234568";
+  storage.append({event(fid, 0)});
+  kodo::EventQuery query;
+  query.fid = fid;
+  EXPECT_EQ(storage.read_events(query).size(), 1u);
+  const auto transport =
+      kodo::Plugin::load(v2_plugin("good_memory_transport"), "", KODO_KIND_TRANSPORT);
+  EXPECT_EQ(transport->abi_version(), 2u);
+}
+
+#ifdef KODO_ABI_V2_TEMPORAL
+TEST(AbiV2Plugins, TheDurabilityPluginLoadsAndKeepsItsContract) {
+  const auto plugin = kodo::Plugin::load(v2_plugin("temporal_plugin"), "", KODO_KIND_DURABILITY);
+  EXPECT_EQ(plugin->abi_version(), 2u);
+  EXPECT_EQ(plugin->name(), "temporal");
+  const kodo_durability_api &api = plugin->durability_api();
+  for (const void *fn :
+       {reinterpret_cast<const void *>(api.open), reinterpret_cast<const void *>(api.submit),
+        reinterpret_cast<const void *>(api.signal), reinterpret_cast<const void *>(api.describe),
+        reinterpret_cast<const void *>(api.start_worker),
+        reinterpret_cast<const void *>(api.heartbeat),
+        reinterpret_cast<const void *>(api.on_control)})
+    EXPECT_NE(fn, nullptr);
+  // Opening it goes through the frozen SDK's option and error handling: a server that is not
+  // there is named in the error (no Temporal server is needed for this).
+  try {
+    kodo::Durability durability(plugin, {{"host", "127.0.0.1:1"}, {"connect_timeout_s", "0"}});
+    ADD_FAILURE() << "opened without a server";
+  } catch (const kodo::Error &e) {
+    EXPECT_THAT(std::string(e.what()), HasSubstr("temporal at 127.0.0.1:1"));
+  }
+}
+#endif
 
 TEST(AbiV1Plugins, AShortTableReadsAsNotSupported) {
   // The table's struct_size ends before list_executions; the functions past it abort if

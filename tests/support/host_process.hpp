@@ -81,11 +81,12 @@ class HostProcess {
   // (`spool` serves only /health and /metrics).
   bool start(const std::vector<std::string> &args, const std::vector<std::string> &env = {},
              const std::string &command = "serve") {
-    // A worker serves nothing: it is ready once it takes jobs.
+    // A spooler and a worker serve only /health and /metrics (a worker once it takes jobs);
     // http:// or https:// (--tls-cert), then 127.0.0.1:PORT.
-    const std::string ready = command == "spool"    ? "metrics on http"
-                              : command == "worker" ? "kodo-host worker: "
-                                                    : "serving on http";
+    const std::string ready =
+        command == "spool" || command == "worker" || command == "temporal-worker"
+            ? "metrics on http"
+            : "serving on http";
     if (!log_path_.empty()) unlink(log_path_.c_str());  // a restart: the old log goes
     char log_path[] = "/tmp/kodo-host-log-XXXXXX";
     int fd = mkstemp(log_path);
@@ -114,10 +115,6 @@ class HostProcess {
       const auto at = log.find(ready);
       const std::string bound = "127.0.0.1:";
       const size_t port_at = at == std::string::npos ? at : log.find(bound, at);
-      if (command == "worker" && at != std::string::npos) {
-        port_ = 0;
-        return true;
-      }
       if (port_at != std::string::npos) {
         port_ = std::stoi(log.substr(port_at + bound.size()));
         return true;

@@ -20,6 +20,9 @@ class TemporalServer {
     ui_port_ = free_loopback_port();
   }
 
+  // From the next start on, state is kept in the database file (for a fixture that made it).
+  void keep_state() { persistent_ = true; }
+
   // Starts the server (again, on the same ports and database) and waits until it is SERVING.
   void start() {
     std::vector<std::string> args = {binary(),         "server",

@@ -65,6 +65,9 @@ class Durability {
   bool submit(const sdk::JobInput &input, const std::string &request_id);
   void signal(const std::string &fid, int32_t signal, const std::string &reason);
   std::string describe(const std::string &fid);
+  // The table and handle, for the host's optional calls (metrics).
+  const kodo_durability_api &api() const { return api_; }
+  kodo_durability *handle() const { return handle_; }
 
   void start_worker(JobRunner runner);
   void stop_worker();
