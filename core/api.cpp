@@ -42,19 +42,6 @@ void send_error(HttpResponder &response, int status, const std::string &message)
   send_json(response, status, buffer);
 }
 
-// kodosumi's error body (litestar's), on kodosumi's routes: {"status_code": N, "detail": ...}.
-void send_kodosumi_error(HttpResponder &response, int status, const std::string &message) {
-  rapidjson::StringBuffer buffer;
-  JsonWriter w(buffer);
-  w.StartObject();
-  w.Key("status_code");
-  w.Int(status);
-  w.Key("detail");
-  w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
-  w.EndObject();
-  send_json(response, status, buffer);
-}
-
 int http_status_for(kodo_status code) {
   switch (code) {
     case KODO_ERR_INVALID_ARGUMENT: return 400;
@@ -123,6 +110,193 @@ std::vector<std::string> split_path(const HttpRequest &request) {
 
 }  // namespace
 
+// kodosumi's error body (litestar's), on kodosumi's routes: {"status_code": N, "detail": ...}.
+void send_kodosumi_error(HttpResponder &response, int status, const std::string &message) {
+  rapidjson::StringBuffer buffer;
+  JsonWriter w(buffer);
+  w.StartObject();
+  w.Key("status_code");
+  w.Int(status);
+  w.Key("detail");
+  w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
+  w.EndObject();
+  send_json(response, status, buffer);
+}
+
+const std::vector<ApiRoute> &Api::routes() {
+  using C = const RouteCall &;
+  // Lambdas here share Api's access to its private handlers.
+  static const std::vector<ApiRoute> table = {
+      {"GET", {"health"}, -1, -1, false, true, false, [](Api &a, C c) { a.health(c.response); }},
+      {"GET", {"metrics"}, -1, -1, false, true, false, [](Api &a, C c) { a.metrics(c.response); }},
+      {"GET", {"login"}, -1, -1, false, true, false, [](Api &a, C c) { a.login(c, false); }},
+      {"POST", {"login"}, -1, -1, false, true, false, [](Api &a, C c) { a.login(c, true); }},
+      {"POST",
+       {"api", "login"},
+       -1,
+       -1,
+       false,
+       true,
+       false,
+       [](Api &a, C c) { a.login(c, false); }},
+      {"GET", {"logout"}, -1, -1, false, false, false, [](Api &a, C c) { a.logout(c); }},
+      {"POST", {"logout"}, -1, -1, false, false, false, [](Api &a, C c) { a.logout(c); }},
+      {"GET",
+       {"api", "v1", "users"},
+       -1,
+       -1,
+       false,
+       false,
+       true,
+       [](Api &a, C c) { a.list_users(c); }},
+      {"POST",
+       {"api", "v1", "users"},
+       -1,
+       -1,
+       false,
+       false,
+       true,
+       [](Api &a, C c) { a.add_user(c); }},
+      {"POST",
+       {"api", "v1", "users", "*"},
+       -1,
+       -1,
+       false,
+       false,
+       true,
+       [](Api &a, C c) { a.change_user(c); }},
+      {"GET",
+       {"api", "v1", "flows"},
+       -1,
+       -1,
+       false,
+       false,
+       false,
+       [](Api &a, C c) { a.list_flows(c.response); }},
+      {"POST",
+       {"api", "v1", "executions"},
+       -1,
+       -1,
+       false,
+       false,
+       false,
+       [](Api &a, C c) { a.launch(c.request, c.caller, c.response); }},
+      {"GET",
+       {"api", "v1", "executions"},
+       -1,
+       -1,
+       false,
+       false,
+       false,
+       [](Api &a, C c) { a.list_executions(c.request, c.caller, c.response); }},
+      {"DELETE",
+       {"api", "v1", "executions", "*"},
+       3,
+       -1,
+       false,
+       false,
+       false,
+       [](Api &a, C c) { a.remove(c.parts[3], false, c.response); }},
+      {"GET",
+       {"api", "v1", "executions", "*"},
+       3,
+       -1,
+       false,
+       false,
+       false,
+       [](Api &a, C c) { a.execution(c.parts[3], c.response); }},
+      {"GET",
+       {"api", "v1", "executions", "*", "events"},
+       3,
+       -1,
+       false,
+       false,
+       false,
+       [](Api &a, C c) { a.events(c.parts[3], c.request, c.response); }},
+      {"POST",
+       {"api", "v1", "executions", "*", "pause"},
+       3,
+       -1,
+       false,
+       false,
+       false,
+       [](Api &a, C c) { a.control(c.parts[3], "pause", c.response); }},
+      {"POST",
+       {"api", "v1", "executions", "*", "resume"},
+       3,
+       -1,
+       false,
+       false,
+       false,
+       [](Api &a, C c) { a.control(c.parts[3], "resume", c.response); }},
+      {"POST",
+       {"api", "v1", "executions", "*", "cancel"},
+       3,
+       -1,
+       false,
+       false,
+       false,
+       [](Api &a, C c) { a.control(c.parts[3], "cancel", c.response); }},
+      {"GET",
+       {"outputs", "status", "*"},
+       2,
+       -1,
+       true,
+       false,
+       false,
+       [](Api &a, C c) { a.status(c.parts[2], c.response); }},
+      {"GET",
+       {"outputs", "stream", "*"},
+       2,
+       -1,
+       true,
+       false,
+       false,
+       [](Api &a, C c) { a.stream(c.parts[2], c.parts[1], c.request, c.response); }},
+      {"GET",
+       {"outputs", "main", "*"},
+       2,
+       -1,
+       true,
+       false,
+       false,
+       [](Api &a, C c) { a.stream(c.parts[2], c.parts[1], c.request, c.response); }},
+      {"GET",
+       {"outputs", "stdio", "*"},
+       2,
+       -1,
+       true,
+       false,
+       false,
+       [](Api &a, C c) { a.stream(c.parts[2], c.parts[1], c.request, c.response); }},
+      {"POST",
+       {"lock", "*", "*"},
+       1,
+       2,
+       true,
+       false,
+       false,
+       [](Api &a, C c) { a.lock_post(c.parts[1], c.parts[2], c.request, c.response); }},
+      {"GET",
+       {"lock", "*", "*"},
+       1,
+       2,
+       true,
+       false,
+       false,
+       [](Api &a, C c) { a.lock_get(c.parts[1], c.parts[2], c.response); }},
+      {"DELETE",
+       {"outputs", "*"},
+       1,
+       -1,
+       true,
+       false,
+       false,
+       [](Api &a, C c) { a.remove(c.parts[1], true, c.response); }},
+  };
+  return table;
+}
+
 void Api::handle(const HttpRequest &request, HttpResponder &response) {
   bool kodosumi_route = false;
   auto send_error = [&](HttpResponder &r, int status, const std::string &message) {
@@ -134,70 +308,77 @@ void Api::handle(const HttpRequest &request, HttpResponder &response) {
   try {
     const auto parts = split_path(request);
     kodosumi_route = !parts.empty() && (parts[0] == "outputs" || parts[0] == "lock");
-    const std::string &method = request.method;
-    auto is = [&](std::initializer_list<const char *> expected) {
-      if (parts.size() != expected.size()) return false;
-      size_t i = 0;
-      for (const char *e : expected) {
-        if (*e != '*' && parts[i] != e) return false;
-        ++i;
-      }
+    auto matches = [&](const ApiRoute &route) {
+      if (parts.size() != route.pattern.size()) return false;
+      for (size_t i = 0; i < parts.size(); ++i)
+        if (std::string_view(route.pattern[i]) != "*" && parts[i] != route.pattern[i]) return false;
       return true;
     };
-    auto only = [&](const char *allowed) {
-      if (method == allowed || (std::string(allowed) == "GET" && method == "HEAD")) return true;
-      send_error(
-          response, 405,
-          "method " + method + " is not allowed on " + request.path + " (use " + allowed + ")");
-      return false;
-    };
-    if (is({"health"})) {
-      if (only("GET")) health(response);
-    } else if (is({"metrics"})) {
-      if (only("GET")) metrics(response);
-    } else if (is({"api", "v1", "flows"})) {
-      if (only("GET")) list_flows(response);
-    } else if (is({"api", "v1", "executions"})) {
-      if (method == "POST")
-        launch(request, response);
-      else if (only("GET"))
-        list_executions(request, response);
-    } else if (is({"api", "v1", "executions", "*"})) {
-      check_fid(parts[3]);
-      if (method == "DELETE")
-        remove(parts[3], false, response);
-      else if (only("GET"))
-        execution(parts[3], response);
-    } else if (is({"api", "v1", "executions", "*", "events"})) {
-      check_fid(parts[3]);
-      if (only("GET")) events(parts[3], request, response);
-    } else if (is({"api", "v1", "executions", "*", "*"}) &&
-               (parts[4] == "pause" || parts[4] == "resume" || parts[4] == "cancel")) {
-      check_fid(parts[3]);
-      if (only("POST")) control(parts[3], parts[4], response);
-    } else if (is({"outputs", "status", "*"})) {
-      check_fid(parts[2]);
-      if (only("GET")) status(parts[2], response);
-    } else if (is({"outputs", "stream", "*"}) || is({"outputs", "main", "*"}) ||
-               is({"outputs", "stdio", "*"})) {
-      check_fid(parts[2]);
-      if (only("GET")) stream(parts[2], parts[1], request, response);
-    } else if (is({"lock", "*", "*"})) {
-      check_fid(parts[1]);
-      check_lid(parts[2]);
-      if (method == "POST")
-        lock_post(parts[1], parts[2], request, response);
-      else if (only("GET"))
-        lock_get(parts[1], parts[2], response);
-    } else if (is({"outputs", "*"})) {
-      check_fid(parts[1]);
-      if (only("DELETE")) remove(parts[1], true, response);
-    } else {
-      send_error(response, 404, "no such path: " + request.path);
+    // HEAD is answered as GET.
+    const std::string method = request.method == "HEAD" ? "GET" : request.method;
+    const ApiRoute *found = nullptr;
+    std::string allowed;
+    for (const ApiRoute &route : routes()) {
+      if (!matches(route)) continue;
+      if (method == route.method) {
+        found = &route;
+        break;
+      }
+      if (allowed.find(route.method) == std::string::npos)
+        allowed += (allowed.empty() ? "" : " or ") + std::string(route.method);
     }
+    if (!found) {
+      if (allowed.empty())
+        send_error(response, 404, "no such path: " + request.path);
+      else
+        send_error(response, 405,
+                   "method " + request.method + " is not allowed on " + request.path + " (use " +
+                       allowed + ")");
+      return;
+    }
+    std::optional<Caller> caller = caller_of(request);
+    if (!caller && !found->open) {
+      send_kodosumi_error(response, 401, "Unauthorized: log in first (POST /api/login)");
+      return;
+    }
+    if (found->operator_only && !caller->is_operator) {
+      send_kodosumi_error(response, 403, "User not authorized: operators only");
+      return;
+    }
+    if (caller && !caller->fid.empty() && found->fid_at < 0 && !found->open) {
+      send_kodosumi_error(response, 403, "a flow's token reaches only its own execution");
+      return;
+    }
+    if (found->fid_at >= 0) {
+      const std::string &fid = parts[static_cast<size_t>(found->fid_at)];
+      check_fid(fid);
+      if (!visible(fid, *caller)) throw Error(KODO_ERR_NOT_FOUND, "no execution " + fid);
+    }
+    if (found->lid_at >= 0) check_lid(parts[static_cast<size_t>(found->lid_at)]);
+    const Caller nobody;
+    found->run(*this, RouteCall{request, response, parts, caller ? *caller : nobody});
   } catch (const Error &e) {
     if (!response.responded()) send_error(response, http_status_for(e.code()), e.what());
   }
+}
+
+std::optional<Caller> Api::caller_of(const HttpRequest &request) {
+  if (!ctx_.auth) {
+    Caller everyone;  // no accounts: one user, who manages everything (loopback only)
+    everyone.user = ctx_.default_user;
+    everyone.name = ctx_.default_user;
+    everyone.is_operator = true;
+    return everyone;
+  }
+  return ctx_.auth->authenticate(request);
+}
+
+bool Api::visible(const std::string &fid, const Caller &caller) {
+  if (!caller.fid.empty()) return caller.fid == fid;
+  if (caller.is_operator) return true;
+  if (auto stored = ctx_.storage.get_execution(fid)) return stored->username == caller.user;
+  std::string owner;
+  return launched_here(fid, &owner) && owner == caller.user;
 }
 
 void Api::health(HttpResponder &response) {
@@ -296,7 +477,7 @@ void Api::list_flows(HttpResponder &response) {
   send_json(response, 200, buffer);
 }
 
-void Api::launch(const HttpRequest &request, HttpResponder &response) {
+void Api::launch(const HttpRequest &request, const Caller &caller, HttpResponder &response) {
   rapidjson::Document body;
   const JsonRead read = parse_json_bounded(request.body, ctx_.json_max_depth, body);
   if (read == JsonRead::TooDeep)
@@ -328,7 +509,7 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
       throw Error(KODO_ERR_NOT_FOUND, "unknown flow " + flow_name);
     sdk::JobInput job;
     job.fid = new_fid();
-    job.username = ctx_.default_user;
+    job.username = caller.user;
     job.app_url = ctx_.app_url;
     job.entry_point = flow_name;
     job.inputs_json = inputs;
@@ -336,9 +517,9 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
     ctx_.durability->submit(job, job.fid);
     fid = job.fid;
   } else {
-    fid = ctx_.executor.launch(flow_name, ctx_.default_user, inputs);
+    fid = ctx_.executor.launch(flow_name, caller.user, inputs);
   }
-  remember_launch(fid);
+  remember_launch(fid, caller.user);
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
@@ -349,15 +530,16 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
                 {{"Location", "/api/v1/executions/" + fid}});
 }
 
-void Api::list_executions(const HttpRequest &request, HttpResponder &response) {
+void Api::list_executions(const HttpRequest &request, const Caller &caller,
+                          HttpResponder &response) {
   const auto offset = static_cast<size_t>(query_int(request, "offset", 0, 0, 1LL << 40));
   const auto limit = static_cast<size_t>(query_int(request, "limit", 50, 1, 1000));
-  // Any user's executions (kodosumi keeps one folder per user id); by default the user
-  // requests act as until authentication says who asks.
-  std::string username = ctx_.default_user;
+  // The caller's own executions (kodosumi keeps one folder per user id); an operator may
+  // name any user's.
+  std::string username = caller.user;
   if (auto given = request.query_param("username")) {
     check_username(*given);
-    username = *given;
+    if (caller.is_operator) username = *given;
   }
   bool has_more = false;
   auto items = ctx_.storage.list_executions(username, offset, limit, &has_more);
@@ -378,10 +560,10 @@ void Api::list_executions(const HttpRequest &request, HttpResponder &response) {
   send_json(response, 200, buffer);
 }
 
-void Api::remember_launch(const std::string &fid) {
+void Api::remember_launch(const std::string &fid, const std::string &owner) {
   constexpr size_t kRemembered = 10000;
   std::lock_guard<std::mutex> lock(launched_mutex_);
-  launched_.insert(fid);
+  launched_[fid] = owner;
   launched_order_.push_back(fid);
   if (launched_order_.size() > kRemembered) {
     launched_.erase(launched_order_.front());
@@ -394,9 +576,12 @@ void Api::forget_launch(const std::string &fid) {
   launched_.erase(fid);
 }
 
-bool Api::launched_here(const std::string &fid) {
+bool Api::launched_here(const std::string &fid, std::string *owner) {
   std::lock_guard<std::mutex> lock(launched_mutex_);
-  return launched_.count(fid) != 0;
+  auto it = launched_.find(fid);
+  if (it == launched_.end()) return false;
+  if (owner) *owner = it->second;
+  return true;
 }
 
 // By fid, whichever user owns it: nothing here assumes one user.
@@ -421,6 +606,7 @@ bool Api::known(const std::string &fid, ExecutionInfo *info) {
     *info = ExecutionInfo{};
     info->fid = fid;
     info->username = ctx_.default_user;
+    launched_here(fid, &info->username);
     info->status = "starting";
   }
   return true;

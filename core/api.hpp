@@ -3,6 +3,7 @@
 #pragma once
 
 #include <kodo/host/durability.hpp>
+#include "core/auth.hpp"
 #include "core/executor.hpp"
 #include "core/http_server.hpp"
 #include "core/locks.hpp"
@@ -13,10 +14,11 @@
 #include "core/transport.hpp"
 
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
+#include <vector>
 
 namespace kodo {
 
@@ -36,11 +38,42 @@ struct ApiContext {
   // submits a job, pause/resume/cancel are its signals, the summary carries its state.
   Durability *durability = nullptr;
   std::string app_url = "";  // into each job's input
+  // Set when requests must carry a login token; null: every request acts as default_user,
+  // an operator (loopback only, as before accounts existed).
+  Auth *auth = nullptr;
+};
+
+class Api;
+
+// What a route's handler gets: the request, where to answer, the path's segments, who asks.
+struct RouteCall {
+  const HttpRequest &request;
+  HttpResponder &response;
+  const std::vector<std::string> &parts;
+  const Caller &caller;
+};
+
+// One route of the API. Every wildcard segment is the route's fid, its lock id, or (on an
+// operator's route) an account name: handle() checks the fid and answers 404 for another
+// user's execution exactly as for an unknown one, before the handler runs.
+struct ApiRoute {
+  const char *method;
+  std::vector<const char *> pattern;  // path segments; "*" matches any one
+  int fid_at = -1;                    // which segment is the fid
+  int lid_at = -1;                    // which segment is a lock id
+  bool kodosumi = false;              // kodosumi's route: its error body
+  bool open = false;                  // served without a login (health, login itself)
+  bool operator_only = false;
+  void (*run)(Api &api, const RouteCall &call) = nullptr;
 };
 
 // The /metrics page: the host's figures, then the storage's and the transport's own.
 std::string metrics_text(const Metrics &metrics, const Metrics::Gauges &gauges,
                          const Storage &storage, const Transport *transport);
+
+// kodosumi's error body (litestar's), {"status_code": N, "detail": ...}: on kodosumi's
+// routes, and for refused logins as kodosumi refuses them.
+void send_kodosumi_error(HttpResponder &response, int status, const std::string &message);
 
 // Throws kodo::Error(KODO_ERR_INVALID_ARGUMENT) unless `lid` looks like a lock id.
 void check_lid(const std::string &lid);
@@ -50,15 +83,27 @@ class Api {
  public:
   explicit Api(ApiContext context) : ctx_(std::move(context)) {}
   void handle(const HttpRequest &request, HttpResponder &response);
+  // Every route handle() serves (tests walk it, so that no route escapes the owner check).
+  static const std::vector<ApiRoute> &routes();
 
  private:
+  // The caller of a request (nullopt: no valid token while accounts are on).
+  std::optional<Caller> caller_of(const HttpRequest &request);
+  // Whether `caller` may see execution `fid`: its owner, an operator; a flow's token only its own.
+  bool visible(const std::string &fid, const Caller &caller);
+  // Login, logout and the operators' account routes (api_login.cpp).
+  void login(const RouteCall &call, bool form);
+  void logout(const RouteCall &call);
+  void list_users(const RouteCall &call);
+  void add_user(const RouteCall &call);
+  void change_user(const RouteCall &call);
   void health(HttpResponder &response);
   void metrics(HttpResponder &response);
   void list_flows(HttpResponder &response);
-  void launch(const HttpRequest &request, HttpResponder &response);
+  void launch(const HttpRequest &request, const Caller &caller, HttpResponder &response);
   // POST /api/v1/executions/{fid}/pause|resume|cancel: 202 when the signal was taken.
   void control(const std::string &fid, const std::string &action, HttpResponder &response);
-  void list_executions(const HttpRequest &request, HttpResponder &response);
+  void list_executions(const HttpRequest &request, const Caller &caller, HttpResponder &response);
   void execution(const std::string &fid, HttpResponder &response);
   void events(const std::string &fid, const HttpRequest &request, HttpResponder &response);
   void status(const std::string &fid, HttpResponder &response);
@@ -74,15 +119,15 @@ class Api {
                                       ExecutionInfo *info);
   // The execution's summary, or one made up for a run that is launched but not yet stored.
   bool known(const std::string &fid, ExecutionInfo *info);
-  void remember_launch(const std::string &fid);
-  bool launched_here(const std::string &fid);
+  void remember_launch(const std::string &fid, const std::string &owner);
+  bool launched_here(const std::string &fid, std::string *owner = nullptr);
   void forget_launch(const std::string &fid);
 
   ApiContext ctx_;
   // Fids launched through this API, newest last: between a run's last publish and its
   // storage commit it is neither active nor stored, yet must not read as unknown.
   std::mutex launched_mutex_;
-  std::set<std::string> launched_;
+  std::map<std::string, std::string> launched_;  // fid -> the user who launched it
   std::deque<std::string> launched_order_;
 };
 

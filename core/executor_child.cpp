@@ -2,6 +2,7 @@
 // lines made into events, its timers, how it is stopped and reaped (see executor_run.hpp).
 #include "core/executor_run.hpp"
 
+#include "core/auth_token.hpp"
 #include "core/event_line.hpp"
 #include "core/flow_env.hpp"
 #include "core/flow_spawn.hpp"
@@ -100,8 +101,13 @@ void Executor::start_run(Run &run) {
 
   SpawnRequest request;
   request.argv = flow.argv;
-  request.env = flow_environment(
-      host_env_, flow.env, {run.fid, run.username, flow.name, kChildEventsFd, kChildAnswersFd});
+  FlowProtocolEnv protocol{run.fid, run.username, flow.name, kChildEventsFd, kChildAnswersFd, {}};
+  if (config_.run_token) {
+    // The run's own time, and a margin for its last calls; one login's day without a timeout.
+    const double lifetime = flow.timeout_s > 0 ? flow.timeout_s + 300 : kTokenLifetimeS;
+    protocol.token = config_.run_token(run.username, run.fid, lifetime);
+  }
+  request.env = flow_environment(host_env_, flow.env, protocol);
   request.cwd = flow.cwd;
   request.search_path = host_path_;
   request.fds[0] = input.get();

@@ -79,6 +79,7 @@ std::vector<std::string> flow_environment(const std::vector<std::string> &host_e
   env.set("KODO_FLOW", "KODO_FLOW=" + protocol.flow);
   env.set("KODO_EVENTS_FD", "KODO_EVENTS_FD=" + std::to_string(protocol.events_fd));
   env.set("KODO_ANSWERS_FD", "KODO_ANSWERS_FD=" + std::to_string(protocol.answers_fd));
+  if (!protocol.token.empty()) env.set("KODO_JWT", "KODO_JWT=" + protocol.token);
   return env.take();
 }
 

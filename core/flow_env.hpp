@@ -25,6 +25,7 @@ struct FlowProtocolEnv {
   std::string fid, username, flow;
   int events_fd = 3;
   int answers_fd = 4;
+  std::string token;  // KODO_JWT when not empty: the launching user's token for this run
 };
 
 // "K=V" entries, each name once. `host_env` is "K=V" entries as in environ.
