@@ -338,4 +338,39 @@ TEST(AuthLimits, NonLoopbackNeedsLoginsAndAChangedPassword) {
   EXPECT_NE(r.output.find("default password"), std::string::npos) << r.output;
 }
 
+TEST(AuthUsersCommand, AddListPasswdDisableOperator) {
+  kodo::testing::TempDir dir("kodo-auth-users");
+  const std::string host =
+      std::string(KODO_HOST_BINARY) + " --admin-database sqlite:///" + dir.path() + "/admin.db ";
+  auto sh = [&](const std::string &command) {
+    return kodo::e2e::run_command({"/bin/sh", "-c", host + command});
+  };
+  auto r = sh("users add carol carol@example.com <<EOF\ncarols-first-pw\nEOF");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("carols-first-pw"), std::string::npos);
+  EXPECT_NE(sh("users add carol other@example.com <<EOF\nx\nEOF").exit_code, 0);  // taken
+  EXPECT_NE(sh("users add dave not-an-email <<EOF\nx\nEOF").exit_code, 0);
+  EXPECT_NE(sh("users add dave dave@example.com </dev/null").exit_code, 0);  // no password
+  ASSERT_EQ(sh("users passwd carol <<EOF\ncarols-new-pw\nEOF").exit_code, 0);
+  ASSERT_EQ(sh("users operator carol on").exit_code, 0);
+  r = sh("users list");
+  EXPECT_NE(r.output.find("carol"), std::string::npos);
+  EXPECT_NE(r.output.find("operator"), std::string::npos);
+  EXPECT_EQ(r.output.find("$2b$"), std::string::npos);
+
+  kodo::e2e::HostProcess served;
+  ASSERT_TRUE(served.start({"--plugin-dir", KODO_PLUGIN_DIR, "--admin-database",
+                            "sqlite:///" + dir.path() + "/admin.db", "--secret-key-file",
+                            dir.path() + "/secret.key", "--exec-dir",
+                            dir.path() + "/execution"}));  // auto: the database exists
+  EXPECT_EQ(served.request("GET", "/api/v1/flows").status, 401);
+  EXPECT_EQ(served.request("GET", "/login?name=carol&password=carols-first-pw").status, 401);
+  HttpResult ok = served.request("GET", "/login?name=carol&password=carols-new-pw");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  const std::string token = json_field(ok.body, "KODOSUMI_API_KEY");
+  EXPECT_EQ(served.request("GET", "/api/v1/users", "", 30, "", auth_header(token)).status, 200);
+  ASSERT_EQ(sh("users disable carol").exit_code, 0);
+  EXPECT_EQ(served.request("GET", "/api/v1/flows", "", 30, "", auth_header(token)).status, 401);
+}
+
 }  // namespace
