@@ -58,7 +58,7 @@ po::options_description host_option_descriptions() {
       "address", po::value<std::string>()->default_value("127.0.0.1:3370"),
       "listen address: host:port or http://host:port (spool: /health and /metrics, only when "
       "given)")("default-user", po::value<std::string>()->default_value("admin"),
-                "the user requests act as until authentication exists")(
+                "the user every request acts as while logins are off (--auth)")(
       "sse-keepalive", po::value<double>()->default_value(3), "seconds between SSE `alive` events")(
       "http-max-connections", po::value<size_t>()->default_value(0),
       "open client connections at most (more get 503); 0: sized from the open-files limit")(

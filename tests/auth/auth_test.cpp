@@ -21,7 +21,7 @@ const std::string kKey = "test key -- not kodosumi's default";
 
 // Runs tests/auth/kodosumi_auth.py with kodosumi's code; its stdout's first line.
 kodo::e2e::CommandResult kodosumi(const std::vector<std::string> &args,
-                                      const std::string &key = kKey) {
+                                  const std::string &key = kKey) {
   std::vector<std::string> argv = {KODO_KODOSUMI_PYTHON, KODO_KODOSUMI_AUTH_SCRIPT};
   argv.insert(argv.end(), args.begin(), args.end());
   auto r = kodo::e2e::run_command(argv, {"KODO_SECRET_KEY=" + key});

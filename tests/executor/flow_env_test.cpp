@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,15 @@ TEST(FlowEnv, TheProtocolCannotBeOverriddenAndPathHasADefault) {
   EXPECT_EQ(env, (std::vector<std::string>{"PATH=/usr/local/bin:/usr/bin:/bin", "KODO_FID=f1",
                                            "HOME=/flow", "KODO_USERNAME=u", "KODO_FLOW=hello",
                                            "KODO_EVENTS_FD=3", "KODO_ANSWERS_FD=4"}));
+}
+
+TEST(FlowEnv, TheLaunchingUsersTokenIsKodoJwtAndCannotBeOverridden) {
+  const auto env = flow_environment({"KODO_JWT=from-host"}, {"KODO_JWT=from-config"},
+                                    {"f1", "u", "hello", 3, 4, "the.run.token"});
+  EXPECT_EQ(env.back(), "KODO_JWT=the.run.token");
+  EXPECT_EQ(std::count_if(env.begin(), env.end(),
+                          [](const std::string &kv) { return kv.rfind("KODO_JWT=", 0) == 0; }),
+            1);
 }
 
 TEST(FlowEnv, EntriesAreNameValueOrName) {
