@@ -61,7 +61,6 @@ struct ApiRoute {
   std::vector<const char *> pattern;  // path segments; "*" matches any one
   int fid_at = -1;                    // which segment is the fid
   int lid_at = -1;                    // which segment is a lock id
-  bool kodosumi = false;              // kodosumi's route: its error body
   bool open = false;                  // served without a login (health, login itself)
   bool operator_only = false;
   void (*run)(Api &api, const RouteCall &call) = nullptr;
@@ -70,6 +69,11 @@ struct ApiRoute {
 // The /metrics page: the host's figures, then the storage's and the transport's own.
 std::string metrics_text(const Metrics &metrics, const Metrics::Gauges &gauges,
                          const Storage &storage, const Transport *transport);
+
+// kodo's error body, {"error": "..."}, on kodo's own routes.
+void send_error(HttpResponder &response, int status, const std::string &message);
+// The HTTP status for an error code: 400, 404, 501, 503 or 500.
+int http_status_for(kodo_status code);
 
 // kodosumi's error body (litestar's), {"status_code": N, "detail": ...}: on kodosumi's
 // routes, and for refused logins as kodosumi refuses them.
