@@ -33,7 +33,7 @@ TEST(FlowEnv, TheProtocolCannotBeOverriddenAndPathHasADefault) {
 
 TEST(FlowEnv, TheLaunchingUsersTokenIsKodoJwtAndCannotBeOverridden) {
   const auto env = flow_environment({"KODO_JWT=from-host"}, {"KODO_JWT=from-config"},
-                                    {"f1", "u", "hello", 3, 4, "the.run.token"});
+                                    {"f1", "u", "hello", 3}, "the.run.token");
   EXPECT_EQ(env.back(), "KODO_JWT=the.run.token");
   EXPECT_EQ(std::count_if(env.begin(), env.end(),
                           [](const std::string &kv) { return kv.rfind("KODO_JWT=", 0) == 0; }),
