@@ -89,7 +89,12 @@ class SqliteAccounts final : public AccountStore {
  private:
   struct Statement {
     sqlite3_stmt *stmt = nullptr;
+    Statement() = default;
     ~Statement() { sqlite3_finalize(stmt); }
+    Statement(const Statement &) = delete;
+    Statement &operator=(const Statement &) = delete;
+    Statement(Statement &&) = delete;
+    Statement &operator=(Statement &&) = delete;
   };
 
   void prepare(Statement &s, const std::string &sql, const std::vector<std::string> &args) {

@@ -14,7 +14,12 @@ namespace {
 
 struct Result {
   PGresult *res = nullptr;
+  Result() = default;
   ~Result() { PQclear(res); }
+  Result(const Result &) = delete;
+  Result &operator=(const Result &) = delete;
+  Result(Result &&) = delete;
+  Result &operator=(Result &&) = delete;
 };
 
 class PostgresAccounts final : public AccountStore {
@@ -72,6 +77,7 @@ class PostgresAccounts final : public AccountStore {
   // Runs one statement, reconnecting once when the connection was lost.
   void execute(Result &r, const std::string &sql, const std::vector<std::string> &args) {
     std::vector<const char *> values;
+    values.reserve(args.size());
     for (const auto &a : args) values.push_back(a.c_str());
     for (int attempt = 0; attempt < 2; ++attempt) {
       if (PQstatus(conn_) != CONNECTION_OK) connect();

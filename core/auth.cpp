@@ -90,7 +90,7 @@ std::string load_or_create_signing_key(const std::string &configured, const std:
   std::error_code ec;
   const auto parent = std::filesystem::path(file).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  const std::string key = base64url_encode(random_bytes(32));
+  std::string key = base64url_encode(random_bytes(32));
   // O_EXCL: two hosts starting at once do not overwrite each other's key.
   const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
@@ -200,8 +200,7 @@ std::string Auth::ensure_admin(bool generate) {
   admin.name = "admin";
   admin.email = config_.admin_email;
   admin.is_operator = true;
-  const std::string password =
-      generate ? base64url_encode(random_bytes(12)) : config_.admin_password;
+  std::string password = generate ? base64url_encode(random_bytes(12)) : config_.admin_password;
   admin.password_hash = hash_password(password);
   accounts_->insert(admin);
   return password;
