@@ -32,40 +32,6 @@ void send_json(HttpResponder &response, int status, const rapidjson::StringBuffe
   response.send(status, kJson, std::string_view(body.GetString(), body.GetSize()));
 }
 
-void send_error(HttpResponder &response, int status, const std::string &message) {
-  rapidjson::StringBuffer buffer;
-  JsonWriter w(buffer);
-  w.StartObject();
-  w.Key("error");
-  w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
-  w.EndObject();
-  send_json(response, status, buffer);
-}
-
-// kodosumi's error body (litestar's), on kodosumi's routes: {"status_code": N, "detail": ...}.
-void send_kodosumi_error(HttpResponder &response, int status, const std::string &message) {
-  rapidjson::StringBuffer buffer;
-  JsonWriter w(buffer);
-  w.StartObject();
-  w.Key("status_code");
-  w.Int(status);
-  w.Key("detail");
-  w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
-  w.EndObject();
-  send_json(response, status, buffer);
-}
-
-int http_status_for(kodo_status code) {
-  switch (code) {
-    case KODO_ERR_INVALID_ARGUMENT: return 400;
-    case KODO_ERR_NOT_FOUND: return 404;
-    case KODO_ERR_NOT_SUPPORTED: return 501;
-    case KODO_ERR_UNAVAILABLE:
-    case KODO_ERR_TIMEOUT: return 503;
-    default: return 500;
-  }
-}
-
 void write_string(JsonWriter &w, const std::string &s) {
   w.String(s.c_str(), static_cast<rapidjson::SizeType>(s.size()));
 }
@@ -104,106 +70,40 @@ void write_execution(JsonWriter &w, const ExecutionInfo &x) {
   w.EndObject();
 }
 
-// Splits the raw path at '/' and only then decodes each segment, so that an encoded '/'
-// inside a fid cannot change which route is taken; the fid check then rejects it.
-std::vector<std::string> split_path(const HttpRequest &request) {
-  std::vector<std::string> parts;
-  std::string part;
-  std::istringstream in(request.raw_path);
-  while (std::getline(in, part, '/')) {
-    if (part.empty()) continue;
-    bool ok = true;
-    std::string decoded = percent_decode(part, false, ok);
-    if (!ok)
-      throw Error(KODO_ERR_INVALID_ARGUMENT, "bad percent-encoding in path segment '" + part + "'");
-    parts.push_back(decoded);
-  }
-  return parts;
-}
-
 }  // namespace
 
-void Api::handle(const HttpRequest &request, HttpResponder &response) {
-  bool kodosumi_route = false;
-  auto send_error = [&](HttpResponder &r, int status, const std::string &message) {
-    if (kodosumi_route)
-      send_kodosumi_error(r, status, message);
-    else
-      kodo::send_error(r, status, message);
-  };
-  try {
-    if (ctx_.guard != nullptr) {
-      if (auto refusal = ctx_.guard->check(request)) {
-        kodo::send_error(response, refusal->status, refusal->message);
-        return;
-      }
-    }
-    const auto parts = split_path(request);
-    kodosumi_route = !parts.empty() && (parts[0] == "outputs" || parts[0] == "lock");
-    const std::string &method = request.method;
-    auto is = [&](std::initializer_list<const char *> expected) {
-      if (parts.size() != expected.size()) return false;
-      size_t i = 0;
-      for (const char *e : expected) {
-        if (*e != '*' && parts[i] != e) return false;
-        ++i;
-      }
-      return true;
-    };
-    auto only = [&](const char *allowed) {
-      if (method == allowed || (std::string(allowed) == "GET" && method == "HEAD")) return true;
-      send_error(
-          response, 405,
-          "method " + method + " is not allowed on " + request.path + " (use " + allowed + ")");
-      return false;
-    };
-    if (is({"health"})) {
-      if (only("GET")) health(response);
-    } else if (is({"metrics"})) {
-      if (only("GET")) metrics(response);
-    } else if (is({"api", "v1", "flows"})) {
-      if (only("GET")) list_flows(response);
-    } else if (is({"api", "v1", "executions"})) {
-      if (method == "POST")
-        launch(request, response);
-      else if (only("GET"))
-        list_executions(request, response);
-    } else if (is({"api", "v1", "executions", "*"})) {
-      check_fid(parts[3]);
-      if (method == "DELETE")
-        remove(parts[3], false, response);
-      else if (only("GET"))
-        execution(parts[3], response);
-    } else if (is({"api", "v1", "executions", "*", "events"})) {
-      check_fid(parts[3]);
-      if (only("GET")) events(parts[3], request, response);
-    } else if (is({"api", "v1", "executions", "*", "*"}) &&
-               (parts[4] == "pause" || parts[4] == "resume" || parts[4] == "cancel")) {
-      check_fid(parts[3]);
-      if (only("POST")) control(parts[3], parts[4], response);
-    } else if (is({"outputs", "status", "*"})) {
-      check_fid(parts[2]);
-      if (only("GET")) status(parts[2], response);
-    } else if (is({"outputs", "stream", "*"}) || is({"outputs", "main", "*"}) ||
-               is({"outputs", "stdio", "*"})) {
-      check_fid(parts[2]);
-      if (only("GET")) stream(parts[2], parts[1], request, response);
-    } else if (is({"lock", "*", "*"})) {
-      check_fid(parts[1]);
-      check_lid(parts[2]);
-      if (method == "POST")
-        lock_post(parts[1], parts[2], request, response);
-      else if (only("GET"))
-        lock_get(parts[1], parts[2], response);
-    } else if (is({"outputs", "*"})) {
-      check_fid(parts[1]);
-      if (only("DELETE")) remove(parts[1], true, response);
-    } else {
-      send_error(response, 404, "no such path: " + request.path);
-    }
-  } catch (const Error &e) {
-    if (!response.responded()) send_error(response, http_status_for(e.code()), e.what());
+void send_error(HttpResponder &response, int status, const std::string &message) {
+  rapidjson::StringBuffer buffer;
+  JsonWriter w(buffer);
+  w.StartObject();
+  w.Key("error");
+  w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
+  w.EndObject();
+  send_json(response, status, buffer);
+}
+
+int http_status_for(kodo_status code) {
+  switch (code) {
+    case KODO_ERR_INVALID_ARGUMENT: return 400;
+    case KODO_ERR_NOT_FOUND: return 404;
+    case KODO_ERR_NOT_SUPPORTED: return 501;
+    case KODO_ERR_UNAVAILABLE:
+    case KODO_ERR_TIMEOUT: return 503;
+    default: return 500;
   }
+}
+
+// kodosumi's error body (litestar's), on kodosumi's routes: {"status_code": N, "detail": ...}.
+void send_kodosumi_error(HttpResponder &response, int status, const std::string &message) {
+  rapidjson::StringBuffer buffer;
+  JsonWriter w(buffer);
+  w.StartObject();
+  w.Key("status_code");
+  w.Int(status);
+  w.Key("detail");
+  w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
+  w.EndObject();
+  send_json(response, status, buffer);
 }
 
 bool Api::handle_quick(const HttpRequest &request, HttpResponder &response) {
@@ -216,7 +116,10 @@ bool Api::handle_quick(const HttpRequest &request, HttpResponder &response) {
   }
   constexpr std::string_view kStatus = "/outputs/status/";
   const std::string_view path = request.raw_path;
-  if (!ctx_.status_cache || path.substr(0, kStatus.size()) != kStatus) return false;
+  // With accounts on, a status is shown only to its owner: that check reads the accounts
+  // database, which the I/O thread must not wait for, so such requests take the full route.
+  if (!ctx_.status_cache || ctx_.auth != nullptr || path.substr(0, kStatus.size()) != kStatus)
+    return false;
   // Encoded or further segments take the full route (and its checks and errors).
   const std::string fid(path.substr(kStatus.size()));
   if (fid.find_first_of("/%") != std::string::npos) return false;
@@ -362,7 +265,7 @@ void Api::list_flows(HttpResponder &response) {
   send_json(response, 200, buffer);
 }
 
-void Api::launch(const HttpRequest &request, HttpResponder &response) {
+void Api::launch(const HttpRequest &request, const Caller &caller, HttpResponder &response) {
   rapidjson::Document body;
   const JsonRead read = parse_json_bounded(request.body, ctx_.json_max_depth, body);
   if (read == JsonRead::TooDeep)
@@ -394,7 +297,7 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
       throw Error(KODO_ERR_NOT_FOUND, "unknown flow " + flow_name);
     sdk::JobInput job;
     job.fid = new_fid();
-    job.username = ctx_.default_user;
+    job.username = caller.user;
     job.app_url = ctx_.app_url;
     job.entry_point = flow_name;
     job.inputs_json = inputs;
@@ -402,9 +305,9 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
     ctx_.durability->submit(job, job.fid);
     fid = job.fid;
   } else {
-    fid = ctx_.executor.launch(flow_name, ctx_.default_user, inputs);
+    fid = ctx_.executor.launch(flow_name, caller.user, inputs);
   }
-  remember_launch(fid);
+  remember_launch(fid, caller.user);
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
@@ -415,15 +318,16 @@ void Api::launch(const HttpRequest &request, HttpResponder &response) {
                 {{"Location", "/api/v1/executions/" + fid}});
 }
 
-void Api::list_executions(const HttpRequest &request, HttpResponder &response) {
+void Api::list_executions(const HttpRequest &request, const Caller &caller,
+                          HttpResponder &response) {
   const auto offset = static_cast<size_t>(query_int(request, "offset", 0, 0, 1LL << 40));
   const auto limit = static_cast<size_t>(query_int(request, "limit", 50, 1, 1000));
-  // Any user's executions (kodosumi keeps one folder per user id); by default the user
-  // requests act as until authentication says who asks.
-  std::string username = ctx_.default_user;
+  // The caller's own executions (kodosumi keeps one folder per user id); an operator may
+  // name any user's.
+  std::string username = caller.user;
   if (auto given = request.query_param("username")) {
     check_username(*given);
-    username = *given;
+    if (caller.is_operator) username = *given;
   }
   bool has_more = false;
   auto items = ctx_.storage.list_executions(username, offset, limit, &has_more);
@@ -444,10 +348,10 @@ void Api::list_executions(const HttpRequest &request, HttpResponder &response) {
   send_json(response, 200, buffer);
 }
 
-void Api::remember_launch(const std::string &fid) {
+void Api::remember_launch(const std::string &fid, const std::string &owner) {
   constexpr size_t kRemembered = 10000;
   std::lock_guard<std::mutex> lock(launched_mutex_);
-  launched_.insert(fid);
+  launched_[fid] = owner;
   launched_order_.push_back(fid);
   if (launched_order_.size() > kRemembered) {
     launched_.erase(launched_order_.front());
@@ -460,9 +364,12 @@ void Api::forget_launch(const std::string &fid) {
   launched_.erase(fid);
 }
 
-bool Api::launched_here(const std::string &fid) {
+bool Api::launched_here(const std::string &fid, std::string *owner) {
   std::lock_guard<std::mutex> lock(launched_mutex_);
-  return launched_.count(fid) != 0;
+  auto it = launched_.find(fid);
+  if (it == launched_.end()) return false;
+  if (owner) *owner = it->second;
+  return true;
 }
 
 // By fid, whichever user owns it: nothing here assumes one user.
@@ -487,6 +394,7 @@ bool Api::known(const std::string &fid, ExecutionInfo *info) {
     *info = ExecutionInfo{};
     info->fid = fid;
     info->username = ctx_.default_user;
+    launched_here(fid, &info->username);
     info->status = "starting";
   }
   return true;

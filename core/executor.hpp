@@ -54,6 +54,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -82,6 +83,10 @@ struct ExecutorConfig {
   int publish_retry_ms = 10000;
   std::string app_url;  // into each run's meta
   bool cgroups = true;  // a cgroup v2 per run where the machine allows; false: groups only
+  // When set, each run gets a token (KODO_JWT) acting as its user on its own execution for
+  // `lifetime_s`, as kodosumi's runner hands flows the launching user's jwt.
+  std::function<std::string(const std::string &username, const std::string &fid, double lifetime_s)>
+      run_token;
 };
 
 // A run that continues an execution another process began (a durable job's next attempt):

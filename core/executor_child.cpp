@@ -3,6 +3,7 @@
 #include "core/epoll_set.hpp"
 #include "core/executor_run.hpp"
 
+#include "core/auth_token.hpp"
 #include "core/event_line.hpp"
 #include "core/flow_env.hpp"
 #include "core/flow_spawn.hpp"
@@ -101,8 +102,15 @@ void Executor::start_run(Run &run) {
 
   SpawnRequest request;
   request.argv = flow.argv;
-  request.env = flow_environment(
-      host_env_, flow.env, {run.fid, run.username, flow.name, kChildEventsFd, kChildAnswersFd});
+  std::string token;
+  if (config_.run_token) {
+    // The run's own time, and a margin for its last calls; one login's day without a timeout.
+    const double lifetime = flow.timeout_s > 0 ? flow.timeout_s + 300 : kTokenLifetimeS;
+    token = config_.run_token(run.username, run.fid, lifetime);
+  }
+  request.env =
+      flow_environment(host_env_, flow.env,
+                       {run.fid, run.username, flow.name, kChildEventsFd, kChildAnswersFd}, token);
   request.cwd = flow.cwd;
   request.search_path = host_path_;
   request.fds[0] = input.get();

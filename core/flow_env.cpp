@@ -56,7 +56,8 @@ std::string flow_env_entry_problem(const std::string &entry) {
 
 std::vector<std::string> flow_environment(const std::vector<std::string> &host_env,
                                           const std::vector<std::string> &flow_env,
-                                          const FlowProtocolEnv &protocol) {
+                                          const FlowProtocolEnv &protocol,
+                                          const std::string &token) {
   std::map<std::string, std::string> host;  // name -> "K=V"
   for (const std::string &kv : host_env) {
     const size_t eq = kv.find('=');
@@ -79,6 +80,7 @@ std::vector<std::string> flow_environment(const std::vector<std::string> &host_e
   env.set("KODO_FLOW", "KODO_FLOW=" + protocol.flow);
   env.set("KODO_EVENTS_FD", "KODO_EVENTS_FD=" + std::to_string(protocol.events_fd));
   env.set("KODO_ANSWERS_FD", "KODO_ANSWERS_FD=" + std::to_string(protocol.answers_fd));
+  if (!token.empty()) env.set("KODO_JWT", "KODO_JWT=" + token);
   return env.take();
 }
 

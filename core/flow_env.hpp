@@ -27,9 +27,11 @@ struct FlowProtocolEnv {
   int answers_fd = 4;
 };
 
-// "K=V" entries, each name once. `host_env` is "K=V" entries as in environ.
+// "K=V" entries, each name once. `host_env` is "K=V" entries as in environ. `token`, when not
+// empty, is KODO_JWT: the launching user's token for this run.
 std::vector<std::string> flow_environment(const std::vector<std::string> &host_env,
                                           const std::vector<std::string> &flow_env,
-                                          const FlowProtocolEnv &protocol);
+                                          const FlowProtocolEnv &protocol,
+                                          const std::string &token = "");
 
 }  // namespace kodo

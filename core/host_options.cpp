@@ -60,7 +60,7 @@ po::options_description host_option_descriptions() {
       "address", po::value<std::string>()->default_value("127.0.0.1:3370"),
       "listen address: host:port or http://host:port (spool: /health and /metrics, only when "
       "given)")("default-user", po::value<std::string>()->default_value("admin"),
-                "the user requests act as until authentication exists")(
+                "the user every request acts as while logins are off (--auth)")(
       "sse-keepalive", po::value<double>()->default_value(3), "seconds between SSE `alive` events")(
       "http-max-connections", po::value<size_t>()->default_value(0),
       "open client connections at most (more get 503); 0: sized from the open-files limit")(
@@ -136,8 +136,30 @@ po::options_description host_option_descriptions() {
                                             po::value<double>()->default_value(10),
                                             "seconds running flows get to end when the host stops");
 
+  po::options_description accounts("Accounts and login (kodosumi's settings)", kHelpWidth);
+  accounts.add_options()(
+      "auth", po::value<std::string>()->default_value("auto"),
+      "auto: logins are required when the admin database exists or the address is not "
+      "loopback; on; off: every request acts as --default-user (loopback only)")(
+      "admin-database",
+      po::value<std::string>()->default_value("sqlite+aiosqlite:///./data/admin.db"),
+      "kodosumi's accounts database: sqlite+aiosqlite:///PATH or postgresql+asyncpg://...")(
+      "admin-email", po::value<std::string>()->default_value("admin@example.com"),
+      "the email of the account `admin` made on first start")(
+      "admin-password", po::value<std::string>(),
+      "the password of `admin` made on first start (default kodosumi's \"admin\"; on a "
+      "non-loopback address one is generated and printed once)")(
+      "secret-key", po::value<std::string>(),
+      "the tokens' HS256 signing key (kodosumi's KODO_SECRET_KEY: the same key makes tokens "
+      "valid on both); default: a random key kept in --secret-key-file")(
+      "secret-key-file", po::value<std::string>()->default_value("./data/secret.key"),
+      "where the generated signing key is kept (mode 0600)")(
+      "login-failures", po::value<size_t>()->default_value(5),
+      "failed logins per client, and per account, within --login-window; more get 429")(
+      "login-window", po::value<double>()->default_value(60), "seconds failed logins count");
+
   po::options_description all(kHelpWidth);
-  all.add(general).add(backends).add(server).add(flows).add(spool);
+  all.add(general).add(backends).add(server).add(accounts).add(flows).add(spool);
   return all;
 }
 
@@ -596,6 +618,18 @@ ParsedCommandLine parse_command_line(int argc, const char *const *argv,
   config.address = str("address");
   config.address_given = !values["address"].defaulted();
   config.default_user = str("default-user");
+  config.auth.mode = str("auth");
+  if (config.auth.mode != "auto" && config.auth.mode != "on" && config.auth.mode != "off")
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "--auth must be auto, on or off, not '" + config.auth.mode.substr(0, 32) + "'");
+  config.auth.admin_database = str("admin-database");
+  config.auth.admin_email = str("admin-email");
+  config.auth.admin_password_given = values.count("admin-password") != 0;
+  if (config.auth.admin_password_given) config.auth.admin_password = str("admin-password");
+  if (values.count("secret-key")) config.auth.secret_key = str("secret-key");
+  config.auth.secret_key_file = str("secret-key-file");
+  config.auth.login_failures = values["login-failures"].as<size_t>();
+  config.auth.login_window_s = values["login-window"].as<double>();
   config.log_level = str("log-level");
   config.sse_keepalive_s = seconds("sse-keepalive");
   config.sse_batch_s = seconds("sse-batch");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <kodo/host/plugin_options.hpp>
+#include "core/auth.hpp"
 #include "core/executor.hpp"
 #include "core/spooler.hpp"
 
@@ -30,6 +31,7 @@ struct HostConfig {
   std::string address = "127.0.0.1:3370";
   bool address_given = false;  // spool serves /health and /metrics only when asked to
   std::string default_user = "admin";
+  AuthConfig auth;
   std::string log_level = "info";
   std::vector<FlowSpec> flows;
   ExecutorConfig executor;

@@ -29,7 +29,8 @@ struct HttpRequest {
   std::string body;                                          // de-chunked when chunked
   bool keep_alive = false;  // the connection may carry another request after this one
   int http_minor = 1;       // 0 for HTTP/1.0, 1 for HTTP/1.1
-  bool tls = false;         // the request came over TLS (a cookie may then be Secure)
+  std::string peer;         // the client's address (login limits count per client)
+  bool tls = false;         // arrived over TLS: cookies get Secure
 
   // First header of that name (case-insensitive), or nullptr.
   const std::string *header(std::string_view name) const;

@@ -204,6 +204,9 @@ void Session::dispatch() {
     fail(r.http_status, r.error);
     return;
   }
+  boost::system::error_code peer_ec;
+  const auto peer = socket_.tcp().remote_endpoint(peer_ec);
+  if (!peer_ec) request.peer = peer.address().to_string();
   {
     std::lock_guard<std::mutex> lock(mu_);
     handler_running_ = true;

@@ -6,11 +6,15 @@
 
 #include <kodo/plugin.hpp>
 
+#include <sys/random.h>
+
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <ctime>
 #include <random>
+#include <system_error>
 
 namespace kodo {
 
@@ -66,6 +70,19 @@ void check_fid(const std::string &fid) {
 void check_username(const std::string &username) {
   std::string problem = username_problem(username);
   if (!problem.empty()) throw Error(KODO_ERR_INVALID_ARGUMENT, problem);
+}
+
+std::string random_bytes(size_t n) {
+  std::string b(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::getrandom(b.data() + got, n - got, 0);
+    if (r > 0)
+      got += static_cast<size_t>(r);
+    else if (errno != EINTR)
+      throw Error(KODO_ERR_IO, "getrandom: " + std::generic_category().message(errno));
+  }
+  return b;
 }
 
 }  // namespace kodo

@@ -19,4 +19,7 @@ std::string username_problem(const std::string &username);
 void check_fid(const std::string &fid);
 void check_username(const std::string &username);
 
+// `n` bytes from the kernel's CSPRNG (getrandom(2)); throws kodo::Error(KODO_ERR_IO).
+std::string random_bytes(size_t n);
+
 }  // namespace kodo

@@ -2,19 +2,15 @@
 #include "core/locks.hpp"
 
 #include <kodo/host/error.hpp>
+#include "core/ids.hpp"
 #include "core/json_bounded.hpp"
-
-#include <sys/random.h>
 
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
 #include <algorithm>
-#include <array>
-#include <cerrno>
 #include <cmath>
 #include <cstdint>
-#include <system_error>
 
 namespace kodo {
 
@@ -70,22 +66,14 @@ std::string parse_lock_request(const std::string &payload, LockRequest *out) {
 std::string new_lock_id() {
   // From the kernel's CSPRNG: a lid is what a POST must name to answer a lock, so it must not
   // be predictable from the lids seen before (as a seeded mt19937's are).
-  std::array<uint8_t, 16> b{};
-  size_t got = 0;
-  while (got < b.size()) {
-    const ssize_t n = ::getrandom(b.data() + got, b.size() - got, 0);
-    if (n > 0)
-      got += static_cast<size_t>(n);
-    else if (errno != EINTR)
-      throw Error(KODO_ERR_IO, "getrandom: " + std::generic_category().message(errno));
-  }
-  b[6] = static_cast<uint8_t>((b[6] & 0x0F) | 0x40);  // version 4
-  b[8] = static_cast<uint8_t>((b[8] & 0x3F) | 0x80);  // RFC 4122 variant
+  std::string b = random_bytes(16);
+  b[6] = static_cast<char>((b[6] & 0x0F) | 0x40);  // version 4
+  b[8] = static_cast<char>((b[8] & 0x3F) | 0x80);  // RFC 4122 variant
   static const char digits[] = "0123456789abcdef";
   std::string id;
   for (size_t i = 0; i < b.size(); ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10) id += '-';
-    id += digits[b[i] >> 4];
+    id += digits[static_cast<uint8_t>(b[i]) >> 4];
     id += digits[b[i] & 0xF];
   }
   return id;

@@ -11,6 +11,7 @@
 #include "core/api.hpp"
 #include "core/fd_limit.hpp"
 #include "core/host_options.hpp"
+#include "core/host_users.hpp"
 #include "core/http_response.hpp"
 #include "core/job_worker.hpp"
 #include "core/lock_resume.hpp"
@@ -42,6 +43,11 @@ const char *const kUsage =
     "  plugins describe NAME|PATH  show a plugin's options, capabilities and versions\n"
     "  db create-tables            make the storage schema (idempotent)\n"
     "  db purge --older-than AGE   delete executions older than AGE (e.g. 30d)\n"
+    "  users list                  the accounts in --admin-database (kodosumi's roles)\n"
+    "  users add NAME EMAIL        add an account; its password is read from standard input\n"
+    "  users passwd NAME           set an account's password (from standard input)\n"
+    "  users disable|enable NAME   refuse or allow an account's logins\n"
+    "  users operator NAME on|off  let an account see and manage every user's executions\n"
     "\n"
     "Every option can also be set in the config file (--config) or as KODO_<NAME>\n"
     "(e.g. --exec-dir is KODO_EXEC_DIR); the command line wins over the environment,\n"
@@ -166,6 +172,13 @@ int serve(const HostConfig &given) {
   // A default only: an explicit storage option wins.
   config.storage_options.host_defaults.emplace_back("max_open_databases",
                                                     std::to_string(fds.open_databases));
+  // First: a host that must not listen as configured stops before it opens anything.
+  std::unique_ptr<Auth> auth = open_auth_for_serve(config);
+  if (auth)
+    config.executor.run_token = [&auth](const std::string &user, const std::string &fid,
+                                        double lifetime_s) {
+      return auth->flow_token(user, fid, lifetime_s);
+    };
   auto storage = open_storage(config);
   auto transport = open_transport(config);
   if (!config.run_spooler && !transport->has(KODO_TRANSPORT_CAP_CROSS_PROCESS))
@@ -214,6 +227,7 @@ int serve(const HostConfig &given) {
   context.hub = &hub;
   // Without a spooler here, nothing would drop an answer when more is stored.
   if (spooler) context.status_cache = &status_cache;
+  context.auth = auth.get();
   // Launches become durable jobs that `kodo-host worker` processes run.
   std::unique_ptr<Durability> durability;
   if (config.execution_mode != "direct") {
@@ -456,6 +470,7 @@ int run(int argc, char **argv) {
     expect_words(3);
     return plugins_describe(config, words[2]);
   }
+  if (command == "users") return users_command(config, words);
   if (command == "db" && words.size() >= 2 && words[1] == "create-tables") {
     expect_words(2);
     auto storage = open_storage(config);

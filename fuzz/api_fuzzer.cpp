@@ -1,13 +1,19 @@
 // Fuzzes HTTP request handling end to end: the input is sent as it is over a loopback socket
 // to the real HttpServer serving the real Api (every endpoint: /health, /metrics,
 // /api/v1/flows, /api/v1/executions[/{fid}[/events]], /outputs/status|stream|main|stdio/{fid},
-// DELETE /outputs/{fid}), behind the Host and Origin checks, backed by an in-memory storage holding
-// a few finished executions and an executor whose one flow, "hello", is /bin/true. Each input gets
-// a fresh server, executor, storage and Api (see Service), so what one input deletes or launches
-// does not change what the next one sees, and none of its threads outlives it. Properties: every
-// request gets an answer (a status line, then the connection closes once the client has sent
-// everything), and nothing a sanitizer notices happens on the way.
+// DELETE /outputs/{fid}), behind the Host and Origin checks, backed by an in-memory storage
+// holding a few finished executions and an executor whose one flow, "hello", is /bin/true.
+// Each input gets a fresh server, executor, storage and Api (see Service), so what one input
+// deletes or launches does not change what the next one sees, and none of its threads
+// outlives it.
+// Inputs that name the login routes or carry a token (kodosumi_jwt, KODOSUMI_API_KEY) run
+// against accounts (one, "fuzz", in an admin database made once per process), so the login
+// forms, the token checks and the per-user checks are fuzzed as well.
+// Properties: every request gets an answer (a status line, then the connection closes once
+// the client has sent everything), and nothing a sanitizer notices happens on the way.
+#include "core/accounts.hpp"
 #include "core/api.hpp"
+#include "core/auth.hpp"
 #include "core/executor.hpp"
 #include "core/http_server.hpp"
 #include "core/metrics.hpp"
@@ -18,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -78,12 +85,42 @@ std::vector<Event> seed_events() {
   return events;
 }
 
+// The accounts inputs about logins and tokens meet; made once (a bcrypt hash is slow).
+Auth *accounts_for_logins() {
+  static Auth *auth = [] {
+    char dir[] = "/tmp/kodo-fuzz-accounts-XXXXXX";
+    FUZZ_CHECK(mkdtemp(dir) != nullptr);
+    auto store = AccountStore::open(std::string("sqlite:///") + dir + "/admin.db");
+    store->create_schema();
+    AuthConfig config;
+    config.login_failures = 1000000;  // the limit is not what is fuzzed here
+    auto *made = new Auth(std::move(store), "fuzz key", config);
+    Account account;
+    account.id = "0b5e7a3c-1f2d-4e6a-9c8b-7d6e5f4a3b2c";
+    account.name = "fuzz";
+    account.email = "fuzz@example.com";
+    account.password_hash = hash_password("fuzz-pw");
+    made->accounts().insert(account);
+    return made;
+  }();
+  return auth;
+}
+
+bool about_logins(const uint8_t *data, size_t size) {
+  const std::string text(reinterpret_cast<const char *>(data), size);
+  for (const char *mark :
+       {"/login", "/logout", "/api/v1/users", "kodosumi_jwt", "KODOSUMI_API_KEY"})
+    if (text.find(mark) != std::string::npos) return true;
+  return false;
+}
+
 // Everything one input talks to, made afresh for it and torn down before the next one:
 // the hub and the server are stopped (joining their threads), the executor waits for its runs.
 // So no thread of an earlier input still works (allocating, or using a storage that is
 // gone) while the next runs or while libFuzzer checks for leaks after an input.
 struct Service {
-  explicit Service(std::shared_ptr<Plugin> plugin) : storage(std::move(plugin), OptionList{}) {
+  Service(std::shared_ptr<Plugin> plugin, Auth *accounts)
+      : storage(std::move(plugin), OptionList{}), auth(accounts) {
     storage.append(seed_events());
     hub.start();
     server.start();
@@ -98,6 +135,7 @@ struct Service {
   Service &operator=(Service &&) = delete;
 
   Storage storage;
+  Auth *auth;
   StorageSink sink{storage};
   Metrics metrics;
   Executor executor{[] {
@@ -122,6 +160,7 @@ struct Service {
                        "fuzz"};
     context.hub = &hub;
     context.guard = &guard;
+    context.auth = auth;
     return context;
   }()};
   HttpServer server{[] {
@@ -144,7 +183,7 @@ struct Service {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const std::shared_ptr<Plugin> plugin =
       Plugin::load(KODO_FUZZ_MEMORY_STORAGE_PLUGIN, "", 0);
-  Service service(plugin);
+  Service service(plugin, about_logins(data, size) ? accounts_for_logins() : nullptr);
   const fuzz::ExchangeResult r =
       fuzz::loopback_exchange(service.server.port(), data, size, kAnswerTimeoutMs);
   if (!r.complete) {

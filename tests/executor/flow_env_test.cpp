@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,16 @@ TEST(FlowEnv, TheProtocolCannotBeOverriddenAndPathHasADefault) {
   EXPECT_EQ(env, (std::vector<std::string>{"PATH=/usr/local/bin:/usr/bin:/bin", "KODO_FID=f1",
                                            "HOME=/flow", "KODO_USERNAME=u", "KODO_FLOW=hello",
                                            "KODO_EVENTS_FD=3", "KODO_ANSWERS_FD=4"}));
+}
+
+TEST(FlowEnv, TheLaunchingUsersTokenIsKodoJwtAndCannotBeOverridden) {
+  const auto env = flow_environment({"KODO_JWT=from-host"}, {"KODO_JWT=from-config"},
+                                    {"f1", "u", "hello", 3}, "the.run.token");
+  std::vector<std::string> tokens;
+  for (const std::string &kv : env)
+    if (kv.rfind("KODO_JWT=", 0) == 0) tokens.push_back(kv);
+  EXPECT_EQ(tokens, std::vector<std::string>{"KODO_JWT=the.run.token"});
+  EXPECT_EQ(std::count(env.begin(), env.end(), "KODO_JWT=from-host"), 0);
 }
 
 TEST(FlowEnv, EntriesAreNameValueOrName) {

@@ -173,14 +173,15 @@ class HostProcess {
   // machine.
   int start_timeout_s = 20;
 
-  // One request on a fresh connection (HTTP/1.0: the response ends at close).
+  // One request on a fresh connection (HTTP/1.0: the response ends at close). `headers`:
+  // more header lines, each ending in CRLF (a Content-Type there replaces the JSON one).
   HttpResult request(const std::string &method, const std::string &target,
                      const std::string &body = "", int timeout_s = 30,
-                     const std::string &stop_at = "") const {
-    std::string text = method + " " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n";
-    if (!body.empty())
-      text += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-              "\r\n";
+                     const std::string &stop_at = "", const std::string &headers = "") const {
+    std::string text = method + " " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n" + headers;
+    if (!body.empty() && headers.find("Content-Type:") == std::string::npos)
+      text += "Content-Type: application/json\r\n";
+    if (!body.empty()) text += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     text += "\r\n" + body;
     return exchange(text, timeout_s, stop_at);
   }
