@@ -1,4 +1,5 @@
 #include "core/api.hpp"
+#include "core/auth_token.hpp"
 
 #include <kodo/host/error.hpp>
 #include <kodo/host/log.hpp>
@@ -301,6 +302,13 @@ void Api::launch(const HttpRequest &request, const Caller &caller, HttpResponder
     job.app_url = ctx_.app_url;
     job.entry_point = flow_name;
     job.inputs_json = inputs;
+    // kodosumi's runner hands its flows the launching user's jwt; a worker has no accounts,
+    // so the token travels in the job's input (the fork's field), made here for this fid.
+    if (ctx_.auth) {
+      const FlowSpec &spec = *std::find_if(flows.begin(), flows.end(),
+                                           [&](const FlowSpec &f) { return f.name == flow_name; });
+      job.jwt = ctx_.auth->flow_token(caller.user, job.fid, flow_token_lifetime_s(spec.timeout_s));
+    }
     // The fid is the request id too: a retried submit of this launch starts nothing more.
     ctx_.durability->submit(job, job.fid);
     fid = job.fid;

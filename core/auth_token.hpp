@@ -20,6 +20,12 @@ struct TokenClaims {
 // kodosumi's DEFAULT_TIME_DELTA: a login token lives one day.
 constexpr double kTokenLifetimeS = 86400;
 
+// A flow's token lives for the flow's time limit and a margin for its last calls; a login's
+// day when the flow has no limit.
+inline double flow_token_lifetime_s(double flow_timeout_s) {
+  return flow_timeout_s > 0 ? flow_timeout_s + 300 : kTokenLifetimeS;
+}
+
 std::string base64url_encode(std::string_view bytes);
 // nullopt unless `text` is unpadded base64url.
 std::optional<std::string> base64url_decode(std::string_view text);

@@ -241,6 +241,7 @@ std::string Executor::launch(const std::string &flow, const std::string &usernam
     if (continuation) {
       check_fid(run->fid);
       run->next_seq = continuation->first_seq;
+      run->token = continuation->token;
       run->replay = continuation->replay;
       if (!continuation->note.empty()) emit(*run, "debug", continuation->note);
     }

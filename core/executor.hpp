@@ -105,6 +105,9 @@ struct Continuation {
   int64_t first_seq = 0;
   std::string note;
   std::vector<StoredLock> replay;
+  // The flow's KODO_JWT when its launcher made it (a durable job's `jwt`: the serving host has
+  // the accounts, a worker has none); empty: ExecutorConfig::run_token's, if any.
+  std::string token;
 };
 
 struct ExecutorStats {

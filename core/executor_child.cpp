@@ -102,11 +102,9 @@ void Executor::start_run(Run &run) {
 
   SpawnRequest request;
   request.argv = flow.argv;
-  std::string token;
-  if (config_.run_token) {
-    // The run's own time, and a margin for its last calls; one login's day without a timeout.
-    const double lifetime = flow.timeout_s > 0 ? flow.timeout_s + 300 : kTokenLifetimeS;
-    token = config_.run_token(run.username, run.fid, lifetime);
+  std::string token = run.token;
+  if (token.empty() && config_.run_token) {
+    token = config_.run_token(run.username, run.fid, flow_token_lifetime_s(flow.timeout_s));
   }
   request.env =
       flow_environment(host_env_, flow.env,

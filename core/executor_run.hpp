@@ -118,6 +118,7 @@ struct Executor::Run {
   std::string username;
   const FlowSpec *flow = nullptr;
   std::string inputs;
+  std::string token;  // the continuation's KODO_JWT, if it brought one
 
   // Guarded by mu_.
   Phase phase = Phase::queued;

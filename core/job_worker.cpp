@@ -64,6 +64,7 @@ sdk::JobResult run_job_attempt(HostJob &job, Executor &executor, OutcomeSink &ou
   Continuation continuation;
   continuation.fid = input.fid;
   continuation.first_seq = heartbeat_next_seq(job.last_heartbeat());
+  continuation.token = input.jwt;  // made by the serving host, which has the accounts
   if (storage) {
     // An earlier attempt's events, or the serving host's, come first.
     if (auto info = storage->get_execution(input.fid))

@@ -50,6 +50,18 @@ TEST_F(ExecutorTest, AContinuationKeepsTheFidAndFollowsTheEarlierSeqs) {
   EXPECT_THROW(ex.launch("ok", "alice", "{}", &next), Error) << "the naming rule holds";
 }
 
+// A durable job's worker has no accounts: the token the serving host made travels in the
+// job's input and reaches the flow as KODO_JWT.
+TEST_F(ExecutorTest, AContinuationsTokenIsTheFlowsKodoJwt) {
+  auto &ex = start({flow("jwt", std::string("echo \"jwt=$KODO_JWT\"\n") + kFinal)});
+  Continuation next;
+  next.fid = "0123456789abcdef01234568";
+  next.token = "a.token.made-by-serve";
+  ex.launch("jwt", "alice", "{}", &next);
+  ASSERT_TRUE(ex.wait_inactive(next.fid, kWait));
+  EXPECT_TRUE(has_payload_containing(sink_.of(next.fid), "stdout", "jwt=a.token.made-by-serve"));
+}
+
 TEST_F(ExecutorTest, PauseStopsTheRunAndResumeContinuesIt) {
   auto &ex = start({flow("loop", kLoop)});
   const std::string fid = ex.launch("loop", "alice", "{}");
