@@ -69,9 +69,13 @@ class PostgresAccounts final : public AccountStore {
   void connect() {
     PQfinish(conn_);
     conn_ = PQconnectdb(conninfo_.c_str());
-    if (PQstatus(conn_) != CONNECTION_OK)
-      throw Error(KODO_ERR_UNAVAILABLE,
-                  std::string("admin database (PostgreSQL): ") + PQerrorMessage(conn_));
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      // Freed here: thrown from the constructor, no destructor would free it (LeakSanitizer).
+      const std::string message = PQerrorMessage(conn_);
+      PQfinish(conn_);
+      conn_ = nullptr;
+      throw Error(KODO_ERR_UNAVAILABLE, "admin database (PostgreSQL): " + message);
+    }
   }
 
   // Runs one statement, reconnecting once when the connection was lost.
