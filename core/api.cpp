@@ -1,4 +1,5 @@
 #include "core/api.hpp"
+#include "core/api_json.hpp"
 #include "core/auth_token.hpp"
 
 #include <kodo/host/error.hpp>
@@ -25,16 +26,10 @@ namespace kodo {
 
 namespace {
 
-using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
-
 const char *const kJson = "application/json";
 
 void send_json(HttpResponder &response, int status, const rapidjson::StringBuffer &body) {
   response.send(status, kJson, std::string_view(body.GetString(), body.GetSize()));
-}
-
-void write_string(JsonWriter &w, const std::string &s) {
-  w.String(s.c_str(), static_cast<rapidjson::SizeType>(s.size()));
 }
 
 // A whole non-negative number from a query parameter; throws naming the parameter.

@@ -5,6 +5,7 @@
 // flow; when no run here awaits it, the stored events say why (answered already, or the run
 // ended: cancelled, stopped with its host, or past the lock's expiry).
 #include "core/api.hpp"
+#include "core/api_json.hpp"
 
 #include <kodo/host/error.hpp>
 #include "core/http_response.hpp"
@@ -21,12 +22,6 @@ namespace kodo {
 
 namespace {
 
-using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
-
-void write_text(JsonWriter &w, const std::string &s) {
-  w.String(s.c_str(), static_cast<rapidjson::SizeType>(s.size()));
-}
-
 void write_raw(JsonWriter &w, const std::string &json) {
   w.RawValue(json.c_str(), json.size(), rapidjson::kObjectType);
 }
@@ -35,9 +30,9 @@ void write_raw(JsonWriter &w, const std::string &json) {
 void start_lock(JsonWriter &w, const std::string &fid, const std::string &lid) {
   w.StartObject();
   w.Key("fid");
-  write_text(w, fid);
+  write_string(w, fid);
   w.Key("lid");
-  write_text(w, lid);
+  write_string(w, lid);
 }
 
 void send_body(HttpResponder &response, int status, const rapidjson::StringBuffer &body) {
@@ -86,7 +81,7 @@ void Api::lock_get(const std::string &fid, const std::string &lid, HttpResponder
   JsonWriter w(buffer);
   start_lock(w, fid, lock->lid);
   w.Key("name");
-  write_text(w, lock->name);
+  write_string(w, lock->name);
   w.Key("data");
   write_raw(w, lock->data_json);
   w.Key("expires");
@@ -142,7 +137,7 @@ void Api::lock_post(const std::string &fid, const std::string &lid, const HttpRe
     w.Key("status_code");
     w.Int(409);
     w.Key("detail");
-    write_text(w, why);
+    write_string(w, why);
     w.EndObject();
     send_body(response, 409, body);
     return;

@@ -3,6 +3,7 @@
 // account routes under /api/v1/users. No answer, log line or error here carries a password,
 // a hash or a token other than the one a successful login hands out.
 #include "core/api.hpp"
+#include "core/api_json.hpp"
 
 #include <kodo/host/error.hpp>
 #include <kodo/host/log.hpp>
@@ -18,14 +19,8 @@ namespace kodo {
 
 namespace {
 
-using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
-
 constexpr const char *kCookie = "kodosumi_jwt";
 constexpr const char *kRefused = "Invalid name or password";
-
-void write_text(JsonWriter &w, const std::string &s) {
-  w.String(s.c_str(), static_cast<rapidjson::SizeType>(s.size()));
-}
 
 // The cookie holds a token a script must never read; `Secure` is added once the request
 // arrived over TLS (HttpRequest::tls).
@@ -96,11 +91,11 @@ rapidjson::Document json_body(const HttpRequest &request, size_t max_depth) {
 void write_account(JsonWriter &w, const Account &a) {
   w.StartObject();
   w.Key("id");
-  write_text(w, a.id);
+  write_string(w, a.id);
   w.Key("name");
-  write_text(w, a.name);
+  write_string(w, a.name);
   w.Key("email");
-  write_text(w, a.email);
+  write_string(w, a.email);
   w.Key("active");
   w.Bool(a.active);
   w.Key("operator");
@@ -173,11 +168,11 @@ void Api::login(const RouteCall &call, bool form) {
   JsonWriter w(buffer);
   w.StartObject();
   w.Key("name");
-  write_text(w, account.name);
+  write_string(w, account.name);
   w.Key("id");
-  write_text(w, account.id);
+  write_string(w, account.id);
   w.Key("KODOSUMI_API_KEY");
-  write_text(w, token);
+  write_string(w, token);
   w.EndObject();
   call.response.send(200, "application/json",
                      std::string_view(buffer.GetString(), buffer.GetSize()), headers);
