@@ -133,6 +133,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void disarm();
   void fire_close_callbacks_locked(std::unique_lock<std::mutex> &lock);
   void cut_locked(std::unique_lock<std::mutex> &lock);  // a stream's client falls behind
+  // Writes piece straight to the socket without waiting; the bytes it took. Sets broken_
+  // when the client is gone. Only while nothing else is queued or being written.
+  size_t write_now_locked(const OutPiece &piece);
+  static OutPiece unsent_part(const OutPiece &piece, size_t sent);
   void recount_locked();  // brings server_->queued_bytes up to date with this connection's
 
   enum class Phase { Reading, Handling, Lingering };
@@ -170,6 +174,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool chunked_ = false;        // ... framed as chunks
   bool keep_alive_ = false;     // the response in hand allows another request
   bool closing_after_ = false;  // close once the queue is written (error responses)
+  int direct_fd_;  // the plain socket's descriptor for direct writes; -1: TLS, or closed
   std::vector<std::function<void()>> on_close_;
 };
 

@@ -197,5 +197,58 @@ TEST(HttpServer, EndOfInputReadDuringAStreamEndsTheConnection) {
   }
 }
 
+// A stream's pieces go straight to the socket while nothing is queued, and through the
+// strand once the socket is full: a piece the socket took only in part leaves its rest
+// queued, and later pieces wait behind it. Pieces of every size, a reader that stalls now
+// and then behind a small receive buffer: every byte arrives, once, in order.
+TEST(HttpServer, StreamBytesKeepTheirOrderAcrossDirectAndQueuedWrites) {
+  HttpServer::Options o = local_options();
+  o.stream_buffer_bytes = size_t{64} << 20;  // never cut here: the reader always catches up
+  std::shared_ptr<HttpStream> stream;
+  Signal opened;
+  HttpServer server(o, [&](const HttpRequest &, HttpResponder &res) {
+    stream = res.start_async_stream(200, "text/event-stream");
+    opened.set();
+  });
+  server.start();
+  Client viewer(server.port());
+  const int small = 16 * 1024;
+  ::setsockopt(viewer.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  ASSERT_TRUE(viewer.send(get("/watch")));
+  ASSERT_TRUE(opened.wait());
+  ASSERT_NE(stream, nullptr);
+
+  std::mt19937 random(7);
+  std::string expected;
+  std::atomic<bool> written{false};
+  std::thread writer([&] {
+    for (int k = 0; k < 400; ++k) {
+      // From a few bytes to a few hundred KB (past any socket buffer), numbered.
+      const size_t size = size_t{1} << (random() % 19);
+      std::string piece = "<" + std::to_string(k) + ">";
+      piece.append(size, static_cast<char>('a' + k % 26));
+      expected += piece;
+      ASSERT_TRUE(stream->write(piece)) << "piece " << k;
+      if (k % 50 == 0) std::this_thread::sleep_for(20ms);  // the queue drains meanwhile
+    }
+    stream->end();
+    written = true;
+  });
+  // The reader stalls three times, long enough for the socket to fill and pieces to queue.
+  Response r;
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(viewer.read_until("<100>", 30000));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(viewer.read_until("<250>", 30000));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(viewer.read_response(r));
+  writer.join();
+  ASSERT_TRUE(written);
+  EXPECT_EQ(r.status, 200);
+  ASSERT_EQ(r.body.size(), expected.size());
+  EXPECT_TRUE(r.body == expected) << "the bytes arrived out of order";
+  stream.reset();
+}
+
 }  // namespace
 }  // namespace kodo
