@@ -152,8 +152,10 @@ void SseHub::queue_locked(const std::string &fid, Watched &w) {
 }
 
 // Marks every watched execution for a read (events stored by other processes send no
-// notice) and sends the keep-alive frames when due.
-void SseHub::tick_locked(double now) {
+// notice) and gathers the viewers due a keep-alive frame, written after the lock is let go:
+// a write is a system call now (HttpStream writes straight to the socket), and ten thousand
+// of them under mu_ held up the spooler's notices.
+void SseHub::tick_locked(double now, std::vector<std::shared_ptr<HttpStream>> &alive_to) {
   if (now >= next_poll_) {
     next_poll_ = now + config_.poll_s;
     for (auto &entry : watched_) {
@@ -164,10 +166,9 @@ void SseHub::tick_locked(double now) {
   if (now >= next_alive_) {
     next_alive_ = now + config_.keepalive_s;
     // Only to viewers caught up: one arriving gets its history first, then its alive.
-    const auto frame = alive_frame();
     for (auto &entry : watched_)
       for (auto &v : entry.second.viewers)
-        if (v->caught_up.load(std::memory_order_acquire)) v->stream->write(frame);
+        if (v->caught_up.load(std::memory_order_acquire)) alive_to.push_back(v->stream);
   }
 }
 
@@ -191,7 +192,16 @@ void SseHub::run() {
                    [&] { return stopping_ || !ready_.empty(); });
     if (stopping_) break;
     const double now = now_seconds();
-    tick_locked(now);
+    std::vector<std::shared_ptr<HttpStream>> alive_to;
+    tick_locked(now, alive_to);
+    if (!alive_to.empty()) {
+      lock.unlock();
+      const auto frame = alive_frame();
+      for (auto &stream : alive_to) stream->write(frame);
+      alive_to.clear();
+      lock.lock();
+      if (stopping_) break;
+    }
     undefer_locked(now);
     if (ready_.empty()) continue;
     std::string fid = std::move(ready_.front());

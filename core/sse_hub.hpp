@@ -92,7 +92,7 @@ class SseHub : public StoredObserver {
   bool read_all(const std::string &fid, const std::vector<std::string> &kinds, int64_t after,
                 Sink &&sink);
   void queue_locked(const std::string &fid, Watched &w);
-  void tick_locked(double now);
+  void tick_locked(double now, std::vector<std::shared_ptr<HttpStream>> &alive_to);
   void undefer_locked(double now);  // due deferred_ entries go back to ready_
   void append_event(std::string &out, const Event &e, bool formatted) const;
 
