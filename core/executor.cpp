@@ -18,6 +18,7 @@
 #include "core/kodosumi_payload.hpp"
 #include "core/locks.hpp"
 #include "core/run_cgroup.hpp"
+#include "core/thread_name.hpp"
 #include "core/write_all.hpp"
 
 #include <rapidjson/error/en.h>
@@ -157,7 +158,10 @@ Executor::Executor(ExecutorConfig config, std::vector<FlowSpec> flows, EventSink
   wake_write_ = wake[1];
   try {
     watch_ = std::make_unique<EpollSet>();
-    supervisor_ = std::thread([this] { supervise(); });
+    supervisor_ = std::thread([this] {
+      name_this_thread("kodo-executor");
+      supervise();
+    });
   } catch (...) {
     ::close(wake_read_);
     ::close(wake_write_);

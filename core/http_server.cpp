@@ -5,6 +5,7 @@
 #include <kodo/host/error.hpp>
 #include "core/http_response.hpp"
 #include "core/http_session.hpp"
+#include "core/thread_name.hpp"
 #include "core/tls_context.hpp"
 
 #include <arpa/inet.h>
@@ -218,7 +219,10 @@ void HttpServer::start() {
   s.io_work.emplace(s.ioc.get_executor());
   try {
     for (size_t i = 0; i < std::max<size_t>(1, s.options.io_threads); ++i)
-      s.io_threads.emplace_back([&s] { s.ioc.run(); });
+      s.io_threads.emplace_back([&s] {
+        name_this_thread("kodo-http-io");
+        s.ioc.run();
+      });
   } catch (const std::system_error &e) {
     s.ioc.stop();
     for (auto &t : s.io_threads) t.join();

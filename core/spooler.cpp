@@ -1,4 +1,5 @@
 #include "core/spooler.hpp"
+#include "core/thread_name.hpp"
 
 #include <kodo/host/error.hpp>
 #include <kodo/host/log.hpp>
@@ -94,7 +95,11 @@ void Spooler::start() {
                                               : config_.consumer_name + "-" + std::to_string(i);
     consumers.push_back(transport_.open_consumer(config_.group, name));
   }
-  for (auto &consumer : consumers) threads_.emplace_back([this, consumer] { run(*consumer); });
+  for (auto &consumer : consumers)
+    threads_.emplace_back([this, consumer] {
+      name_this_thread("kodo-spooler");
+      run(*consumer);
+    });
 }
 
 void Spooler::stop_and_drain() {

@@ -11,6 +11,7 @@
 #include "core/event.hpp"
 #include "core/kodosumi_format.hpp"
 #include "core/kodosumi_payload.hpp"
+#include "core/thread_name.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -84,7 +85,10 @@ void SseHub::start() {
   next_poll_ = now + config_.poll_s;
   next_alive_ = now + config_.keepalive_s;
   for (size_t i = 0; i < std::max<size_t>(1, config_.threads); ++i)
-    threads_.emplace_back([this] { run(); });
+    threads_.emplace_back([this] {
+      name_this_thread("kodo-sse");
+      run();
+    });
 }
 
 void SseHub::stop() {
