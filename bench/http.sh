@@ -17,6 +17,8 @@
 #   KODO_BENCH_LIMIT=0 ...                               without the trivial server
 #   KODO_BENCH_OLD_DIR=DIR ...      the "old" host from DIR/bin, DIR/plugins (default build-old)
 #   KODO_BENCH_NEW_ARGS='--sse-batch 0' ...              more options for this tree's host
+#   KODO_BENCH_TMP=/dev/shm ...     the executions' databases on tmpfs: without the disk's
+#                                   stalls in the commit, the latency is the HTTP side's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +42,7 @@ if [[ ${KODO_BENCH_HOSTS:-new old} == *old* && ! -x $old_dir/bin/kodo-host ]]; t
 fi
 ulimit -n "$(ulimit -Hn)"  # the viewers' client needs a descriptor each
 
-tmp=$(mktemp -d /tmp/kodo-bench-http-XXXXXX)
+tmp=$(mktemp -d "${KODO_BENCH_TMP:-/tmp}/kodo-bench-http-XXXXXX")
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
@@ -108,6 +110,15 @@ run_host() {  # label binary-dir
   elapsed=$(echo "$(date +%s.%N) - $started" | bc)
   cpu=$(echo "scale=0; 100 * ($ticks1 - $ticks0) / $(getconf CLK_TCK) / $elapsed" | bc)
   sed 's/^/  /' "$data/load"
+  # The part of that latency spent before the commit (the flow's pipe, the transport, the
+  # spooler's batch and the storage write), from the host's own histogram.
+  curl -fs "http://127.0.0.1:$port/metrics" | awk '
+    /^kodo_event_stored_latency_seconds_bucket/ {
+      match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); n[++k] = le; c[k] = $2 }
+    END { if (k == 0) exit; total = c[k]; line = "  event-to-commit (host histogram, whole run):"
+      for (i = 1; i < k; i++) if (n[i] >= 0.01 && n[i] <= 0.5)
+        line = line sprintf(" <=%gms %.2f%%", n[i] * 1000, 100 * c[i] / total)
+      print line }'
   printf '  host: RSS max %d MB, threads max %d, CPU %d%% of one core\n' $((rss_max / 1024)) \
     "$threads_max" "$cpu"
   sleep 2  # the viewers' connections close
