@@ -64,6 +64,15 @@ wrk_line() {  # label url: requests/s and p99
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   printf '  %-34s %10s req/s  p99 %s\n' "$1" "$rps" "$p99"
 }
+histogram_line() {  # label metric file: the share of samples in each bucket from 10 to 500 ms
+  awk -v label="$1" -v metric="$2" '
+    index($0, metric "_bucket") == 1 {
+      match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); n[++k] = le; c[k] = $2 }
+    END { if (k == 0 || c[k] == 0) exit; line = "  " label " (host histogram, whole run):"
+      for (i = 1; i < k; i++) if (n[i] >= 0.01 && n[i] <= 0.5)
+        line = line sprintf(" <=%gms %.2f%%", n[i] * 1000, 100 * c[i] / c[k])
+      print line }' "$3"
+}
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 run_host() {  # label binary-dir
@@ -110,15 +119,12 @@ run_host() {  # label binary-dir
   elapsed=$(echo "$(date +%s.%N) - $started" | bc)
   cpu=$(echo "scale=0; 100 * ($ticks1 - $ticks0) / $(getconf CLK_TCK) / $elapsed" | bc)
   sed 's/^/  /' "$data/load"
-  # The part of that latency spent before the commit (the flow's pipe, the transport, the
-  # spooler's batch and the storage write), from the host's own histogram.
-  curl -fs "http://127.0.0.1:$port/metrics" | awk '
-    /^kodo_event_stored_latency_seconds_bucket/ {
-      match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); n[++k] = le; c[k] = $2 }
-    END { if (k == 0) exit; total = c[k]; line = "  event-to-commit (host histogram, whole run):"
-      for (i = 1; i < k; i++) if (n[i] >= 0.01 && n[i] <= 0.5)
-        line = line sprintf(" <=%gms %.2f%%", n[i] * 1000, 100 * c[i] / total)
-      print line }'
+  # That latency's parts as the host saw them, from its own histograms: before the commit (the
+  # flow's pipe, the transport, the spooler's batch and the storage write), and from the commit
+  # to the frames handed to each viewer's socket (the rest is the network and the client).
+  curl -fs "http://127.0.0.1:$port/metrics" >"$data/metrics"
+  histogram_line "event-to-commit" kodo_event_stored_latency_seconds "$data/metrics"
+  histogram_line "commit-to-socket, per viewer" kodo_sse_sent_latency_seconds "$data/metrics"
   printf '  host: RSS max %d MB, threads max %d, CPU %d%% of one core\n' $((rss_max / 1024)) \
     "$threads_max" "$cpu"
   sleep 2  # the viewers' connections close

@@ -201,6 +201,7 @@ int serve(const HostConfig &given) {
   hub_config.json_max_depth = config.json_max_depth;
   hub_config.keepalive_s = config.sse_keepalive_s;
   hub_config.batch_s = config.sse_batch_s;
+  hub_config.sent_latency = &metrics.sse_sent_latency;
   SseHub hub(*storage, executor, hub_config);
   hub.start();
   StatusCache status_cache;

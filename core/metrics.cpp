@@ -45,7 +45,8 @@ void Histogram::render(std::string &out, const std::string &name, const std::str
 
 Metrics::Metrics()
     : batch_size({1, 10, 100, 1000, 10000, 100000}),
-      stored_latency({0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}) {}
+      stored_latency({0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}),
+      sse_sent_latency({0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}) {}
 
 static void counter(std::string &out, const char *name, const char *help, uint64_t value) {
   out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
@@ -98,6 +99,9 @@ std::string Metrics::render(const Gauges &g) const {
   batch_size.render(out, "kodo_spool_batch_size", "Events per stored batch.");
   stored_latency.render(out, "kodo_event_stored_latency_seconds",
                         "Time from an event's timestamp to its storage commit.");
+  sse_sent_latency.render(out, "kodo_sse_sent_latency_seconds",
+                          "Time from a commit to its frames being written to a viewer's socket, "
+                          "per viewer.");
   return out;
 }
 

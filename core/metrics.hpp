@@ -81,6 +81,9 @@ struct Metrics {
   std::atomic<int64_t> spool_lag_ms{0};          // age of the newest event stored in the last batch
   Histogram batch_size;                          // events per stored batch
   Histogram stored_latency;                      // seconds from an event's timestamp to its commit
+  // Seconds from a commit to its frames being handed to a viewer's socket, once per viewer
+  // (the SSE hub's part of commit-to-viewer; the network and the client come after).
+  Histogram sse_sent_latency;
 
   // Gauges owned elsewhere are passed in at render time.
   struct Gauges {

@@ -134,7 +134,7 @@ void SseHub::subscribe(const std::string &fid, std::vector<std::string> kinds, i
   queue_locked(fid, w);
 }
 
-void SseHub::on_stored(const kodo_event *const *events, size_t count, double) {
+void SseHub::on_stored(const kodo_event *const *events, size_t count, double stored_at) {
   std::lock_guard<std::mutex> lock(mu_);
   const char *last = nullptr;
   for (size_t i = 0; i < count; ++i) {
@@ -144,6 +144,7 @@ void SseHub::on_stored(const kodo_event *const *events, size_t count, double) {
     auto it = watched_.find(fid);
     if (it == watched_.end()) continue;
     it->second.dirty = true;
+    if (it->second.stored_at == 0) it->second.stored_at = stored_at;
     queue_locked(it->first, it->second);
   }
 }
@@ -274,12 +275,15 @@ void SseHub::pump(const std::string &fid) {
   std::vector<std::shared_ptr<Viewer>> viewers;
   int64_t cursor = -1;
   bool cursor_known = false;
+  double stored_at = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     Watched &w = watched_.at(fid);
     viewers = w.viewers;
     cursor = w.cursor;
     cursor_known = w.cursor_known;
+    stored_at = w.stored_at;
+    w.stored_at = 0;
     w.dirty = false;
   }
   if (!cursor_known) {
@@ -345,16 +349,31 @@ void SseHub::pump(const std::string &fid) {
       if (is_final_status_event(e)) final_seen = true;
     });
     const std::shared_ptr<const std::string> batch_frames[2] = {shared(batch[0]), shared(batch[1])};
+    uint64_t sent = 0;
     for (auto &v : viewers) {
       if (!v->caught_up) continue;
       if (shares(*v)) {
         v->after = cursor;
         const auto &frames = batch_frames[v->formatted ? 1 : 0];
-        if (!frames->empty() && !v->stream->write(frames)) gone.push_back(v);
+        if (frames->empty()) continue;
+        if (v->stream->write(frames))
+          ++sent;
+        else
+          gone.push_back(v);
         continue;
       }
-      if (!v->out.empty() && !v->stream->write(v->out)) gone.push_back(v);
+      if (!v->out.empty()) {
+        if (v->stream->write(v->out))
+          ++sent;
+        else
+          gone.push_back(v);
+      }
       v->out.clear();
+    }
+    // Once for all of this read's viewers: the last one's wait bounds every other's.
+    if (sent > 0 && stored_at > 0 && config_.sent_latency != nullptr) {
+      config_.sent_latency->observe(std::max(0.0, now_seconds() - stored_at), sent);
+      stored_at = 0;  // a second read (before an eof) carries newer events only
     }
   };
   read_live();

@@ -8,6 +8,7 @@
 
 #include "core/executor.hpp"
 #include "core/http_server.hpp"
+#include "core/metrics.hpp"
 #include "core/spooler.hpp"
 #include "core/storage.hpp"
 
@@ -39,6 +40,9 @@ struct SseHubConfig {
   // together, in one write per viewer. The spooler commits every few ms; a read and a write
   // to every viewer per commit was most of the cost per frame with 10,000 viewers.
   double batch_s = 0.02;
+  // When set: each live send to a viewer observes the time since the commit of the oldest
+  // event it carries (as the spooler's notice told it).
+  Histogram *sent_latency = nullptr;
 };
 
 // Thread-safe. on_stored runs on spooler threads and only marks work.
@@ -82,6 +86,7 @@ class SseHub : public StoredObserver {
     bool busy = false;
     bool dirty = false;     // new events may be stored
     double not_before = 0;  // the next live read waits until then (batch_s)
+    double stored_at = 0;   // commit of the oldest notice not yet read; 0: none
   };
 
   void run();

@@ -245,6 +245,12 @@ TEST_F(HostLimits, ViewersSharingReadsGetTheirOwnKindsAndPositionsInOrder) {
       from = at;
     }
   }
+  // The live sends were timed from their commits, once per viewer written to.
+  const std::string metrics = host_.request("GET", "/metrics").body;
+  const std::string count = "\nkodo_sse_sent_latency_seconds_count ";
+  const size_t at = metrics.find(count);
+  ASSERT_NE(at, std::string::npos) << metrics;
+  EXPECT_GE(std::strtoll(metrics.c_str() + at + count.size(), nullptr, 10), 20) << metrics;
 }
 
 // Viewers were sent `alive` frames while still waiting to be caught up, so a stream could
