@@ -57,9 +57,9 @@ wait_http() {  # url: until it answers (up to 20 s)
   for _ in $(seq 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "no answer from $1" >&2; return 1
 }
-wrk_line() {  # label url: requests/s and p99
+wrk_line() {  # label url [wrk options]: requests/s and p99
   local out rps p99
-  out=$(wrk -t2 -c64 -d"${wrk_seconds}s" --latency "$2")
+  out=$(wrk -t2 -c64 -d"${wrk_seconds}s" --latency "${@:3}" "$2")
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   printf '  %-34s %10s req/s  p99 %s\n' "$1" "$rps" "$p99"
@@ -158,6 +158,31 @@ run_limit() {  # the same load against the trivial server
   wait "$pid" 2>/dev/null || true
 }
 
+run_logins() {  # wrk on /outputs/status with logins on: the token checked, the owner too
+  local port data pid token fid
+  port=$(free_port)
+  data=$tmp/logins
+  mkdir -p "$data"
+  build/bin/kodo-host --address "127.0.0.1:$port" --plugin-dir build/plugins \
+    --exec-dir "$data/execution" --auth on --admin-database "sqlite:///$data/admin.db" \
+    --secret-key-file "$data/secret.key" --admin-password bench-pw \
+    --flow "once=$PWD/build/bin/kodo-tick-flow 10 0.1" serve >"$data/log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  wait_http "http://127.0.0.1:$port/health"
+  token=$(curl -fs -XPOST "http://127.0.0.1:$port/api/login" \
+    -d '{"name":"admin","password":"bench-pw"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["KODOSUMI_API_KEY"])')
+  fid=$(curl -fs -XPOST "http://127.0.0.1:$port/api/v1/executions" -H "KODOSUMI_API_KEY: $token" \
+    -d '{"flow":"once"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["fid"])')
+  sleep 2
+  echo "== new host with logins on"
+  wrk_line "new /outputs/status/{fid}, a token" "http://127.0.0.1:$port/outputs/status/$fid" \
+    -H "KODOSUMI_API_KEY: $token"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+
 [[ ${KODO_BENCH_LIMIT:-1} == 1 ]] && run_limit
 for host in ${KODO_BENCH_HOSTS:-new old}; do
   case $host in
@@ -165,6 +190,7 @@ for host in ${KODO_BENCH_HOSTS:-new old}; do
     old) run_host old "$old_dir" ;;
   esac
 done
+[[ ${KODO_BENCH_HOSTS:-new old} == *new* ]] && run_logins
 
 echo "== nginx, a static file of the same size"
 port=$(free_port)

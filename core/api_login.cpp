@@ -234,6 +234,7 @@ void Api::change_user(const RouteCall &call) {
   if (auto active = json_bool(doc, "active")) a.active = *active;
   if (auto is_operator = json_bool(doc, "operator")) a.is_operator = *is_operator;
   ctx_.auth->accounts().update(a);
+  ctx_.auth->forget_account(a.id);  // a disabled account is refused from the next request on
   log_info("account " + a.name + " (" + a.id + ") changed by " + call.caller.name);
   send_account(call.response, 200, a);
 }

@@ -1,6 +1,7 @@
 #include "core/auth.hpp"
 
 #include <kodo/host/error.hpp>
+#include "core/event.hpp"
 #include "core/ids.hpp"
 
 #include <fcntl.h>
@@ -136,22 +137,63 @@ Auth::Auth(std::unique_ptr<AccountStore> accounts, std::string key, const AuthCo
       by_client_(config.login_failures, config.login_window_s),
       by_account_(config.login_failures, config.login_window_s) {}
 
-std::optional<Caller> Auth::authenticate(const HttpRequest &request) {
+namespace {
+
+Caller caller_of(const TokenClaims &claims, const Account &account) {
+  Caller caller;
+  caller.user = account.id;
+  caller.name = account.name;
+  // A flow's token acts as its user on its own execution only, never as an operator.
+  caller.is_operator = account.is_operator && claims.fid.empty();
+  caller.fid = claims.fid;
+  return caller;
+}
+
+}  // namespace
+
+std::optional<TokenClaims> Auth::claims_of(const HttpRequest &request) const {
   std::optional<std::string> token;
   if (const std::string *header = request.header(kHeaderKey)) token = *header;
   if (!token) token = cookie_value(request, kCookieKey);
   if (!token) return std::nullopt;
-  auto claims = verify_token(key_, *token, unix_now());
+  return verify_token(key_, *token, unix_now());
+}
+
+std::optional<Caller> Auth::authenticate(const HttpRequest &request) {
+  auto claims = claims_of(request);
   if (!claims) return std::nullopt;
   auto account = accounts_->by_id(claims->sub);
-  if (!account || !account->active) return std::nullopt;
-  Caller caller;
-  caller.user = account->id;
-  caller.name = account->name;
-  // A flow's token acts as its user on its own execution only, never as an operator.
-  caller.is_operator = account->is_operator && claims->fid.empty();
-  caller.fid = claims->fid;
-  return caller;
+  if (!account) return std::nullopt;
+  remember(*account);
+  if (!account->active) return std::nullopt;
+  return caller_of(*claims, *account);
+}
+
+std::optional<Caller> Auth::cached_caller(const HttpRequest &request) {
+  auto claims = claims_of(request);
+  if (!claims) return std::nullopt;
+  std::lock_guard<std::mutex> lock(known_mu_);
+  auto it = known_.find(claims->sub);
+  if (it == known_.end() || now_seconds() - it->second.read_at > kAccountFreshS ||
+      !it->second.account.active)
+    return std::nullopt;
+  return caller_of(*claims, it->second.account);
+}
+
+void Auth::remember(const Account &account) {
+  constexpr size_t kMaxKnown = 4096;
+  const double now = now_seconds();
+  std::lock_guard<std::mutex> lock(known_mu_);
+  if (known_.size() >= kMaxKnown && known_.count(account.id) == 0) known_.clear();
+  KnownAccount &known = known_[account.id];
+  known.account = account;
+  known.account.password_hash.clear();  // not needed to tell who calls
+  known.read_at = now;
+}
+
+void Auth::forget_account(const std::string &id) {
+  std::lock_guard<std::mutex> lock(known_mu_);
+  known_.erase(id);
 }
 
 LoginResult Auth::login(const std::string &name, const std::string &password,

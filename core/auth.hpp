@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 namespace kodo {
 
@@ -72,6 +73,15 @@ class Auth {
   // The caller named by the request's header KODOSUMI_API_KEY or cookie kodosumi_jwt (the
   // header first, as kodosumi), or nullopt when neither holds a valid token of an active account.
   std::optional<Caller> authenticate(const HttpRequest &request);
+  // The same answer without the accounts database, for the I/O threads: the request's token
+  // checked, and its account as authenticate() read it within the last kAccountFreshS. Null
+  // whenever that cannot be told (no token, a bad one, an account not read lately or not
+  // active): the request then takes the full route, which answers it.
+  std::optional<Caller> cached_caller(const HttpRequest &request);
+  // An account was changed here (disabled, its password or role): it is read again.
+  void forget_account(const std::string &id);
+  // Changes made by another process (kodo-host users ...) are seen within this.
+  static constexpr double kAccountFreshS = 1.0;
   // Checks the password; limited per `client` and per account name.
   LoginResult login(const std::string &name, const std::string &password, const std::string &client,
                     Account *out, double *retry_after_s);
@@ -91,6 +101,14 @@ class Auth {
   AuthConfig config_;
   LoginLimiter by_client_;
   LoginLimiter by_account_;
+  struct KnownAccount {
+    Account account;
+    double read_at = 0;
+  };
+  std::mutex known_mu_;
+  std::unordered_map<std::string, KnownAccount> known_;  // by id, as authenticate() read them
+  std::optional<TokenClaims> claims_of(const HttpRequest &request) const;
+  void remember(const Account &account);
 };
 
 // The cookie kodosumi_jwt's value in a Cookie header, if any.

@@ -7,14 +7,16 @@
 
 namespace kodo {
 
-std::shared_ptr<const std::string> StatusCache::get(const std::string &fid) const {
+std::shared_ptr<const std::string> StatusCache::get(const std::string &fid,
+                                                    std::string *owner) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(fid);
   if (it == entries_.end() || now_seconds() - it->second.kept_at > fresh_s_) return nullptr;
+  if (owner != nullptr) *owner = it->second.owner;
   return it->second.body;
 }
 
-void StatusCache::put(const std::string &fid, std::string body) {
+void StatusCache::put(const std::string &fid, const std::string &owner, std::string body) {
   auto kept = std::make_shared<const std::string>(std::move(body));
   const double now = now_seconds();
   std::lock_guard<std::mutex> lock(mu_);
@@ -24,7 +26,7 @@ void StatusCache::put(const std::string &fid, std::string body) {
       it = now - it->second.kept_at > fresh_s_ ? entries_.erase(it) : std::next(it);
     if (entries_.size() >= max_entries_) entries_.clear();
   }
-  entries_[fid] = Entry{std::move(kept), now};
+  entries_[fid] = Entry{std::move(kept), owner, now};
 }
 
 void StatusCache::forget(const std::string &fid) {

@@ -21,15 +21,18 @@ class StatusCache : public StoredObserver {
   explicit StatusCache(double fresh_s = 1.0, size_t max_entries = 4096)
       : fresh_s_(fresh_s), max_entries_(max_entries) {}
 
-  // The answer kept for fid, if it is fresh; null otherwise.
-  std::shared_ptr<const std::string> get(const std::string &fid) const;
-  void put(const std::string &fid, std::string body);
+  // The answer kept for fid, if it is fresh; null otherwise. owner: the user it is stored
+  // under, for the owner check.
+  std::shared_ptr<const std::string> get(const std::string &fid,
+                                         std::string *owner = nullptr) const;
+  void put(const std::string &fid, const std::string &owner, std::string body);
   void forget(const std::string &fid);
   void on_stored(const kodo_event *const *events, size_t count, double stored_at) override;
 
  private:
   struct Entry {
     std::shared_ptr<const std::string> body;
+    std::string owner;
     double kept_at = 0;
   };
   const double fresh_s_;

@@ -241,6 +241,27 @@ TEST_F(AuthHost, AnotherUsersExecutionIsUnknownOnEveryRoute) {
   EXPECT_EQ(as(admin_, "DELETE", "/outputs/" + fid).status, 204);
 }
 
+// /outputs/status of a finished execution is answered on an I/O thread from what was read
+// lately (the answer and its owner, the caller's account). That must never widen who sees
+// it: asked again and again by its owner and an operator, it stays 404 to another user and
+// 401 without a token or with a bad one, and its owner, disabled, gets 401 at once.
+TEST_F(AuthHost, CachedStatusAnswersKeepTheOwnerCheck) {
+  const std::string fid = launch(alice_);
+  const std::string path = "/outputs/status/" + fid;
+  for (int i = 0; i < 3; ++i) {  // the first read keeps it; the others are answered from it
+    EXPECT_EQ(as(alice_, "GET", path).status, 200) << i;
+    EXPECT_EQ(as(admin_, "GET", path).status, 200) << i;
+    HttpResult theirs = as(bob_, "GET", path);
+    EXPECT_EQ(theirs.status, 404) << i;
+    EXPECT_EQ(theirs.body.find("finished"), std::string::npos) << theirs.body;
+    EXPECT_EQ(host_.request("GET", path).status, 401) << i;
+    EXPECT_EQ(as(alice_ + "x", "GET", path).status, 401) << i;
+  }
+  EXPECT_EQ(as(admin_, "POST", "/api/v1/users/alice", R"({"active":false})").status, 200);
+  EXPECT_EQ(as(alice_, "GET", path).status, 401);
+  EXPECT_EQ(as(admin_, "GET", path).status, 200);
+}
+
 TEST_F(AuthHost, UnauthenticatedRequestsAre401AndAccountRoutesOperatorsOnly) {
   for (const kodo::ApiRoute &route : kodo::Api::routes()) {
     if (route.open) continue;

@@ -11,7 +11,9 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 namespace {
 
@@ -255,6 +257,45 @@ TEST(LoginLimit, PerClientAndPerAccount) {
   EXPECT_EQ(auth.login("admin", "admin", "10.0.0.2", &out, &wait), kodo::LoginResult::RateLimited);
   // Another account from another client is not.
   EXPECT_EQ(auth.login("nobody", "x", "10.0.0.3", &out, &wait), kodo::LoginResult::Refused);
+}
+
+// The I/O threads' view of a caller (cached_caller) is never wider than authenticate()'s: it
+// knows only accounts authenticate() read within the last second, drops one changed here,
+// refuses a bad token whatever it knows, and keeps no password hash.
+TEST(CachedCaller, KnowsOnlyWhatAuthenticateReadLately) {
+  kodo::testing::TempDir dir("kodo-cached-caller");
+  kodo::Auth auth(kodo::AccountStore::open("sqlite:///" + dir.path() + "/admin.db"), kKey, {});
+  auth.accounts().create_schema();
+  auth.ensure_admin(false);
+  kodo::Account admin = *auth.accounts().by_name("admin");
+  const std::string token = auth.token_for(admin);
+  kodo::HttpRequest request;
+  request.headers.emplace_back("kodosumi_api_key", token);
+  EXPECT_FALSE(auth.cached_caller(request)) << "known before it was read";
+  ASSERT_TRUE(auth.authenticate(request));
+  const auto cached = auth.cached_caller(request);
+  ASSERT_TRUE(cached);
+  EXPECT_EQ(cached->user, admin.id);
+  EXPECT_EQ(cached->name, "admin");
+  EXPECT_TRUE(cached->is_operator);
+  kodo::HttpRequest bad;
+  bad.headers.emplace_back("kodosumi_api_key", token + "x");
+  EXPECT_FALSE(auth.cached_caller(bad));
+  EXPECT_FALSE(auth.cached_caller(kodo::HttpRequest{}));
+  // Changed here: read again, and a disabled account is refused by both.
+  admin.active = false;
+  auth.accounts().update(admin);
+  auth.forget_account(admin.id);
+  EXPECT_FALSE(auth.cached_caller(request));
+  EXPECT_FALSE(auth.authenticate(request));
+  EXPECT_FALSE(auth.cached_caller(request)) << "a disabled account known as a caller";
+  // Changed by another process: seen once what was read is older than kAccountFreshS.
+  admin.active = true;
+  auth.accounts().update(admin);
+  ASSERT_TRUE(auth.authenticate(request));
+  ASSERT_TRUE(auth.cached_caller(request));
+  std::this_thread::sleep_for(std::chrono::duration<double>(kodo::Auth::kAccountFreshS + 0.2));
+  EXPECT_FALSE(auth.cached_caller(request));
 }
 
 TEST(SigningKey, GeneratedOnceWithMode0600AndRefusedWhenOthersCanRead) {
