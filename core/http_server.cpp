@@ -42,6 +42,10 @@ void close_fd(int &fd) {
 void accept_next(const std::shared_ptr<HttpServer::Impl> &s);
 
 void admit(const std::shared_ptr<HttpServer::Impl> &s, asio::ip::tcp::socket socket) {
+  // Every write is a whole response or a stream's batch of events: Nagle's algorithm would
+  // only hold a stream's next batch back until the client acknowledged the last one.
+  boost::system::error_code ignored;
+  socket.set_option(asio::ip::tcp::no_delay(true), ignored);
   auto session = std::make_shared<http_detail::Session>(std::move(socket), s);
   bool busy = false;
   {
