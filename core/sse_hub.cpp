@@ -135,17 +135,25 @@ void SseHub::subscribe(const std::string &fid, std::vector<std::string> kinds, i
 }
 
 void SseHub::on_stored(const kodo_event *const *events, size_t count, double stored_at) {
+  // Far behind (a storage that fails reads), the oldest notices are let go: they only time.
+  constexpr size_t kMaxCommits = 256;
   std::lock_guard<std::mutex> lock(mu_);
   const char *last = nullptr;
+  Watched *w = nullptr;
   for (size_t i = 0; i < count; ++i) {
     const char *fid = events[i]->fid;
-    if (last != nullptr && std::strcmp(last, fid) == 0) continue;  // batches come in runs
-    last = fid;
-    auto it = watched_.find(fid);
-    if (it == watched_.end()) continue;
-    it->second.dirty = true;
-    if (it->second.stored_at == 0) it->second.stored_at = stored_at;
-    queue_locked(it->first, it->second);
+    if (last == nullptr || std::strcmp(last, fid) != 0) {  // batches come in runs
+      last = fid;
+      auto it = watched_.find(fid);
+      w = it == watched_.end() ? nullptr : &it->second;
+      if (w == nullptr) continue;
+      w->dirty = true;
+      queue_locked(it->first, *w);
+      if (w->commits.size() >= kMaxCommits) w->commits.erase(w->commits.begin());
+      if (w->commits.empty() || w->commits.back().second != stored_at)
+        w->commits.emplace_back(events[i]->seq, stored_at);
+    }
+    if (w != nullptr) w->commits.back().first = std::max(w->commits.back().first, events[i]->seq);
   }
 }
 
@@ -275,15 +283,14 @@ void SseHub::pump(const std::string &fid) {
   std::vector<std::shared_ptr<Viewer>> viewers;
   int64_t cursor = -1;
   bool cursor_known = false;
-  double stored_at = 0;
+  std::vector<std::pair<int64_t, double>> commits;
   {
     std::lock_guard<std::mutex> lock(mu_);
     Watched &w = watched_.at(fid);
     viewers = w.viewers;
     cursor = w.cursor;
     cursor_known = w.cursor_known;
-    stored_at = w.stored_at;
-    w.stored_at = 0;
+    commits.swap(w.commits);
     w.dirty = false;
   }
   if (!cursor_known) {
@@ -370,11 +377,18 @@ void SseHub::pump(const std::string &fid) {
       }
       v->out.clear();
     }
-    // Once for all of this read's viewers: the last one's wait bounds every other's.
-    if (sent > 0 && stored_at > 0 && config_.sent_latency != nullptr) {
-      config_.sent_latency->observe(std::max(0.0, now_seconds() - stored_at), sent);
-      stored_at = 0;  // a second read (before an eof) carries newer events only
+    // Each commit this read sent, once per viewer; the last viewer's wait bounds the others'.
+    // Commits read before (a notice that came during an earlier read) are not timed again.
+    if (config_.sent_latency != nullptr && sent > 0) {
+      const double now = now_seconds();
+      for (const auto &[seq, stored_at] : commits)
+        if (seq > from && seq <= cursor)
+          config_.sent_latency->observe(std::max(0.0, now - stored_at), sent);
     }
+    commits.erase(commits.begin(), std::find_if(commits.begin(), commits.end(),
+                                                [&](const std::pair<int64_t, double> &c) {
+                                                  return c.first > cursor;
+                                                }));
   };
   read_live();
 
@@ -403,6 +417,8 @@ void SseHub::pump(const std::string &fid) {
   Watched &w = watched_.at(fid);
   w.cursor = cursor;
   w.cursor_known = true;
+  // Notices of commits this read did not reach wait for the next one, before newer ones.
+  if (!commits.empty()) w.commits.insert(w.commits.begin(), commits.begin(), commits.end());
   if (gone.empty()) return;
   std::sort(gone.begin(), gone.end());
   gone.erase(std::unique(gone.begin(), gone.end()), gone.end());

@@ -40,8 +40,8 @@ struct SseHubConfig {
   // together, in one write per viewer. The spooler commits every few ms; a read and a write
   // to every viewer per commit was most of the cost per frame with 10,000 viewers.
   double batch_s = 0.02;
-  // When set: each live send to a viewer observes the time since the commit of the oldest
-  // event it carries (as the spooler's notice told it).
+  // When set: for each commit whose events a live send carries, the time from the commit
+  // (the spooler's notice) to the send, once per viewer sent to.
   Histogram *sent_latency = nullptr;
 };
 
@@ -86,7 +86,8 @@ class SseHub : public StoredObserver {
     bool busy = false;
     bool dirty = false;     // new events may be stored
     double not_before = 0;  // the next live read waits until then (batch_s)
-    double stored_at = 0;   // commit of the oldest notice not yet read; 0: none
+    // The spooler's notices not yet sent: (the last seq it committed, when), oldest first.
+    std::vector<std::pair<int64_t, double>> commits;
   };
 
   void run();
