@@ -67,11 +67,12 @@ void Checkpointer::checkpoint(Entry &e) {
     }
   }
   // The WAL starts over (instead of growing) only once a checkpoint has reached its end, and
-  // commits went on during the one above. The rest, those commits' pages, is checkpointed
-  // with the writer held: little to write, as the bulk is on the disk already. Not under the
-  // lease: archive and purge take the writer's mutex first, then wait for leases.
+  // under steady writes commits went on during the one above. The rest, their pages, is
+  // checkpointed with the writer held: little to write, as the bulk is on the disk already.
+  // Not under the lease: archive and purge take the writer's mutex, then wait for leases.
   std::lock_guard lock(e.write_mu);
-  if (e.gone || !e.writer) return;
+  // A WAL shorter than the threshold has started over since the request: nothing to finish.
+  if (e.gone || !e.writer || e.writer->wal_pages < settings_.checkpoint_pages) return;
   try {
     passive_checkpoint(*e.writer->conn);
   } catch (const Error &err) {

@@ -105,7 +105,7 @@ TEST_F(SqliteCheckpoint, BackgroundThreadKeepsEveryWalShort) {
                      {"checkpoint_inline_pages", "1000000"}});
   const std::vector<std::string> fids{"w1", "w2", "w3", "w4"};
   const int per_round = 20, rounds = 160;  // 20 events of 1 KB: about 6 pages a round
-  const uintmax_t bound = wal_frames_limit(4 * threshold);
+  const uintmax_t bound = wal_frames_limit(uintmax_t{4} * threshold);
   std::map<std::string, int64_t> stored;
   for (int r = 0; r < rounds; ++r) {
     store.append_ok(batch(fids, int64_t{r} * per_round, per_round));
@@ -132,7 +132,7 @@ TEST_F(SqliteCheckpoint, WriterCheckpointsItselfAtTheInlineLimit) {
       dir_, {{"checkpoint_pages", "1000000"}, {"checkpoint_inline_pages", std::to_string(limit)}});
   const std::vector<std::string> fids{"i1", "i2"};
   const int per_round = 20, rounds = 100;  // about 6 pages a round, 25 times the limit
-  const uintmax_t bound = wal_frames_limit(2 * limit);
+  const uintmax_t bound = wal_frames_limit(uintmax_t{2} * limit);
   for (int r = 0; r < rounds; ++r) {
     store.append_ok(batch(fids, int64_t{r} * per_round, per_round));
     for (const auto &fid : fids) ASSERT_LE(wal_size(fid), bound) << fid << " after round " << r;
@@ -150,9 +150,11 @@ TEST_F(SqliteCheckpoint, AppendsDuringCheckpointsLoseNothing) {
   {
     Store store(dir_, {{"checkpoint_pages", "4"}, {"checkpoint_inline_pages", "64"}});
     std::vector<std::thread> writers;
+    writers.reserve(threads);
     for (int t = 0; t < threads; ++t)
       writers.emplace_back([&, t] {
         std::vector<std::string> mine;
+        mine.reserve(per_thread);
         for (int x = 0; x < per_thread; ++x) mine.push_back(fid_of(t, x));
         for (int r = 0; r < rounds; ++r) {
           Outcome o = store.append(batch(mine, int64_t{r} * per_round, per_round));
@@ -240,6 +242,7 @@ TEST_F(SqliteCheckpoint, ArchiveBesideBackgroundCheckpoints) {
 // each database folds and removes its WAL. Nothing is lost, and the storage opens again.
 TEST_F(SqliteCheckpoint, ShutdownWithCheckpointsPending) {
   std::vector<std::string> fids;
+  fids.reserve(40);
   for (int x = 0; x < 40; ++x) fids.push_back("s" + std::to_string(x));
   const int per_round = 4, opens = 5;
   for (int n = 0; n < opens; ++n) {
