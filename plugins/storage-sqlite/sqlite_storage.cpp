@@ -631,7 +631,7 @@ const kodo_option_spec kAppendThreads = kodo::sdk::option(
 const kodo_option_spec kCheckpointPages = kodo::sdk::option(
     "checkpoint_pages", KODO_OPTION_INT, 0, "1000", nullptr,
     "WAL pages after which a background thread checkpoints an execution's database (SQLite's "
-    "wal_autocheckpoint; commits never wait for it)");
+    "wal_autocheckpoint, run beside the commits instead of in one)");
 const kodo_option_spec kCheckpointInlinePages = kodo::sdk::option(
     "checkpoint_inline_pages", KODO_OPTION_INT, 0, "0", nullptr,
     "WAL pages at which a commit checkpoints its database itself, the background thread having "
