@@ -93,6 +93,16 @@ TEST_F(SqliteCheckpoint, RejectsBadPageCounts) {
   }
 }
 
+// A commit does not checkpoint: with both thresholds out of reach, a WAL passes SQLite's own
+// automatic checkpoint (1000 pages), which would have made it start over.
+TEST_F(SqliteCheckpoint, CommitsDoNotCheckpoint) {
+  Store store(dir_, {{"checkpoint_pages", "1000000"}, {"checkpoint_inline_pages", "1000000"}});
+  const int per_round = 20, rounds = 250;  // about 6 pages a round: 1,500 in all
+  for (int r = 0; r < rounds; ++r) store.append_ok(batch({"n"}, int64_t{r} * per_round, per_round));
+  EXPECT_GT(wal_size("n"), wal_frames_limit(1200));
+  expect_all(store, "n", int64_t{rounds} * per_round);
+}
+
 // Appends to four executions with the writers' own checkpoint out of reach: only the
 // background thread can keep the WALs short. A WAL starts over (and is cut back to twice the
 // threshold) at the first commit after a checkpoint that reached its end; under back-to-back
