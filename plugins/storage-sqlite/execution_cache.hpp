@@ -6,6 +6,7 @@
 #include "execution_db.hpp"
 #include "sqlite_common.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <list>
@@ -17,7 +18,7 @@
 
 namespace kodo_sqlite {
 
-struct Entry {
+struct Entry : std::enable_shared_from_this<Entry> {
   Entry(std::string user, std::string id, fs::path folder)
       : username(std::move(user)),
         fid(std::move(id)),
@@ -45,7 +46,8 @@ struct Entry {
   bool draining = false;                    // archive or purge waits: no new reader starts
   bool gone = false;                        // archived or purged; set holding both mutexes
 
-  std::list<Entry *>::iterator lru;  // guarded by the cache's mutex
+  std::list<Entry *>::iterator lru;            // guarded by the cache's mutex
+  std::atomic<bool> checkpoint_queued{false};  // the checkpointer has it in its queue
 };
 
 // Reader connections an execution keeps open while no read uses them; reads beyond these at
@@ -72,6 +74,24 @@ class Exclusive {
   std::lock_guard<std::mutex> write_;
   std::unique_lock<std::mutex> read_;
 };
+
+// Starts a read of e for a Lease: counts it in use and takes an idle connection if there is
+// one (else `conn` stays empty: the caller opens one). While archive or purge drains e, waits
+// for it to end if `wait`, else gives up. False, and nothing taken, when e is gone.
+inline bool take_reader(Entry &e, bool wait, std::unique_ptr<Conn> &conn) {
+  std::unique_lock lock(e.read_mu);
+  if (wait)
+    e.readers_cv.wait(lock, [&] { return !e.draining; });
+  else if (e.draining)
+    return false;
+  if (e.gone) return false;
+  if (!e.idle.empty()) {
+    conn = std::move(e.idle.back());
+    e.idle.pop_back();
+  }
+  ++e.busy;
+  return true;
+}
 
 // A reader connection taken from an execution; handed back (or closed) when it ends.
 struct Lease {

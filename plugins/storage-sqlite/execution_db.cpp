@@ -80,8 +80,18 @@ std::string insert_sql(size_t rows) {
   return sql;
 }
 
+// A WAL frame is a page and this header.
+constexpr int64_t kWalFrameHeader = 24;
+
 // The per-connection page cache; many databases are open at once, each needs little.
 constexpr const char *kCacheSize = "PRAGMA cache_size=-1024";
+
+// The writer's wal_hook: SQLite calls it after each commit with the WAL's length. Installing
+// it also turns off SQLite's own automatic checkpoint, which is the same hook.
+int note_wal_pages(void *writer, sqlite3 *, const char *, int pages) {
+  static_cast<Writer *>(writer)->wal_pages = pages;
+  return SQLITE_OK;
+}
 
 // Both summary queries give: count, first timestamp, max id, its timestamp, status.
 Summary summary_from(sqlite3_stmt *s) {
@@ -262,6 +272,18 @@ std::unique_ptr<Writer> open_writer(const fs::path &dir, const Settings &setting
   c.exec("PRAGMA journal_mode=WAL", "cannot switch to WAL");
   c.exec(settings.synchronous, "cannot set synchronous on");
   c.exec(kCacheSize, "cannot set cache_size on");
+  sqlite3_wal_hook(c.db(), note_wal_pages, w.get());
+  // A WAL that a late checkpoint let grow past twice the threshold is cut back to that when it
+  // next starts over, so that one slow spell does not keep its disk space.
+  {
+    sqlite3_stmt *s = c.prepare("PRAGMA page_size");
+    StmtUse use(s);
+    const int64_t page = c.step(s, "cannot read the page size of") ? sqlite3_column_int64(s, 0) : 0;
+    const int64_t pages = std::min(settings.checkpoint_pages, settings.checkpoint_inline_pages);
+    c.exec(("PRAGMA journal_size_limit=" + std::to_string(2 * pages * (page + kWalFrameHeader)))
+               .c_str(),
+           "cannot set journal_size_limit on");
+  }
   // A database kodosumi made has no kodo_summary yet: add it, counted from its rows.
   if (!c.try_prepare(kCountedId)) {
     c.exec("BEGIN IMMEDIATE", "cannot begin a transaction on");
@@ -286,6 +308,20 @@ std::unique_ptr<Writer> open_writer(const fs::path &dir, const Settings &setting
   w->row = c.prepare("SELECT timestamp, kind, message FROM monitor WHERE id = ?");
   w->inserts.assign(kRowsPerInsert + 1, nullptr);
   return w;
+}
+
+void passive_checkpoint(Conn &c) {
+  sqlite3_stmt *s = c.prepare("PRAGMA wal_checkpoint(PASSIVE)");
+  StmtUse use(s);
+  c.step(s, "cannot checkpoint");  // its row says "busy" when another checkpoint is under way
+}
+
+void sync_database(Conn &c) {
+  sqlite3_file *file = nullptr;
+  int rc = sqlite3_file_control(c.db(), "main", SQLITE_FCNTL_FILE_POINTER, &file);
+  if (rc == SQLITE_OK && file && file->pMethods)
+    rc = file->pMethods->xSync(file, SQLITE_SYNC_NORMAL);
+  if (rc != SQLITE_OK) c.fail(rc, "cannot sync");
 }
 
 // A connection for reading an existing database; never creates one.

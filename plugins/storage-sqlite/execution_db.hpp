@@ -35,6 +35,10 @@ struct Settings {
   int busy_timeout_ms = 5000;
   size_t max_open = 256;
   const char *synchronous = "PRAGMA synchronous=NORMAL";
+  // WAL pages after which the checkpointer thread folds an execution's WAL into its database,
+  // and after which its writer does so itself because the checkpointer fell behind.
+  int checkpoint_pages = 1000;
+  int checkpoint_inline_pages = 10000;
 };
 
 struct Writer {
@@ -42,6 +46,7 @@ struct Writer {
   sqlite3_stmt *begin = nullptr, *commit = nullptr, *rollback = nullptr, *counted_id = nullptr,
                *fold = nullptr, *recount = nullptr, *row = nullptr;
   std::vector<sqlite3_stmt *> inserts;  // inserts[n]: a statement of n rows, prepared lazily
+  int wal_pages = 0;  // the WAL's length in pages after the last commit (SQLite's wal_hook)
 
   sqlite3_stmt *insert(size_t rows);
   void step_once(sqlite3_stmt *s, const char *what);
@@ -56,7 +61,17 @@ struct Writer {
   void write(const std::vector<const kodo_event *> &events);
 };
 
+// The writer's connection never checkpoints on commit: its owner reads wal_pages and asks
+// the checkpointer (or, far past the threshold, calls passive_checkpoint itself).
 std::unique_ptr<Writer> open_writer(const fs::path &dir, const Settings &settings);
+
+// Copies what it can of the WAL into the database without waiting for any lock (PASSIVE);
+// another checkpoint under way is not an error. Throws on I/O errors.
+void passive_checkpoint(Conn &c);
+
+// Flushes the database file to the disk: the pages a checkpoint that did not reach the end of
+// the WAL copied into it (SQLite syncs them only when a checkpoint reaches the end).
+void sync_database(Conn &c);
 
 // A connection for reading an existing database; never creates one.
 std::unique_ptr<Conn> open_reader(const fs::path &db, const Settings &settings,

@@ -16,11 +16,16 @@
 // Archive and purge take the writer's mutex, wait for the readers in use (keeping new ones
 // out), and mark the entry `gone` so that anyone still holding it looks the execution up again.
 // One append commits its executions on a few threads, one transaction per execution.
+// Commits do not checkpoint: a background thread folds each WAL into its database once it
+// passes checkpoint_pages, and a writer whose WAL is checkpoint_inline_pages long (the
+// checkpointer fell far behind) does it itself, so the WAL stays bounded.
 //
 // Files: execution_db.* (one execution's database: schema, summary, writer, readers),
 // execution_cache.hpp (an open execution and how it is held), worker_pool.hpp (append's
-// threads), listing_index.* (the listing order), sqlite_common.hpp (the connection wrapper);
+// threads), checkpointer.* (the WAL checkpoints' thread), listing_index.* (the listing order),
+// sqlite_common.hpp (the connection wrapper);
 // this file holds the storage: options, the cache, and the ABI's calls.
+#include "checkpointer.hpp"
 #include "execution_cache.hpp"
 #include "execution_db.hpp"
 #include "listing_index.hpp"
@@ -107,13 +112,22 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     if (threads == 0)
       threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, kAutoThreads);
     pool_ = std::make_unique<WorkerPool>(static_cast<size_t>(threads - 1));
+
+    settings_.checkpoint_pages = page_option(options, "checkpoint_pages", 1000, 1);
+    const int64_t inline_pages = page_option(options, "checkpoint_inline_pages", 0, 0);
+    settings_.checkpoint_inline_pages =
+        inline_pages > 0 ? static_cast<int>(inline_pages)
+                         : static_cast<int>(std::min<int64_t>(
+                               int64_t{10} * settings_.checkpoint_pages, INT_MAX));
+    checkpointer_ = std::make_unique<Checkpointer>(settings_, log_);
     index_ = std::make_unique<ListingIndex>(settings_.exec_dir, settings_.busy_timeout_ms);
 
     log_(KODO_LOG_INFO, "sqlite storage in " + settings_.exec_dir.string());
   }
 
   ~SqliteStorage() override {
-    pool_.reset();  // no call is running (see close): its helpers are idle
+    pool_.reset();          // no call is running (see close): its helpers are idle
+    checkpointer_.reset();  // before the entries it may hold are closed
     // Close every connection (checkpointing its WAL), outside the cache mutex as always:
     // entries lock themselves when they go.
     decltype(entries_) entries;
@@ -175,6 +189,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
           }
           try {
             e.writer->write(g.events);
+            checkpoint_if_due(e);
             if (!index_->knows(e.username, e.fid))
               new_items[i] = ListingIndex::Item{e.username, e.fid, sort_time(*e.writer, e.fid)};
           } catch (const Error &err) {
@@ -389,6 +404,33 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     x.last_seq = s.last_seq;
   }
 
+  // A page count option: least..INT_MAX (SQLite counts pages in an int).
+  static int page_option(const kodo::sdk::Options &options, const char *name, int64_t fallback,
+                         int64_t least) {
+    const int64_t pages = options.get_int(name, fallback);
+    if (pages < least || pages > INT_MAX)
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  std::string("option ") + name + " must be " + std::to_string(least) + ".." +
+                      std::to_string(INT_MAX) + ", got " + std::to_string(pages));
+    return static_cast<int>(pages);
+  }
+
+  // After a commit (its writer's mutex held): a WAL past the threshold goes to the
+  // checkpointer; one far past it, which the checkpointer has not reached, is checkpointed
+  // here. A failure of that checkpoint does not undo the commit: it is logged.
+  void checkpoint_if_due(Entry &e) {
+    const int pages = e.writer->wal_pages;
+    if (pages >= settings_.checkpoint_inline_pages) {
+      try {
+        passive_checkpoint(*e.writer->conn);
+      } catch (const Error &err) {
+        log_(KODO_LOG_WARN, std::string("append: ") + err.what());
+      }
+    } else if (pages >= settings_.checkpoint_pages) {
+      checkpointer_->request(e.shared_from_this());
+    }
+  }
+
   // The cache entry of an execution, made if missing. `hot` entries go to the front of the
   // LRU; maintenance (listing, archive, purge) leaves them at the back, so that walking
   // thousands of executions does not push out the ones being written.
@@ -464,16 +506,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
     for (;;) {
       std::shared_ptr<Entry> e = acquire(username, fid, hot);
       std::unique_ptr<Conn> c;
-      {
-        std::unique_lock lock(e->read_mu);
-        e->readers_cv.wait(lock, [&] { return !e->draining; });
-        if (e->gone) continue;
-        if (!e->idle.empty()) {
-          c = std::move(e->idle.back());
-          e->idle.pop_back();
-        }
-        ++e->busy;
-      }
+      if (!take_reader(*e, true, c)) continue;  // archived or purged: look it up again
       Lease lease(*e, std::move(c));
       try {
         if (!lease.conn) {
@@ -575,6 +608,7 @@ class SqliteStorage final : public kodo::sdk::StorageBase {
   std::unordered_map<std::string, std::string> owners_;  // fid -> username
 
   std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<ListingIndex> index_;
 };
 
@@ -594,8 +628,18 @@ const kodo_option_spec kSynchronous = kodo::sdk::option(
 const kodo_option_spec kAppendThreads = kodo::sdk::option(
     "append_threads", KODO_OPTION_INT, 0, "0", nullptr,
     "threads one append spreads its executions over (0: one per core, at most 4; 1: none)");
-const kodo_option_spec *const kOptions[] = {&kExecDir, &kBusyTimeout, &kMaxOpen, &kSynchronous,
-                                            &kAppendThreads};
+const kodo_option_spec kCheckpointPages = kodo::sdk::option(
+    "checkpoint_pages", KODO_OPTION_INT, 0, "1000", nullptr,
+    "WAL pages after which a background thread checkpoints an execution's database (SQLite's "
+    "wal_autocheckpoint, run beside the commits instead of in one)");
+const kodo_option_spec kCheckpointInlinePages = kodo::sdk::option(
+    "checkpoint_inline_pages", KODO_OPTION_INT, 0, "0", nullptr,
+    "WAL pages at which a commit checkpoints its database itself, the background thread having "
+    "fallen behind (0: 10 x checkpoint_pages; at most checkpoint_pages: every checkpoint inline, "
+    "as SQLite does by itself)");
+const kodo_option_spec *const kOptions[] = {
+    &kExecDir,         &kBusyTimeout,          &kMaxOpen, &kSynchronous, &kAppendThreads,
+    &kCheckpointPages, &kCheckpointInlinePages};
 
 }  // namespace
 
