@@ -291,7 +291,9 @@ void Api::launch(const HttpRequest &request, const Caller &caller, HttpResponder
       throw Error(KODO_ERR_INVALID_ARGUMENT, "\"inputs\" must be a JSON object");
     rapidjson::StringBuffer buffer;
     JsonWriter w(buffer);
-    given->value.Accept(w);
+    if (!given->value.Accept(w))  // a literal past a double's range reads as infinite
+      throw Error(KODO_ERR_INVALID_ARGUMENT,
+                  "\"inputs\" holds a number beyond the range of a double");
     inputs.assign(buffer.GetString(), buffer.GetSize());
   }
   const std::string flow_name(flow->value.GetString(), flow->value.GetStringLength());

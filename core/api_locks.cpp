@@ -111,7 +111,11 @@ void Api::lock_post(const std::string &fid, const std::string &lid, const HttpRe
   }
   rapidjson::StringBuffer compact;
   JsonWriter cw(compact);
-  answer.Accept(cw);
+  // RapidJSON reads a literal past a double's range (2001e305) as infinite, which no JSON
+  // text holds: refused here rather than handed to the flow half written.
+  if (!answer.Accept(cw))
+    throw Error(KODO_ERR_INVALID_ARGUMENT,
+                "the answer to a lock holds a number beyond the range of a double");
   const std::string result(compact.GetString(), compact.GetSize());
 
   const Executor::LockAnswer taken = ctx_.executor.answer_lock(fid, lid, result);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 
 namespace kodo {
 
@@ -27,10 +28,12 @@ void raw_value(Writer &w, const std::string &json) {
   w.RawValue(json.data(), json.size(), rapidjson::kObjectType);
 }
 
-std::string text_of(const rapidjson::Value &v) {
+// The value as JSON text; nullopt when it holds a number RapidJSON read as infinite (a
+// literal past a double's range, such as 2001e305), which no JSON text can hold.
+std::optional<std::string> text_of(const rapidjson::Value &v) {
   rapidjson::StringBuffer buffer;
   Writer w(buffer);
-  v.Accept(w);
+  if (!v.Accept(w)) return std::nullopt;
   return std::string(buffer.GetString(), buffer.GetSize());
 }
 
@@ -51,7 +54,12 @@ std::string parse_lock_request(const std::string &payload, LockRequest *out) {
     return "a lock needs a non-empty string \"name\"";
   out->name.assign(name->value.GetString(), name->value.GetStringLength());
   const auto data = request->FindMember("data");
-  out->data_json = data == request->MemberEnd() ? "null" : text_of(data->value);
+  out->data_json = "null";
+  if (data != request->MemberEnd()) {
+    std::optional<std::string> text = text_of(data->value);
+    if (!text) return "a lock's \"data\" holds a number beyond the range of a double";
+    out->data_json = std::move(*text);
+  }
   const auto timeout = request->FindMember("timeout");
   out->timeout_s = kDefaultLockTimeoutS;
   if (timeout != request->MemberEnd() && !timeout->value.IsNull()) {
@@ -168,7 +176,7 @@ std::vector<StoredLock> stored_locks(const std::vector<Event> &events) {
           name != body->MemberEnd() && name->value.IsString())
         lock.name.assign(name->value.GetString(), name->value.GetStringLength());
       if (const auto data = body->FindMember("data"); data != body->MemberEnd())
-        lock.data_json = text_of(data->value);
+        lock.data_json = text_of(data->value).value_or("null");
       if (const auto expires = body->FindMember("expires");
           expires != body->MemberEnd() && expires->value.IsNumber())
         lock.expires = expires->value.GetDouble();
@@ -176,7 +184,7 @@ std::vector<StoredLock> stored_locks(const std::vector<Event> &events) {
     } else if (found != locks.end()) {
       found->answered = true;
       if (const auto result = body->FindMember("result"); result != body->MemberEnd())
-        found->result_json = text_of(result->value);
+        found->result_json = text_of(result->value).value_or("null");
     }
   }
   return locks;

@@ -148,6 +148,16 @@ TEST_F(HostLimits, DeeplyNestedRequestBodyIsRefusedNotACrash) {
 
 // A stored final payload nested deeply made every status request of it crash the host,
 // after a restart too. final is answered as its stored text (as kodosumi does): never parsed.
+// Launch inputs holding a number past a double's range (read as infinite) were written half
+// and then refused as "not a JSON object"; now the error names the number's range.
+TEST_F(HostLimits, InputsPastADoublesRangeAreRefusedByName) {
+  start();
+  auto r = host_.request("POST", "/api/v1/executions",
+                         R"({"flow": "quick", "inputs": {"n": -2001e305}})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("range of a double"), std::string::npos) << r.body;
+}
+
 TEST_F(HostLimits, DeeplyNestedStoredFinalIsServedAsStoredText) {
   start({"--flow",
          "deep=/bin/sh -c 'o=$(head -c 50000 /dev/zero | tr \"\\\\0\" \"[\"); "

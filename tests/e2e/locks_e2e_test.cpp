@@ -159,6 +159,13 @@ TEST_F(LocksE2E, ALockAnsweredThroughTheApiResumesTheRun) {
   // Bad answers and unknown locks are refused, naming what was wrong; the lock stays open.
   EXPECT_NE(json("POST", "/lock/" + fid + "/" + lid, 400, "{not json")["detail"].GetString(),
             std::string());
+  // A number past a double's range reads as infinite, which no JSON text holds: refused, not
+  // handed to the flow half written.
+  EXPECT_NE(
+      std::string(
+          json("POST", "/lock/" + fid + "/" + lid, 400, R"({"n": 2001e305})")["detail"].GetString())
+          .find("range of a double"),
+      std::string::npos);
   json("POST", "/lock/" + fid + "/00000000-0000-4000-8000-000000000000", 404, "{}");
   json("POST", "/lock/" + fid + "/not_a_lock", 400, "{}");
 
